@@ -1,0 +1,229 @@
+//! `ModelConfig`: the single normalized description of an architecture.
+//!
+//! Families differ in a handful of rules; each rule is an explicit field here, and the one
+//! forward pass (`crate::reference`) reads them. Builders: [`hf`] (Hugging Face `config.json`)
+//! and `crate::weights::gguf` (GGUF metadata).
+
+pub mod hf;
+
+use serde::Serialize;
+
+/// The model families flint knows. A family decides only how names and config keys map;
+/// the maths is in the rule fields of [`ModelConfig`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Family {
+    Llama,
+    Mixtral,
+    Qwen2Moe,
+    Qwen3Moe,
+    Olmoe,
+    GraniteMoe,
+}
+
+impl Family {
+    pub fn from_model_type(model_type: &str) -> Option<Family> {
+        Some(match model_type {
+            "llama" | "mistral" => Family::Llama,
+            "mixtral" => Family::Mixtral,
+            "qwen2_moe" => Family::Qwen2Moe,
+            "qwen3_moe" => Family::Qwen3Moe,
+            "olmoe" => Family::Olmoe,
+            "granitemoe" => Family::GraniteMoe,
+            _ => return None,
+        })
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Family::Llama => "llama",
+            Family::Mixtral => "mixtral",
+            Family::Qwen2Moe => "qwen2_moe",
+            Family::Qwen3Moe => "qwen3_moe",
+            Family::Olmoe => "olmoe",
+            Family::GraniteMoe => "granitemoe",
+        }
+    }
+}
+
+/// How RoPE pairs the dimensions of a head.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RopePairing {
+    /// Hugging Face `rotate_half`: dimension i rotates with i + d/2 (GPT-NeoX style).
+    Halves,
+    /// Adjacent pairs (2i, 2i+1): llama.cpp's layout for llama-arch GGUF files, whose
+    /// converter permuted the Q/K rows to match.
+    Interleaved,
+}
+
+/// Where q/k RMSNorm is applied, if at all.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum QkNorm {
+    None,
+    /// One weight of `head_dim`, applied to every head (Qwen3-MoE).
+    PerHead,
+    /// One weight over the whole q (resp. k) projection, before splitting heads (OLMoE).
+    Whole,
+}
+
+/// The sparse FFN's rules. A dense layer has no `MoeConfig` in play.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct MoeConfig {
+    pub num_experts: usize,
+    pub top_k: usize,
+    pub expert_intermediate_size: usize,
+    /// Router scores are softmax over all experts; after top-k, divide by their sum.
+    pub renormalize: bool,
+    /// Width of the always-on shared expert, if the family has one.
+    pub shared_expert_intermediate_size: Option<usize>,
+    /// The shared expert's output is scaled by sigmoid(gate · x) (Qwen2-MoE).
+    pub shared_expert_gate: bool,
+}
+
+/// What the FFN of one layer is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FfnKind {
+    Dense,
+    Moe,
+}
+
+/// One normalized description of a decoder-only transformer.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ModelConfig {
+    pub family: Family,
+    pub vocab_size: usize,
+    pub hidden_size: usize,
+    pub num_layers: usize,
+    pub num_heads: usize,
+    pub num_kv_heads: usize,
+    pub head_dim: usize,
+    pub rms_norm_eps: f32,
+    pub rope_theta: f32,
+    pub rope_pairing: RopePairing,
+    pub max_position_embeddings: usize,
+    /// q, k and v projections carry a bias.
+    pub qkv_bias: bool,
+    pub qk_norm: QkNorm,
+    /// Multiplies q·k (1/sqrt(head_dim) unless the family says otherwise).
+    pub attention_scale: f32,
+    /// Multiplies the token embeddings.
+    pub embedding_multiplier: f32,
+    /// Multiplies each sub-layer's output before it is added to the residual stream.
+    pub residual_multiplier: f32,
+    /// Multiplies the final logits.
+    pub logits_multiplier: f32,
+    pub tie_word_embeddings: bool,
+    /// Width of the dense FFN (dense layers and dense models).
+    pub intermediate_size: usize,
+    pub moe: Option<MoeConfig>,
+    /// The FFN kind of each layer; `layer_ffn.len() == num_layers`.
+    pub layer_ffn: Vec<FfnKind>,
+    pub bos_token_id: Option<u32>,
+    pub eos_token_ids: Vec<u32>,
+}
+
+impl ModelConfig {
+    pub fn q_dim(&self) -> usize {
+        self.num_heads * self.head_dim
+    }
+    pub fn kv_dim(&self) -> usize {
+        self.num_kv_heads * self.head_dim
+    }
+
+    /// Parameter counts: (total, active per token).
+    pub fn parameter_counts(&self) -> (u64, u64) {
+        let h = self.hidden_size as u64;
+        let mlp = |i: usize| 3 * h * i as u64;
+        let attn = h * (self.q_dim() + 2 * self.kv_dim()) as u64
+            + self.q_dim() as u64 * h
+            + if self.qkv_bias { (self.q_dim() + 2 * self.kv_dim()) as u64 } else { 0 }
+            + match self.qk_norm {
+                QkNorm::None => 0,
+                QkNorm::PerHead => 2 * self.head_dim as u64,
+                QkNorm::Whole => (self.q_dim() + self.kv_dim()) as u64,
+            };
+        let embed = self.vocab_size as u64 * h;
+        let mut total = embed + h + if self.tie_word_embeddings { 0 } else { embed };
+        let mut active = total;
+        for kind in &self.layer_ffn {
+            let base = attn + 2 * h;
+            total += base;
+            active += base;
+            match (kind, &self.moe) {
+                (FfnKind::Moe, Some(m)) => {
+                    let shared = m.shared_expert_intermediate_size.map_or(0, mlp)
+                        + if m.shared_expert_gate { h } else { 0 };
+                    let router = m.num_experts as u64 * h;
+                    total += router + shared + m.num_experts as u64 * mlp(m.expert_intermediate_size);
+                    active += router + shared + m.top_k as u64 * mlp(m.expert_intermediate_size);
+                }
+                _ => {
+                    total += mlp(self.intermediate_size);
+                    active += mlp(self.intermediate_size);
+                }
+            }
+        }
+        (total, active)
+    }
+
+    /// Checks the invariants every builder must establish; names the first one broken.
+    pub fn validate(&self) -> crate::Result<()> {
+        use crate::Error;
+        let positive = [
+            ("vocab_size", self.vocab_size),
+            ("hidden_size", self.hidden_size),
+            ("num_hidden_layers", self.num_layers),
+            ("num_attention_heads", self.num_heads),
+            ("num_key_value_heads", self.num_kv_heads),
+            ("head_dim", self.head_dim),
+        ];
+        for (field, v) in positive {
+            if v == 0 {
+                return Err(Error::field(field, "must be positive"));
+            }
+        }
+        if self.num_heads % self.num_kv_heads != 0 {
+            return Err(Error::field(
+                "num_key_value_heads",
+                format!("{} does not divide num_attention_heads {}", self.num_kv_heads, self.num_heads),
+            ));
+        }
+        if self.head_dim % 2 != 0 {
+            return Err(Error::field("head_dim", format!("{} is odd; RoPE needs pairs", self.head_dim)));
+        }
+        if !(self.rms_norm_eps > 0.0 && self.rms_norm_eps.is_finite()) {
+            return Err(Error::field("rms_norm_eps", "must be a positive number"));
+        }
+        if !(self.rope_theta > 0.0 && self.rope_theta.is_finite()) {
+            return Err(Error::field("rope_theta", "must be a positive number"));
+        }
+        if self.layer_ffn.len() != self.num_layers {
+            return Err(Error::field("num_hidden_layers", "layer kinds do not match the layer count"));
+        }
+        let any_dense = self.layer_ffn.contains(&FfnKind::Dense);
+        if any_dense && self.intermediate_size == 0 {
+            return Err(Error::field("intermediate_size", "must be positive for dense layers"));
+        }
+        match &self.moe {
+            Some(m) => {
+                if m.num_experts == 0 || m.expert_intermediate_size == 0 {
+                    return Err(Error::field("num_experts", "an MoE model needs experts of positive width"));
+                }
+                if m.top_k == 0 || m.top_k > m.num_experts {
+                    return Err(Error::field(
+                        "num_experts_per_tok",
+                        format!("{} is not in 1..={} (the number of experts)", m.top_k, m.num_experts),
+                    ));
+                }
+            }
+            None if self.layer_ffn.contains(&FfnKind::Moe) => {
+                return Err(Error::field("num_experts", "MoE layers without an expert count"));
+            }
+            None => {}
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,1 @@
+//! Tokenizer embedded in a GGUF file (stub: being written).

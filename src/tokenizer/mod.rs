@@ -1,0 +1,3 @@
+//! Tokenizer: `tokenizers::Tokenizer`, chat templates, streaming detokenizer.
+
+pub mod gguf;

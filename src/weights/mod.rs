@@ -1,0 +1,61 @@
+//! Weight files: byte sources, the safetensors and GGUF readers, and family tensor names.
+//!
+//! Every reader implements [`TensorSource`]: a set of named tensors, each with a row-major
+//! shape (outermost dimension first, as PyTorch writes it) and a way to dequantize to f32.
+//! Readers check every offset, size and dtype against the file before any read, so a
+//! truncated or lying file is an error, never an out-of-bounds access.
+
+pub mod bytes;
+pub mod gguf;
+pub mod names;
+pub mod safetensors;
+
+pub use bytes::Bytes;
+
+use crate::Result;
+
+/// A dense f32 tensor, row-major.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Tensor {
+    pub shape: Vec<usize>,
+    pub data: Vec<f32>,
+}
+
+impl Tensor {
+    pub fn new(shape: Vec<usize>, data: Vec<f32>) -> Self {
+        debug_assert_eq!(shape.iter().product::<usize>(), data.len());
+        Tensor { shape, data }
+    }
+}
+
+/// Element types found in checkpoints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[allow(non_camel_case_types)]
+pub enum DType {
+    F32,
+    F16,
+    BF16,
+    Q8_0,
+    Q4_0,
+    Q4_1,
+    Q4_K,
+    Q6_K,
+}
+
+/// A set of named tensors.
+pub trait TensorSource {
+    /// Every tensor name, in file order.
+    fn names(&self) -> Vec<String>;
+    /// Row-major shape (outermost first) of a tensor, or `None` when absent.
+    fn shape(&self, name: &str) -> Option<Vec<usize>>;
+    /// The element type of a tensor, or `None` when absent.
+    fn dtype(&self, name: &str) -> Option<DType>;
+    /// The tensor dequantized to f32; `Error::MissingTensor` when absent.
+    fn load_f32(&self, name: &str) -> Result<Tensor>;
+    /// Bytes the tensors take in the file.
+    fn size_in_bytes(&self) -> u64;
+
+    fn contains(&self, name: &str) -> bool {
+        self.shape(name).is_some()
+    }
+}
