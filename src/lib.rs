@@ -3,8 +3,17 @@
 pub mod config;
 pub mod error;
 pub mod quant;
+pub mod reference;
 pub mod tokenizer;
 pub mod weights;
 
 pub use config::ModelConfig;
 pub use error::{Error, Result};
+pub mod engine;
+pub mod model;
+pub mod sampler;
+
+pub use engine::{generate, Completion, FinishReason, GenerateOptions};
+pub use model::ModelFiles;
+#[cfg(feature = "cli")]
+pub mod cli;

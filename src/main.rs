@@ -1,1 +1,5 @@
-fn main(){}
+//! The `flint` command line.
+
+fn main() -> std::process::ExitCode {
+    flint::cli::main()
+}

@@ -7,6 +7,7 @@
 
 pub mod bytes;
 pub mod gguf;
+pub mod gptq;
 pub mod names;
 pub mod safetensors;
 
@@ -40,6 +41,8 @@ pub enum DType {
     Q4_1,
     Q4_K,
     Q6_K,
+    /// 4-bit groups with f16 scale and offset (GPTQ, and flint's own INT4 format).
+    Int4,
 }
 
 /// A set of named tensors.

@@ -1,0 +1,227 @@
+//! `flint` subcommands: info, logits, run.
+
+use crate::engine::{generate, CpuForward, GenerateOptions};
+use crate::model::ModelFiles;
+use crate::sampler::SamplingParams;
+use crate::tokenizer::Message;
+use crate::{Error, Result};
+use clap::{Parser, Subcommand, ValueEnum};
+use std::io::Write;
+use std::ops::ControlFlow;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// The default real model: SmolLM2-135M-Instruct, Q4_1 GGUF (fetched by scripts/fetch-model.sh).
+pub const DEFAULT_MODEL_FILE: &str = "SmolLM2-135M-Instruct.Q4_1.gguf";
+
+#[derive(Parser)]
+#[command(name = "flint", version, about = "Run sparse Mixture-of-Experts language models on your own GPU")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Device {
+    /// The f32 CPU reference.
+    Cpu,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Describe a model: family, layers, experts, parameters, bytes on disk.
+    #[command(after_help = "Example:\n  flint info --model ~/.cache/flint/models/SmolLM2-135M-Instruct.Q4_1.gguf")]
+    Info {
+        /// A Hugging Face model folder or a .gguf file.
+        #[arg(long)]
+        model: PathBuf,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print the logits of every position of a token sequence, as JSON.
+    #[command(after_help = "Example:\n  flint logits --model tests/fixtures/models/mixtral --tokens 1,2,3")]
+    Logits {
+        #[arg(long)]
+        model: PathBuf,
+        /// Comma-separated token ids.
+        #[arg(long, value_delimiter = ',', required = true)]
+        tokens: Vec<u32>,
+        #[arg(long, value_enum, default_value = "cpu")]
+        device: Device,
+    },
+    /// Generate text from a prompt, streamed to stdout.
+    #[command(after_help = "Examples:\n  flint run --prompt \"The capital of France is\"\n  flint run --chat --prompt \"Write a haiku about rivers\" --temperature 0.7 --seed 1")]
+    Run {
+        /// A Hugging Face model folder or a .gguf file (default: SmolLM2-135M-Instruct from the cache).
+        #[arg(long)]
+        model: Option<PathBuf>,
+        #[arg(long)]
+        prompt: String,
+        #[arg(long, default_value_t = 128)]
+        max_tokens: usize,
+        /// 0 means greedy.
+        #[arg(long, default_value_t = 0.0)]
+        temperature: f32,
+        #[arg(long, default_value_t = 1.0)]
+        top_p: f32,
+        /// 0 means no limit.
+        #[arg(long, default_value_t = 0)]
+        top_k: usize,
+        #[arg(long)]
+        seed: Option<u64>,
+        /// Wrap the prompt in the model's chat template as a user message.
+        #[arg(long)]
+        chat: bool,
+        #[arg(long, value_enum, default_value = "cpu")]
+        device: Device,
+    },
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Where fetched models live: `$FLINT_CACHE`, else `~/.cache/flint`.
+pub fn cache_dir() -> PathBuf {
+    match std::env::var_os("FLINT_CACHE") {
+        Some(dir) => PathBuf::from(dir),
+        None => PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache/flint"),
+    }
+}
+
+fn default_model() -> Result<PathBuf> {
+    let path = cache_dir().join("models").join(DEFAULT_MODEL_FILE);
+    match path.is_file() {
+        true => Ok(path),
+        false => Err(Error::Request(format!(
+            "no --model given and the default model is not at {}; fetch it with `scripts/fetch-model.sh`",
+            path.display()
+        ))),
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Info { model, json } => info(&ModelFiles::open(&model)?, json),
+        Command::Logits { model, tokens, device: Device::Cpu } => {
+            let files = ModelFiles::open(&model)?;
+            let reference = files.load_reference()?;
+            let mut cache = crate::reference::KvCache::new(&reference.config);
+            let logits = reference.forward(&mut cache, &tokens)?;
+            let out = serde_json::json!({ "tokens": tokens, "logits": logits });
+            println!("{out}");
+            Ok(())
+        }
+        Command::Run { model, prompt, max_tokens, temperature, top_p, top_k, seed, chat, device: Device::Cpu } => {
+            let path = match model {
+                Some(p) => p,
+                None => default_model()?,
+            };
+            let files = ModelFiles::open(&path)?;
+            let tokenizer = files
+                .tokenizer
+                .as_ref()
+                .ok_or_else(|| Error::Tokenizer(format!("{} has no tokenizer", path.display())))?;
+            let text = match chat {
+                true => tokenizer.apply_chat_template(&[Message::new("user", &prompt)], true)?,
+                false => prompt,
+            };
+            let ids = tokenizer.encode(&text, true)?;
+            if !(0.0..=1.0).contains(&top_p) || top_p == 0.0 {
+                return Err(Error::Request(format!("--top-p {top_p} is not in (0, 1]")));
+            }
+            if !(temperature >= 0.0) {
+                return Err(Error::Request(format!("--temperature {temperature} is negative")));
+            }
+            let seed = seed.unwrap_or_else(|| {
+                std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64)
+            });
+            let options = GenerateOptions {
+                max_tokens,
+                sampling: SamplingParams { temperature, top_k, top_p, seed },
+                stop: vec![],
+                stop_token_ids: files.stop_token_ids(),
+            };
+            let mut forward = CpuForward::new(files.load_reference()?);
+            let mut stdout = std::io::stdout().lock();
+            if !chat {
+                let _ = write!(stdout, "{text}");
+            }
+            generate(&mut forward, tokenizer, &ids, &options, |piece| {
+                let ok = write!(stdout, "{piece}").and_then(|_| stdout.flush());
+                // A closed stdout (`| head`) ends generation quietly.
+                if ok.is_ok() { ControlFlow::Continue(()) } else { ControlFlow::Break(()) }
+            })?;
+            let _ = writeln!(stdout);
+            Ok(())
+        }
+    }
+}
+
+fn info(files: &ModelFiles, json: bool) -> Result<()> {
+    let c = &files.config;
+    let (total, active) = c.parameter_counts();
+    let bytes = files.tensors.size_in_bytes();
+    if json {
+        let out = serde_json::json!({
+            "family": c.family,
+            "format": files.format,
+            "layers": c.num_layers,
+            "hidden_size": c.hidden_size,
+            "heads": c.num_heads,
+            "kv_heads": c.num_kv_heads,
+            "head_dim": c.head_dim,
+            "vocab_size": c.vocab_size,
+            "experts": c.moe.as_ref().map(|m| serde_json::json!({
+                "total": m.num_experts,
+                "top_k": m.top_k,
+                "shared": m.shared_expert_intermediate_size.is_some() as usize,
+            })),
+            "parameters_total": total,
+            "parameters_active": active,
+            "bytes_on_disk": bytes,
+            "config": c,
+        });
+        println!("{}", serde_json::to_string_pretty(&out).expect("JSON values serialize"));
+        return Ok(());
+    }
+    println!("model       {}", files.path.display());
+    println!("family      {}", c.family.name());
+    println!("format      {}", files.format);
+    println!("layers      {} (hidden {}, heads {}/{} kv, head_dim {})", c.num_layers, c.hidden_size, c.num_heads, c.num_kv_heads, c.head_dim);
+    match &c.moe {
+        Some(m) => {
+            let dense = c.layer_ffn.iter().filter(|k| **k == crate::config::FfnKind::Dense).count();
+            println!(
+                "experts     {} total, top-{} per token, {} shared{}",
+                m.num_experts,
+                m.top_k,
+                m.shared_expert_intermediate_size.is_some() as usize,
+                if dense > 0 { format!(", {dense} dense layers") } else { String::new() }
+            );
+        }
+        None => println!("experts     dense (one always-selected FFN)"),
+    }
+    println!("vocabulary  {}", c.vocab_size);
+    println!("context     {}", c.max_position_embeddings);
+    println!("parameters  {} total, {} active per token", human(total), human(active));
+    println!("on disk     {} bytes ({:.1} MiB)", bytes, bytes as f64 / (1 << 20) as f64);
+    Ok(())
+}
+
+fn human(n: u64) -> String {
+    match n {
+        n if n >= 1_000_000_000 => format!("{:.2}B", n as f64 / 1e9),
+        n if n >= 1_000_000 => format!("{:.1}M", n as f64 / 1e6),
+        n if n >= 1_000 => format!("{:.1}K", n as f64 / 1e3),
+        n => n.to_string(),
+    }
+}

@@ -1,0 +1,149 @@
+//! The operations of the forward pass, one function each, on plain f32 slices.
+//! Each is the CPU twin of a GPU kernel and the definition that kernel is held to.
+
+/// A linear layer: `y = W x + b`, `W` row-major `[out_dim, in_dim]`.
+#[derive(Debug, Clone)]
+pub struct Linear {
+    pub out_dim: usize,
+    pub in_dim: usize,
+    pub weight: Vec<f32>,
+    pub bias: Option<Vec<f32>>,
+}
+
+impl Linear {
+    /// `y[t] = W x[t] + b` for each of the T rows of `x` (`[T, in_dim]` -> `[T, out_dim]`).
+    /// Weight rows are the outer loop so each is read once per call, whatever T is.
+    pub fn forward(&self, x: &[f32]) -> Vec<f32> {
+        let t_count = x.len() / self.in_dim;
+        let mut y = vec![0.0; t_count * self.out_dim];
+        for (o, w_row) in self.weight.chunks_exact(self.in_dim).enumerate() {
+            let b = self.bias.as_ref().map_or(0.0, |b| b[o]);
+            for t in 0..t_count {
+                y[t * self.out_dim + o] = dot(w_row, &x[t * self.in_dim..(t + 1) * self.in_dim]) + b;
+            }
+        }
+        y
+    }
+}
+
+pub fn dot(a: &[f32], b: &[f32]) -> f32 {
+    // Eight partial sums: deterministic, and close to what a vectorised reduction rounds to.
+    let mut acc = [0.0f32; 8];
+    let chunks = a.len() / 8;
+    for i in 0..chunks {
+        for j in 0..8 {
+            acc[j] += a[i * 8 + j] * b[i * 8 + j];
+        }
+    }
+    let mut sum = 0.0;
+    for i in chunks * 8..a.len() {
+        sum += a[i] * b[i];
+    }
+    sum + acc.iter().sum::<f32>()
+}
+
+/// RMSNorm of each `weight.len()`-wide row of `x`, in place: `x / sqrt(mean(x^2) + eps) * w`.
+pub fn rms_norm(x: &mut [f32], weight: &[f32], eps: f32) {
+    for row in x.chunks_exact_mut(weight.len()) {
+        let mean_square = row.iter().map(|v| v * v).sum::<f32>() / row.len() as f32;
+        let inv = 1.0 / (mean_square + eps).sqrt();
+        for (v, w) in row.iter_mut().zip(weight) {
+            *v = *v * inv * w;
+        }
+    }
+}
+
+/// RoPE tables for one position: `(cos, sin)` of `pos * theta^(-2i/d)`, i < d/2, in f32 as
+/// transformers computes them.
+pub fn rope_angles(pos: usize, head_dim: usize, theta: f32) -> (Vec<f32>, Vec<f32>) {
+    (0..head_dim / 2)
+        .map(|i| {
+            let inv_freq = 1.0 / theta.powf((2 * i) as f32 / head_dim as f32);
+            let angle = pos as f32 * inv_freq;
+            (angle.cos(), angle.sin())
+        })
+        .unzip()
+}
+
+/// Rotates one head in place. `interleaved`: pairs (2i, 2i+1); otherwise (i, i + d/2).
+pub fn rope(head: &mut [f32], cos: &[f32], sin: &[f32], interleaved: bool) {
+    let half = head.len() / 2;
+    for i in 0..half {
+        let (a, b) = if interleaved { (2 * i, 2 * i + 1) } else { (i, i + half) };
+        let (x0, x1) = (head[a], head[b]);
+        head[a] = x0 * cos[i] - x1 * sin[i];
+        head[b] = x1 * cos[i] + x0 * sin[i];
+    }
+}
+
+/// Softmax in place, max-subtracted.
+pub fn softmax(x: &mut [f32]) {
+    let max = x.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
+    let mut sum = 0.0;
+    for v in x.iter_mut() {
+        *v = (*v - max).exp();
+        sum += *v;
+    }
+    for v in x.iter_mut() {
+        *v /= sum;
+    }
+}
+
+pub fn silu(x: f32) -> f32 {
+    x / (1.0 + (-x).exp())
+}
+
+pub fn sigmoid(x: f32) -> f32 {
+    1.0 / (1.0 + (-x).exp())
+}
+
+/// Indices of the k largest values, largest first; ties go to the lower index.
+pub fn top_k(x: &[f32], k: usize) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..x.len()).collect();
+    order.sort_by(|&a, &b| x[b].total_cmp(&x[a]).then(a.cmp(&b)));
+    order.truncate(k);
+    order
+}
+
+/// Attention of one query head over `len` cached positions.
+/// `keys`/`values` hold `len` rows of `stride` floats; this head's slice starts at `offset`.
+pub fn attend(q: &[f32], keys: &[f32], values: &[f32], len: usize, stride: usize, offset: usize, scale: f32) -> Vec<f32> {
+    let d = q.len();
+    let mut scores: Vec<f32> =
+        (0..len).map(|j| dot(q, &keys[j * stride + offset..j * stride + offset + d]) * scale).collect();
+    softmax(&mut scores);
+    let mut out = vec![0.0; d];
+    for (j, p) in scores.iter().enumerate() {
+        let v = &values[j * stride + offset..j * stride + offset + d];
+        for (o, x) in out.iter_mut().zip(v) {
+            *o += p * x;
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn top_k_orders_by_value_then_index() {
+        assert_eq!(top_k(&[0.1, 0.5, 0.5, -1.0, 0.7], 3), vec![4, 1, 2]);
+    }
+
+    #[test]
+    fn rope_pairings_agree_after_permuting_dimensions() {
+        // llama.cpp permutes rows so that interleaved pairs hold what rotate_half pairs held.
+        let d = 8;
+        let x: Vec<f32> = (0..d).map(|i| i as f32 * 0.37 - 1.0).collect();
+        let (cos, sin) = rope_angles(5, d, 10000.0);
+        let mut halves = x.clone();
+        rope(&mut halves, &cos, &sin, false);
+        let mut inter: Vec<f32> = (0..d).map(|i| x[if i % 2 == 0 { i / 2 } else { d / 2 + i / 2 }]).collect();
+        rope(&mut inter, &cos, &sin, true);
+        for i in 0..d / 2 {
+            assert!((inter[2 * i] - halves[i]).abs() < 1e-6);
+            assert!((inter[2 * i + 1] - halves[i + d / 2]).abs() < 1e-6);
+        }
+    }
+}
