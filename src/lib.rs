@@ -17,3 +17,11 @@ pub use engine::{generate, Completion, FinishReason, GenerateOptions};
 pub use model::ModelFiles;
 #[cfg(feature = "cli")]
 pub mod cli;
+
+/// Where flint keeps fetched models and tokenizers: `$FLINT_CACHE`, else `~/.cache/flint`.
+pub fn cache_dir() -> std::path::PathBuf {
+    match std::env::var_os("FLINT_CACHE") {
+        Some(dir) => dir.into(),
+        None => std::path::PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache/flint"),
+    }
+}

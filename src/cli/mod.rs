@@ -89,16 +89,8 @@ pub fn main() -> ExitCode {
     }
 }
 
-/// Where fetched models live: `$FLINT_CACHE`, else `~/.cache/flint`.
-pub fn cache_dir() -> PathBuf {
-    match std::env::var_os("FLINT_CACHE") {
-        Some(dir) => PathBuf::from(dir),
-        None => PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache/flint"),
-    }
-}
-
 fn default_model() -> Result<PathBuf> {
-    let path = cache_dir().join("models").join(DEFAULT_MODEL_FILE);
+    let path = crate::cache_dir().join("models").join(DEFAULT_MODEL_FILE);
     match path.is_file() {
         true => Ok(path),
         false => Err(Error::Request(format!(

@@ -1,1 +1,416 @@
-//! ggml block formats (stub: being written).
+//! ggml block formats: type numbering, block sizes, and dequantization to f32.
+//!
+//! A ggml tensor row is a run of blocks; each block holds a fixed number of elements in a fixed
+//! number of bytes, little-endian. Every function here reads its block through a bounds-checked
+//! slice, so a short buffer is an error, never an out-of-bounds read. The layouts follow ggml's
+//! reference (`ggml-common.h`, `ggml-quants.c`); each function states the one it decodes.
+
+use crate::weights::DType;
+use half::{bf16, f16};
+
+/// Elements in one Q4_0 / Q4_1 / Q8_0 block.
+pub const QK: usize = 32;
+/// Elements in one k-quant super-block (Q4_K, Q6_K).
+pub const QK_K: usize = 256;
+
+/// The ggml type number of a [`DType`] (the `type` field of a GGUF tensor info); `None` for
+/// flint's `Int4`, which is not a ggml format.
+pub fn ggml_type_id(dtype: DType) -> Option<u32> {
+    Some(match dtype {
+        DType::F32 => 0,
+        DType::F16 => 1,
+        DType::Q4_0 => 2,
+        DType::Q4_1 => 3,
+        DType::Q8_0 => 8,
+        DType::Q4_K => 12,
+        DType::Q6_K => 14,
+        DType::BF16 => 30,
+        DType::Int4 => return None,
+    })
+}
+
+/// The [`DType`] for a ggml type number, when flint can read it.
+pub fn dtype_from_ggml(type_id: u32) -> Option<DType> {
+    Some(match type_id {
+        0 => DType::F32,
+        1 => DType::F16,
+        2 => DType::Q4_0,
+        3 => DType::Q4_1,
+        8 => DType::Q8_0,
+        12 => DType::Q4_K,
+        14 => DType::Q6_K,
+        30 => DType::BF16,
+        _ => return None,
+    })
+}
+
+/// ggml's name for a type number, for error messages; `None` for numbers ggml never assigned
+/// (4 and 5 were removed formats and count as unassigned here).
+pub fn ggml_type_name(type_id: u32) -> Option<&'static str> {
+    const NAMES: [&str; 42] = [
+        "F32", "F16", "Q4_0", "Q4_1", "", "", "Q5_0", "Q5_1", "Q8_0", "Q8_1", "Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K",
+        "Q8_K", "IQ2_XXS", "IQ2_XS", "IQ3_XXS", "IQ1_S", "IQ4_NL", "IQ3_S", "IQ2_S", "IQ4_XS", "I8", "I16", "I32",
+        "I64", "F64", "IQ1_M", "BF16", "", "", "", "TQ1_0", "TQ2_0", "", "", "", "MXFP4", "", "",
+    ];
+    NAMES.get(type_id as usize).copied().filter(|n| !n.is_empty())
+}
+
+/// `(elements per block, bytes per block)` of a ggml format; plain float types are blocks of one
+/// element. `None` for `DType::Int4`, whose groups are not a fixed ggml block.
+pub fn block_info(dtype: DType) -> Option<(usize, usize)> {
+    Some(match dtype {
+        DType::F32 => (1, 4),
+        DType::F16 | DType::BF16 => (1, 2),
+        DType::Q8_0 => (QK, 2 + QK),
+        DType::Q4_0 => (QK, 2 + QK / 2),
+        DType::Q4_1 => (QK, 4 + QK / 2),
+        DType::Q4_K => (QK_K, 2 + 2 + 12 + QK_K / 2),
+        DType::Q6_K => (QK_K, QK_K / 2 + QK_K / 4 + QK_K / 16 + 2),
+        DType::Int4 => return None,
+    })
+}
+
+/// Bytes that `n_elements` of `dtype` take, or `None` when `n_elements` is not a whole number
+/// of blocks or the size overflows.
+pub fn byte_size(dtype: DType, n_elements: u64) -> Option<u64> {
+    let (per_block, block_bytes) = block_info(dtype)?;
+    if !n_elements.is_multiple_of(per_block as u64) {
+        return None;
+    }
+    (n_elements / per_block as u64).checked_mul(block_bytes as u64)
+}
+
+/// Dequantizes `data` (a whole number of blocks of `dtype`) into `out`, which must hold exactly
+/// the elements those blocks encode. The error says what did not fit.
+pub fn dequantize_into(dtype: DType, data: &[u8], out: &mut [f32]) -> Result<(), String> {
+    let (per_block, block_bytes) = block_info(dtype).ok_or_else(|| not_ggml(dtype))?;
+    if !out.len().is_multiple_of(per_block) {
+        return Err(format!("{} elements is not a whole number of {dtype:?} blocks of {per_block}", out.len()));
+    }
+    let expected = out.len() / per_block * block_bytes;
+    if data.len() != expected {
+        return Err(format!(
+            "{} elements of {dtype:?} take {expected} bytes, but {} were given",
+            out.len(),
+            data.len()
+        ));
+    }
+    let blocks = data.chunks_exact(block_bytes).zip(out.chunks_exact_mut(per_block));
+    match dtype {
+        DType::F32 => blocks.for_each(|(b, o)| o[0] = f32::from_le_bytes([b[0], b[1], b[2], b[3]])),
+        DType::F16 => blocks.for_each(|(b, o)| o[0] = read_f16(b, 0)),
+        DType::BF16 => blocks.for_each(|(b, o)| o[0] = bf16::from_bits(u16::from_le_bytes([b[0], b[1]])).to_f32()),
+        DType::Q8_0 => blocks.for_each(|(b, o)| dequantize_block_q8_0(b, o)),
+        DType::Q4_0 => blocks.for_each(|(b, o)| dequantize_block_q4_0(b, o)),
+        DType::Q4_1 => blocks.for_each(|(b, o)| dequantize_block_q4_1(b, o)),
+        DType::Q4_K => blocks.for_each(|(b, o)| dequantize_block_q4_k(b, o)),
+        DType::Q6_K => blocks.for_each(|(b, o)| dequantize_block_q6_k(b, o)),
+        DType::Int4 => return Err(not_ggml(dtype)),
+    }
+    Ok(())
+}
+
+/// Dequantizes `data`, a whole number of blocks, into a new vector of `n_elements` values.
+pub fn dequantize(dtype: DType, data: &[u8], n_elements: usize) -> Result<Vec<f32>, String> {
+    // Check the size before allocating: `n_elements` may come from an untrusted header.
+    let (per_block, block_bytes) = block_info(dtype).ok_or_else(|| not_ggml(dtype))?;
+    if !n_elements.is_multiple_of(per_block) || data.len() / block_bytes * per_block != n_elements {
+        return Err(format!("{n_elements} elements of {dtype:?} do not match the {} bytes given", data.len()));
+    }
+    let mut out = vec![0.0f32; n_elements];
+    dequantize_into(dtype, data, &mut out)?;
+    Ok(out)
+}
+
+fn not_ggml(dtype: DType) -> String {
+    format!("{dtype:?} is not a ggml block format")
+}
+
+fn read_f16(bytes: &[u8], at: usize) -> f32 {
+    f16::from_bits(u16::from_le_bytes([bytes[at], bytes[at + 1]])).to_f32()
+}
+
+/// Q8_0, 34 bytes for 32 elements:
+/// `d: f16` then `qs: [i8; 32]`; element j is `d * qs[j]`.
+pub fn dequantize_block_q8_0(block: &[u8], out: &mut [f32]) {
+    let d = read_f16(block, 0);
+    for (o, &q) in out[..QK].iter_mut().zip(&block[2..2 + QK]) {
+        *o = d * f32::from(q as i8);
+    }
+}
+
+/// Q4_0, 18 bytes for 32 elements:
+/// `d: f16` then `qs: [u8; 16]`; element j (j < 16) is the low nibble of `qs[j]`, element j + 16
+/// the high nibble; each is `d * (q - 8)`.
+pub fn dequantize_block_q4_0(block: &[u8], out: &mut [f32]) {
+    let d = read_f16(block, 0);
+    let qs = &block[2..2 + QK / 2];
+    for (j, &byte) in qs.iter().enumerate() {
+        out[j] = d * (f32::from(byte & 0x0F) - 8.0);
+        out[j + QK / 2] = d * (f32::from(byte >> 4) - 8.0);
+    }
+}
+
+/// Q4_1, 20 bytes for 32 elements:
+/// `d: f16`, `m: f16`, then `qs: [u8; 16]` packed as in Q4_0; each element is `d * q + m`.
+pub fn dequantize_block_q4_1(block: &[u8], out: &mut [f32]) {
+    let d = read_f16(block, 0);
+    let m = read_f16(block, 2);
+    let qs = &block[4..4 + QK / 2];
+    for (j, &byte) in qs.iter().enumerate() {
+        out[j] = d * f32::from(byte & 0x0F) + m;
+        out[j + QK / 2] = d * f32::from(byte >> 4) + m;
+    }
+}
+
+/// The 6-bit (scale, min) of sub-block `j` (0..8) of a Q4_K super-block, from its 12 packed bytes.
+///
+/// Bytes 0..4 hold the scales of sub-blocks 0..4 in their low 6 bits, bytes 4..8 the mins of
+/// sub-blocks 0..4 likewise. Sub-blocks 4..8 keep their low 4 bits in bytes 8..12 (scale in the
+/// low nibble, min in the high nibble) and their top 2 bits in the spare top bits of bytes 0..4
+/// (scale) and 4..8 (min).
+pub fn q4_k_scale_min(j: usize, scales: &[u8]) -> (u8, u8) {
+    if j < 4 {
+        (scales[j] & 0x3F, scales[j + 4] & 0x3F)
+    } else {
+        let scale = (scales[j + 4] & 0x0F) | ((scales[j - 4] >> 6) << 4);
+        let min = (scales[j + 4] >> 4) | ((scales[j] >> 6) << 4);
+        (scale, min)
+    }
+}
+
+/// Q4_K, 144 bytes for a super-block of 256 elements in 8 sub-blocks of 32:
+/// `d: f16`, `dmin: f16`, `scales: [u8; 12]` (see [`q4_k_scale_min`]), `qs: [u8; 128]`.
+/// The elements go in four runs of 64; run r reads `qs[32r..32r + 32]`, its first 32 elements
+/// from the low nibbles (sub-block 2r), its next 32 from the high nibbles (sub-block 2r + 1).
+/// Element = `d * scale * q - dmin * min`.
+pub fn dequantize_block_q4_k(block: &[u8], out: &mut [f32]) {
+    let d = read_f16(block, 0);
+    let dmin = read_f16(block, 2);
+    let scales = &block[4..16];
+    let qs = &block[16..16 + QK_K / 2];
+    for run in 0..4 {
+        let bytes = &qs[32 * run..32 * run + 32];
+        let (sc_lo, m_lo) = q4_k_scale_min(2 * run, scales);
+        let (sc_hi, m_hi) = q4_k_scale_min(2 * run + 1, scales);
+        let (d_lo, min_lo) = (d * f32::from(sc_lo), dmin * f32::from(m_lo));
+        let (d_hi, min_hi) = (d * f32::from(sc_hi), dmin * f32::from(m_hi));
+        let dst = &mut out[64 * run..64 * run + 64];
+        for (l, &byte) in bytes.iter().enumerate() {
+            dst[l] = d_lo * f32::from(byte & 0x0F) - min_lo;
+            dst[l + 32] = d_hi * f32::from(byte >> 4) - min_hi;
+        }
+    }
+}
+
+/// Q6_K, 210 bytes for a super-block of 256 elements in 16 sub-blocks of 16:
+/// `ql: [u8; 128]` (low 4 bits), `qh: [u8; 64]` (high 2 bits), `scales: [i8; 16]`, `d: f16`.
+/// Each half of 128 elements uses `ql[64h..64h + 64]`, `qh[32h..32h + 32]`, `scales[8h..8h + 8]`.
+/// Within a half, for l in 0..32, byte `qh[l]` carries the top bits of four elements:
+/// bits 0-1 for element l (low nibble of `ql[l]`), bits 2-3 for l + 32 (low nibble of
+/// `ql[l + 32]`), bits 4-5 for l + 64 (high nibble of `ql[l]`), bits 6-7 for l + 96 (high
+/// nibble of `ql[l + 32]`). Element i of the half uses scale `i / 16`.
+/// Element = `d * scale * (q - 32)` with q the 6-bit value.
+pub fn dequantize_block_q6_k(block: &[u8], out: &mut [f32]) {
+    let ql_all = &block[0..128];
+    let qh_all = &block[128..192];
+    let sc_all = &block[192..208];
+    let d = read_f16(block, 208);
+    for half in 0..2 {
+        let ql = &ql_all[64 * half..64 * half + 64];
+        let qh = &qh_all[32 * half..32 * half + 32];
+        let sc = &sc_all[8 * half..8 * half + 8];
+        let dst = &mut out[128 * half..128 * half + 128];
+        for l in 0..32 {
+            let h = qh[l];
+            let q = [
+                (ql[l] & 0x0F) | ((h & 0x03) << 4),
+                (ql[l + 32] & 0x0F) | (((h >> 2) & 0x03) << 4),
+                (ql[l] >> 4) | (((h >> 4) & 0x03) << 4),
+                (ql[l + 32] >> 4) | (((h >> 6) & 0x03) << 4),
+            ];
+            for (k, &qk) in q.iter().enumerate() {
+                let i = l + 32 * k;
+                let scale = f32::from(sc[i / 16] as i8);
+                dst[i] = d * scale * (f32::from(qk) - 32.0);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn f16_bytes(x: f32) -> [u8; 2] {
+        f16::from_f32(x).to_bits().to_le_bytes()
+    }
+
+    #[test]
+    fn block_sizes_match_ggml() {
+        assert_eq!(block_info(DType::Q8_0), Some((32, 34)));
+        assert_eq!(block_info(DType::Q4_0), Some((32, 18)));
+        assert_eq!(block_info(DType::Q4_1), Some((32, 20)));
+        assert_eq!(block_info(DType::Q4_K), Some((256, 144)));
+        assert_eq!(block_info(DType::Q6_K), Some((256, 210)));
+        assert_eq!(block_info(DType::F16), Some((1, 2)));
+        assert_eq!(block_info(DType::Int4), None);
+        assert_eq!(byte_size(DType::Q4_0, 64), Some(36));
+        assert_eq!(byte_size(DType::Q4_0, 48), None);
+        for id in 0..64 {
+            if let Some(dt) = dtype_from_ggml(id) {
+                assert_eq!(ggml_type_id(dt), Some(id));
+                assert_eq!(ggml_type_name(id), Some(format!("{dt:?}").as_str()));
+            }
+        }
+        assert_eq!(ggml_type_name(6), Some("Q5_0"));
+        assert_eq!(ggml_type_name(4), None);
+        assert_eq!(ggml_type_name(1000), None);
+    }
+
+    #[test]
+    fn plain_floats() {
+        let mut data = vec![];
+        data.extend_from_slice(&1.5f32.to_le_bytes());
+        data.extend_from_slice(&(-2.25f32).to_le_bytes());
+        assert_eq!(dequantize(DType::F32, &data, 2).unwrap(), vec![1.5, -2.25]);
+
+        let data = [f16_bytes(0.5), f16_bytes(-3.0)].concat();
+        assert_eq!(dequantize(DType::F16, &data, 2).unwrap(), vec![0.5, -3.0]);
+
+        // bf16 is the top half of an f32: 1.0 = 0x3F80, -0.5 = 0xBF00.
+        let data = [0x80, 0x3F, 0x00, 0xBF];
+        assert_eq!(dequantize(DType::BF16, &data, 2).unwrap(), vec![1.0, -0.5]);
+    }
+
+    #[test]
+    fn q8_0_block() {
+        let mut block = f16_bytes(0.25).to_vec();
+        block.extend((0..32).map(|j| (j as i8 - 16) as u8));
+        let out = dequantize(DType::Q8_0, &block, 32).unwrap();
+        for (j, v) in out.iter().enumerate() {
+            assert_eq!(*v, 0.25 * (j as f32 - 16.0), "element {j}");
+        }
+    }
+
+    #[test]
+    fn q4_0_block() {
+        // Byte j: low nibble j (element j), high nibble 15 - j (element j + 16).
+        let mut block = f16_bytes(2.0).to_vec();
+        block.extend((0..16u8).map(|j| j | ((15 - j) << 4)));
+        let out = dequantize(DType::Q4_0, &block, 32).unwrap();
+        for j in 0..16 {
+            assert_eq!(out[j], 2.0 * (j as f32 - 8.0), "element {j}");
+            assert_eq!(out[j + 16], 2.0 * ((15 - j) as f32 - 8.0), "element {}", j + 16);
+        }
+        // Two blocks in a row decode independently.
+        let mut two = block.clone();
+        let mut second = f16_bytes(-1.0).to_vec();
+        second.extend([0x88u8; 16]); // every q = 8 -> 0
+        two.extend(second);
+        let out2 = dequantize(DType::Q4_0, &two, 64).unwrap();
+        assert_eq!(&out2[..32], &out[..]);
+        assert!(out2[32..].iter().all(|&v| v == 0.0));
+    }
+
+    #[test]
+    fn q4_1_block() {
+        let mut block = [f16_bytes(0.5), f16_bytes(-1.0)].concat();
+        block.extend((0..16u8).map(|j| j | ((15 - j) << 4)));
+        let out = dequantize(DType::Q4_1, &block, 32).unwrap();
+        for j in 0..16 {
+            assert_eq!(out[j], 0.5 * j as f32 - 1.0);
+            assert_eq!(out[j + 16], 0.5 * (15 - j) as f32 - 1.0);
+        }
+    }
+
+    /// Packs 8 six-bit scales and mins the way ggml's quantizer does.
+    fn pack_q4_k_scales(sc: [u8; 8], m: [u8; 8]) -> [u8; 12] {
+        let mut s = [0u8; 12];
+        for j in 0..4 {
+            s[j] = sc[j] | ((sc[j + 4] >> 4) << 6);
+            s[j + 4] = m[j] | ((m[j + 4] >> 4) << 6);
+            s[j + 8] = (sc[j + 4] & 0x0F) | ((m[j + 4] & 0x0F) << 4);
+        }
+        s
+    }
+
+    #[test]
+    fn q4_k_scale_unpacking_by_hand() {
+        // Sub-block 5: scale 45 = 0b10_1101, min 58 = 0b11_1010.
+        // Its low nibbles sit in byte 9 (scale low, min high): 0b1010_1101 = 0xAD.
+        // Its top bits: scale's `10` in the top of byte 1, min's `11` in the top of byte 5.
+        let mut s = [0u8; 12];
+        s[9] = 0xAD;
+        s[1] = 0b1000_0011; // low 6 bits: scale 3 for sub-block 1
+        s[5] = 0b1100_0111; // low 6 bits: min 7 for sub-block 1
+        assert_eq!(q4_k_scale_min(5, &s), (45, 58));
+        assert_eq!(q4_k_scale_min(1, &s), (3, 7));
+        assert_eq!(q4_k_scale_min(4, &s), (0, 0));
+    }
+
+    #[test]
+    fn q4_k_block_all_subblocks() {
+        let sc = [1, 7, 13, 63, 17, 33, 48, 62];
+        let m = [2, 0, 63, 5, 31, 40, 16, 59];
+        let packed = pack_q4_k_scales(sc, m);
+        for j in 0..8 {
+            assert_eq!(q4_k_scale_min(j, &packed), (sc[j], m[j]), "sub-block {j}");
+        }
+        let (d, dmin) = (0.5f32, 0.25f32);
+        let mut block = [f16_bytes(d), f16_bytes(dmin)].concat();
+        block.extend_from_slice(&packed);
+        // qs byte i: low nibble i % 16, high nibble (i / 3) % 16.
+        block.extend((0..128u32).map(|i| ((i % 16) | (((i / 3) % 16) << 4)) as u8));
+        assert_eq!(block.len(), 144);
+        let out = dequantize(DType::Q4_K, &block, 256).unwrap();
+        for (e, v) in out.iter().enumerate() {
+            let run = e / 64;
+            let l = e % 32;
+            let byte_index = 32 * run + l;
+            let high = (e % 64) >= 32;
+            let q = if high { (byte_index / 3) % 16 } else { byte_index % 16 };
+            let sub = e / 32;
+            let expected = d * sc[sub] as f32 * q as f32 - dmin * m[sub] as f32;
+            assert_eq!(*v, expected, "element {e} (sub-block {sub})");
+        }
+    }
+
+    #[test]
+    fn q6_k_block() {
+        // A 6-bit value per element and a scale per 16, packed by the layout's rules.
+        let q: Vec<u8> = (0..256).map(|i| ((i * 7 + 3) % 64) as u8).collect();
+        let scales: [i8; 16] = [1, -2, 3, -4, 5, -6, 7, -8, 9, -10, 11, -12, 13, -14, 127, -128];
+        let mut ql = [0u8; 128];
+        let mut qh = [0u8; 64];
+        for half in 0..2 {
+            for l in 0..32 {
+                let v = |k: usize| q[128 * half + l + 32 * k];
+                ql[64 * half + l] = (v(0) & 0x0F) | ((v(2) & 0x0F) << 4);
+                ql[64 * half + l + 32] = (v(1) & 0x0F) | ((v(3) & 0x0F) << 4);
+                qh[32 * half + l] = (v(0) >> 4) | ((v(1) >> 4) << 2) | ((v(2) >> 4) << 4) | ((v(3) >> 4) << 6);
+            }
+        }
+        let d = 0.125f32;
+        let mut block = ql.to_vec();
+        block.extend_from_slice(&qh);
+        block.extend(scales.iter().map(|&s| s as u8));
+        block.extend_from_slice(&f16_bytes(d));
+        assert_eq!(block.len(), 210);
+        let out = dequantize(DType::Q6_K, &block, 256).unwrap();
+        for (i, v) in out.iter().enumerate() {
+            let expected = d * scales[i / 16] as f32 * (q[i] as f32 - 32.0);
+            assert_eq!(*v, expected, "element {i}");
+        }
+        // A hand-checked element: element 0 has q = 3, scale 1: 0.125 * (3 - 32).
+        assert_eq!(out[0], 0.125 * -29.0);
+    }
+
+    #[test]
+    fn size_mismatch_is_an_error() {
+        assert!(dequantize(DType::Q4_0, &[0u8; 17], 32).is_err());
+        assert!(dequantize(DType::Q4_0, &[0u8; 18], 31).is_err());
+        assert!(dequantize(DType::Q4_0, &[0u8; 18], usize::MAX - 31).is_err());
+        assert!(dequantize_into(DType::F32, &[0u8; 8], &mut [0.0; 3]).is_err());
+    }
+}

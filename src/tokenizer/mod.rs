@@ -118,19 +118,28 @@ impl Tokenizer {
             .chat_template
             .as_deref()
             .ok_or_else(|| Error::ChatTemplate("this model has no chat template".into()))?;
-        render_chat_template(template, messages, add_generation_prompt, self.bos_token.as_deref(), self.eos_token.as_deref())
+        let specials = ChatSpecials { bos_token: self.bos_token.as_deref(), eos_token: self.eos_token.as_deref() };
+        render_chat_template(template, messages, add_generation_prompt, specials, &serde_json::Map::new())
     }
 }
 
-/// Renders a Hugging Face chat template as transformers does: Jinja with Python string
-/// methods, `raise_exception`, and the variables `messages`, `add_generation_prompt`,
-/// `bos_token`, `eos_token`.
+/// The special tokens a chat template may refer to; transformers leaves absent ones undefined.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ChatSpecials<'a> {
+    pub bos_token: Option<&'a str>,
+    pub eos_token: Option<&'a str>,
+}
+
+/// Renders a Hugging Face chat template as transformers does: Jinja with trim_blocks and
+/// lstrip_blocks, Python string methods, `raise_exception`, and the variables `messages`,
+/// `add_generation_prompt`, the special tokens, and any `extra` keyword arguments (such as
+/// Qwen3's `enable_thinking`).
 pub fn render_chat_template(
     template: &str,
     messages: &[Message],
     add_generation_prompt: bool,
-    bos_token: Option<&str>,
-    eos_token: Option<&str>,
+    specials: ChatSpecials,
+    extra: &serde_json::Map<String, serde_json::Value>,
 ) -> Result<String> {
     let mut env = minijinja::Environment::new();
     // transformers renders with trim_blocks and lstrip_blocks.
@@ -141,12 +150,16 @@ pub fn render_chat_template(
         Err(minijinja::Error::new(minijinja::ErrorKind::InvalidOperation, msg))
     });
     env.add_template("chat", template).map_err(|e| Error::ChatTemplate(e.to_string()))?;
-    let ctx = minijinja::context! {
-        messages => messages,
-        add_generation_prompt => add_generation_prompt,
-        bos_token => bos_token.unwrap_or(""),
-        eos_token => eos_token.unwrap_or(""),
-    };
+    let mut vars = extra.clone();
+    vars.insert("messages".into(), serde_json::to_value(messages).expect("messages serialize"));
+    vars.insert("add_generation_prompt".into(), add_generation_prompt.into());
+    if let Some(bos) = specials.bos_token {
+        vars.insert("bos_token".into(), bos.into());
+    }
+    if let Some(eos) = specials.eos_token {
+        vars.insert("eos_token".into(), eos.into());
+    }
+    let ctx = minijinja::Value::from_serialize(&vars);
     env.get_template("chat")
         .and_then(|t| t.render(ctx))
         .map_err(|e| Error::ChatTemplate(e.to_string()))
