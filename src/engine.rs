@@ -6,6 +6,7 @@ use crate::sampler::{sample, SamplingParams};
 use crate::tokenizer::{StreamDecoder, Tokenizer};
 use crate::{Error, Result};
 use std::ops::ControlFlow;
+use std::sync::Arc;
 
 /// Runs a model forward over a growing sequence. The CPU reference implements it; the GPU
 /// engine will too.
@@ -22,12 +23,14 @@ pub trait Forward {
 
 /// The CPU reference as a [`Forward`].
 pub struct CpuForward {
-    pub model: ReferenceModel,
+    pub model: Arc<ReferenceModel>,
     cache: KvCache,
 }
 
 impl CpuForward {
-    pub fn new(model: ReferenceModel) -> Self {
+    /// A sequence over `model`; sequences can share one model.
+    pub fn new(model: impl Into<Arc<ReferenceModel>>) -> Self {
+        let model = model.into();
         let cache = KvCache::new(&model.config);
         CpuForward { model, cache }
     }

@@ -45,7 +45,11 @@ impl ModelFiles {
         let checkpoint = SafetensorsCheckpoint::open_dir(dir)?;
         let (tensors, format): (Box<dyn TensorSource>, String) = match GptqConfig::from_config_json(&json)? {
             Some(q) => {
-                let format = format!("GPTQ {}-bit, group {}", q.bits, q.group_size.map_or("per-channel".into(), |g| g.to_string()));
+                let format = format!(
+                    "GPTQ {}-bit, group {}",
+                    q.bits,
+                    q.group_size.map_or("per-channel".into(), |g| g.to_string())
+                );
                 (Box::new(GptqCheckpoint::new(checkpoint, q)), format)
             }
             None => {
@@ -104,6 +108,6 @@ fn dtype_summary(src: &dyn TensorSource) -> String {
             None => counts.push((dtype, 1)),
         }
     }
-    counts.sort_by(|a, b| b.1.cmp(&a.1));
+    counts.sort_by_key(|c| std::cmp::Reverse(c.1));
     counts.iter().map(|(d, n)| format!("{d} ({n})")).collect::<Vec<_>>().join(", ")
 }

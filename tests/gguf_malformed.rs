@@ -429,6 +429,19 @@ fn missing_block_count() {
 }
 
 #[test]
+fn unsupported_rope_variants() {
+    let w = tiny_llama().zeros("rope_freqs.weight", &[8]);
+    let err = config_from_gguf(&parse(w.build()).unwrap()).unwrap_err();
+    assert_mentions(&err.to_string(), &["rope_freqs.weight", "not supported"]);
+    let w = tiny_llama().kv("llama.rope.scaling.type", v_str("yarn"));
+    let err = config_from_gguf(&parse(w.build()).unwrap()).unwrap_err();
+    assert_mentions(&err.to_string(), &["llama.rope.scaling.type", "yarn"]);
+    let w = tiny_llama().kv("llama.rope.dimension_count", v_u32(8));
+    let err = config_from_gguf(&parse(w.build()).unwrap()).unwrap_err();
+    assert_mentions(&err.to_string(), &["partial RoPE"]);
+}
+
+#[test]
 fn wrong_metadata_type() {
     let mut w = tiny_llama();
     w.kvs.retain(|(k, _)| k != "llama.embedding_length");
@@ -902,4 +915,40 @@ fn tokenizer_errors() {
     assert_mentions(&msg, &["token_type", "9 entries"]);
     let msg = err_of(replace_kv(tiny_tokenizer_file(), "tokenizer.ggml.bos_token_id", Some(v_u32(99))));
     assert_mentions(&msg, &["bos_token_id` 99 is outside the vocabulary"]);
+}
+
+// ------------------------------------------------------------------------------------------------
+// The committed tiny-model GGUFs (written the way llama.cpp's converter writes each family)
+
+/// Every `tests/fixtures/models/*-q4_0/model.gguf` parses, every tensor dequantizes, and its
+/// config matches the one config.json gives for the same model, except RoPE pairing, which
+/// llama.cpp's Q/K permutation turns into adjacent pairs for llama-arch families.
+#[test]
+fn fixture_ggufs_match_their_config_json() {
+    let models = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/models");
+    let mut seen = vec![];
+    for entry in std::fs::read_dir(&models).unwrap() {
+        let dir = entry.unwrap().path();
+        let name = dir.file_name().unwrap().to_string_lossy().to_string();
+        let Some(base) = name.strip_suffix("-q4_0") else { continue };
+        let file = GgufFile::open(&dir.join("model.gguf")).unwrap();
+        let config = config_from_gguf(&file).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let json = std::fs::read_to_string(models.join(base).join("config.json")).unwrap();
+        let mut hf = flint::config::hf::parse(&json).unwrap();
+        hf.rope_pairing = match hf.family {
+            Family::Llama | Family::Mixtral | Family::GraniteMoe => RopePairing::Interleaved,
+            _ => RopePairing::Halves,
+        };
+        // config.json may list several EOS ids; the GGUF holds one.
+        assert!(config.eos_token_ids.iter().all(|e| hf.eos_token_ids.contains(e)), "{name}");
+        hf.eos_token_ids = config.eos_token_ids.clone();
+        assert_eq!(config, hf, "{name}");
+        for t in file.names() {
+            let tensor = file.load_f32(&t).unwrap();
+            assert!(tensor.data.iter().all(|v| v.is_finite()), "{name}: {t}");
+        }
+        seen.push(base.to_string());
+    }
+    seen.sort();
+    assert_eq!(seen, ["granitemoe", "llama", "mixtral", "olmoe", "qwen2_moe", "qwen2_moe_norm", "qwen3_moe"]);
 }

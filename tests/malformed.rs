@@ -51,7 +51,11 @@ fn config_that_is_not_json() {
 
 #[test]
 fn config_with_unknown_architecture() {
-    config_case("llama", |c| drop(c.insert("model_type".into(), "gpt_neox".into())), "unknown model architecture `gpt_neox`");
+    config_case(
+        "llama",
+        |c| drop(c.insert("model_type".into(), "gpt_neox".into())),
+        "unknown model architecture `gpt_neox`",
+    );
 }
 
 #[test]
@@ -61,7 +65,11 @@ fn config_missing_a_required_field() {
 
 #[test]
 fn config_field_of_the_wrong_type() {
-    config_case("llama", |c| drop(c.insert("num_hidden_layers".into(), "two".into())), "`num_hidden_layers`: expected a non-negative integer");
+    config_case(
+        "llama",
+        |c| drop(c.insert("num_hidden_layers".into(), "two".into())),
+        "`num_hidden_layers`: expected a non-negative integer",
+    );
 }
 
 #[test]
@@ -76,33 +84,57 @@ fn config_with_contradictory_rope_theta() {
 
 #[test]
 fn config_with_more_experts_per_token_than_experts() {
-    config_case("mixtral", |c| drop(c.insert("num_experts_per_tok".into(), 9.into())), "`num_experts_per_tok`: 9 is not in 1..=8");
+    config_case(
+        "mixtral",
+        |c| drop(c.insert("num_experts_per_tok".into(), 9.into())),
+        "`num_experts_per_tok`: 9 is not in 1..=8",
+    );
 }
 
 #[test]
 fn config_with_kv_heads_not_dividing_heads() {
-    config_case("llama", |c| drop(c.insert("num_key_value_heads".into(), 3.into())), "does not divide num_attention_heads");
+    config_case(
+        "llama",
+        |c| drop(c.insert("num_key_value_heads".into(), 3.into())),
+        "does not divide num_attention_heads",
+    );
 }
 
 #[test]
 fn config_with_unsupported_activation() {
-    config_case("llama", |c| drop(c.insert("hidden_act".into(), "gelu".into())), "`hidden_act`: `gelu` is not supported");
+    config_case(
+        "llama",
+        |c| drop(c.insert("hidden_act".into(), "gelu".into())),
+        "`hidden_act`: `gelu` is not supported",
+    );
 }
 
 #[test]
 fn config_with_unsupported_rope_scaling() {
-    config_case("llama", |c| drop(c.insert("rope_scaling".into(), serde_json::json!({"rope_type": "yarn", "factor": 4.0}))), "`rope_scaling`");
+    config_case(
+        "llama",
+        |c| drop(c.insert("rope_scaling".into(), serde_json::json!({"rope_type": "yarn", "factor": 4.0}))),
+        "`rope_scaling`",
+    );
 }
 
 #[test]
 fn config_with_dense_layer_index_out_of_range() {
-    config_case("qwen2_moe", |c| drop(c.insert("mlp_only_layers".into(), serde_json::json!([7]))), "layer 7 does not exist");
+    config_case(
+        "qwen2_moe",
+        |c| drop(c.insert("mlp_only_layers".into(), serde_json::json!([7]))),
+        "layer 7 does not exist",
+    );
 }
 
 #[test]
 fn config_whose_shapes_disagree_with_the_weights() {
     // The checkpoint holds hidden_size 64; a config claiming 128 must not load.
-    config_case("llama", |c| drop(c.insert("intermediate_size".into(), 48.into())), "expected [48, 64] from the config");
+    config_case(
+        "llama",
+        |c| drop(c.insert("intermediate_size".into(), 48.into())),
+        "expected [48, 64] from the config",
+    );
 }
 
 // ---- safetensors ----
@@ -187,7 +219,8 @@ fn sharded_index_naming_a_missing_shard() {
 fn sharded_index_escaping_the_folder() {
     let dir = copy_of("qwen3_moe");
     let path = dir.path().join("model.safetensors.index.json");
-    let text = fs::read_to_string(&path).unwrap().replacen("model-00002-of-00002.safetensors", "../secret.safetensors", 1);
+    let text =
+        fs::read_to_string(&path).unwrap().replacen("model-00002-of-00002.safetensors", "../secret.safetensors", 1);
     fs::write(&path, text).unwrap();
     expect_error(dir.path(), "is not a plain file name");
 }
@@ -199,7 +232,8 @@ fn sharded_index_disagreeing_with_the_shards() {
     let mut index: serde_json::Value = serde_json::from_str(&fs::read_to_string(&path).unwrap()).unwrap();
     let map = index["weight_map"].as_object_mut().unwrap();
     let (name, shard) = map.iter().next().map(|(k, v)| (k.clone(), v.as_str().unwrap().to_string())).unwrap();
-    let other = if shard.contains("00001") { "model-00002-of-00002.safetensors" } else { "model-00001-of-00002.safetensors" };
+    let other =
+        if shard.contains("00001") { "model-00002-of-00002.safetensors" } else { "model-00001-of-00002.safetensors" };
     map.insert(name.clone(), other.into());
     fs::write(&path, index.to_string()).unwrap();
     expect_error(dir.path(), &format!("tensor `{name}` is not in shard"));
@@ -209,17 +243,29 @@ fn sharded_index_disagreeing_with_the_shards() {
 
 #[test]
 fn gptq_with_unsupported_bits() {
-    config_case("llama-gptq", |c| drop(c["quantization_config"].as_object_mut().unwrap().insert("bits".into(), 8.into())), "8-bit GPTQ is not supported");
+    config_case(
+        "llama-gptq",
+        |c| drop(c["quantization_config"].as_object_mut().unwrap().insert("bits".into(), 8.into())),
+        "8-bit GPTQ is not supported",
+    );
 }
 
 #[test]
 fn gptq_with_act_order() {
-    config_case("llama-gptq", |c| drop(c["quantization_config"].as_object_mut().unwrap().insert("desc_act".into(), true.into())), "desc_act");
+    config_case(
+        "llama-gptq",
+        |c| drop(c["quantization_config"].as_object_mut().unwrap().insert("desc_act".into(), true.into())),
+        "desc_act",
+    );
 }
 
 #[test]
 fn gptq_with_inconsistent_group_size() {
-    config_case("llama-gptq", |c| drop(c["quantization_config"].as_object_mut().unwrap().insert("group_size".into(), 64.into())), "inconsistent GPTQ shapes");
+    config_case(
+        "llama-gptq",
+        |c| drop(c["quantization_config"].as_object_mut().unwrap().insert("group_size".into(), 64.into())),
+        "inconsistent GPTQ shapes",
+    );
 }
 
 // ---- model path, tokenizer.json, chat template ----
@@ -256,16 +302,31 @@ fn tokenizer_config_with_a_non_string_template() {
 
 #[test]
 fn chat_template_with_a_syntax_error() {
-    let err = render_chat_template("{% for m in messages %}{{ m.content }", &[Message::new("user", "hi")], true, ChatSpecials::default(), &Default::default())
-        .err()
-        .unwrap();
+    let err = render_chat_template(
+        "{% for m in messages %}{{ m.content }",
+        &[Message::new("user", "hi")],
+        true,
+        ChatSpecials::default(),
+        &Default::default(),
+    )
+    .err()
+    .unwrap();
     assert!(err.to_string().starts_with("chat template:"), "{err}");
 }
 
 #[test]
 fn chat_template_that_raises() {
-    let template = "{% if messages[0].role != 'system' %}{{ raise_exception('first message must be system') }}{% endif %}";
-    let err = render_chat_template(template, &[Message::new("user", "hi")], true, ChatSpecials::default(), &Default::default()).err().unwrap();
+    let template =
+        "{% if messages[0].role != 'system' %}{{ raise_exception('first message must be system') }}{% endif %}";
+    let err = render_chat_template(
+        template,
+        &[Message::new("user", "hi")],
+        true,
+        ChatSpecials::default(),
+        &Default::default(),
+    )
+    .err()
+    .unwrap();
     assert!(err.to_string().contains("first message must be system"), "{err}");
 }
 

@@ -72,7 +72,11 @@ fn check(name: &str) {
     let drift = relative_error(&incremental, &full);
     assert!(drift < 1e-5, "{name}: cached decode differs from full recomputation by {drift:.2e}");
 
-    assert_eq!(greedy(&model, &reference.greedy_prompt, reference.greedy.len()), reference.greedy, "{name}: greedy continuation");
+    assert_eq!(
+        greedy(&model, &reference.greedy_prompt, reference.greedy.len()),
+        reference.greedy,
+        "{name}: greedy continuation"
+    );
 }
 
 macro_rules! parity_tests {

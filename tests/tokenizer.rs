@@ -50,8 +50,14 @@ fn qwen3_chat_template_renders_and_tokenizes_as_transformers() {
     let template = tok.chat_template.as_deref().expect("Qwen3 ships a chat template");
     for chat in &reference.chats {
         let specials = ChatSpecials { bos_token: tok.bos_token.as_deref(), eos_token: tok.eos_token.as_deref() };
-        let text = render_chat_template(template, &chat.messages, chat.add_generation_prompt, specials, &chat.extra_template_kwargs)
-            .unwrap_or_else(|e| panic!("{}: {e}", chat.name));
+        let text = render_chat_template(
+            template,
+            &chat.messages,
+            chat.add_generation_prompt,
+            specials,
+            &chat.extra_template_kwargs,
+        )
+        .unwrap_or_else(|e| panic!("{}: {e}", chat.name));
         assert_eq!(text, chat.text, "{}: rendered text", chat.name);
         assert_eq!(tok.encode(&text, false).unwrap(), chat.ids, "{}: ids", chat.name);
         assert_eq!(tok.decode(&chat.ids).unwrap(), chat.text, "{}: decode round trip", chat.name);
@@ -83,7 +89,11 @@ fn streaming_decode_equals_whole_decode_and_never_splits_a_character() {
         let mut text = String::new();
         for &id in &case.ids {
             if let Some(piece) = stream.push(&tok.inner, id).unwrap() {
-                assert!(!piece.contains('\u{FFFD}') || case.decoded.contains('\u{FFFD}'), "{}: broken piece {piece:?}", case.name);
+                assert!(
+                    !piece.contains('\u{FFFD}') || case.decoded.contains('\u{FFFD}'),
+                    "{}: broken piece {piece:?}",
+                    case.name
+                );
                 text.push_str(&piece);
             }
         }

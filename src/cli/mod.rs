@@ -51,7 +51,9 @@ enum Command {
         device: Device,
     },
     /// Generate text from a prompt, streamed to stdout.
-    #[command(after_help = "Examples:\n  flint run --prompt \"The capital of France is\"\n  flint run --chat --prompt \"Write a haiku about rivers\" --temperature 0.7 --seed 1")]
+    #[command(
+        after_help = "Examples:\n  flint run --prompt \"The capital of France is\"\n  flint run --chat --prompt \"Write a haiku about rivers\" --temperature 0.7 --seed 1"
+    )]
     Run {
         /// A Hugging Face model folder or a .gguf file (default: SmolLM2-135M-Instruct from the cache).
         #[arg(long)]
@@ -130,8 +132,8 @@ fn run(cli: Cli) -> Result<()> {
             if !(0.0..=1.0).contains(&top_p) || top_p == 0.0 {
                 return Err(Error::Request(format!("--top-p {top_p} is not in (0, 1]")));
             }
-            if !(temperature >= 0.0) {
-                return Err(Error::Request(format!("--temperature {temperature} is negative")));
+            if temperature.is_nan() || temperature < 0.0 {
+                return Err(Error::Request(format!("--temperature {temperature} is not a non-negative number")));
             }
             let seed = seed.unwrap_or_else(|| {
                 std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64)
@@ -150,7 +152,11 @@ fn run(cli: Cli) -> Result<()> {
             generate(&mut forward, tokenizer, &ids, &options, |piece| {
                 let ok = write!(stdout, "{piece}").and_then(|_| stdout.flush());
                 // A closed stdout (`| head`) ends generation quietly.
-                if ok.is_ok() { ControlFlow::Continue(()) } else { ControlFlow::Break(()) }
+                if ok.is_ok() {
+                    ControlFlow::Continue(())
+                } else {
+                    ControlFlow::Break(())
+                }
             })?;
             let _ = writeln!(stdout);
             Ok(())
@@ -188,7 +194,10 @@ fn info(files: &ModelFiles, json: bool) -> Result<()> {
     println!("model       {}", files.path.display());
     println!("family      {}", c.family.name());
     println!("format      {}", files.format);
-    println!("layers      {} (hidden {}, heads {}/{} kv, head_dim {})", c.num_layers, c.hidden_size, c.num_heads, c.num_kv_heads, c.head_dim);
+    println!(
+        "layers      {} (hidden {}, heads {}/{} kv, head_dim {})",
+        c.num_layers, c.hidden_size, c.num_heads, c.num_kv_heads, c.head_dim
+    );
     match &c.moe {
         Some(m) => {
             let dense = c.layer_ffn.iter().filter(|k| **k == crate::config::FfnKind::Dense).count();

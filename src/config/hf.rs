@@ -81,7 +81,10 @@ fn rope_theta(f: &Fields) -> Result<f32> {
         let p = Fields(params);
         if let Some(kind) = p.str_opt("rope_type")? {
             if kind != "default" {
-                return Err(Error::field("rope_parameters.rope_type", format!("`{kind}` RoPE scaling is not supported yet")));
+                return Err(Error::field(
+                    "rope_parameters.rope_type",
+                    format!("`{kind}` RoPE scaling is not supported yet"),
+                ));
             }
         }
         nested = p.f32_opt("rope_theta")?;
@@ -146,7 +149,9 @@ pub fn from_json(obj: &Map<String, Value>) -> Result<ModelConfig> {
                 Family::Mixtral => (f.usize("intermediate_size")?, true, None, false),
                 Family::GraniteMoe => (f.usize("intermediate_size")?, true, None, false),
                 Family::Olmoe => (f.usize("intermediate_size")?, f.bool_or("norm_topk_prob", false)?, None, false),
-                Family::Qwen3Moe => (f.usize("moe_intermediate_size")?, f.bool_or("norm_topk_prob", false)?, None, false),
+                Family::Qwen3Moe => {
+                    (f.usize("moe_intermediate_size")?, f.bool_or("norm_topk_prob", false)?, None, false)
+                }
                 Family::Qwen2Moe => {
                     let shared = f.usize_opt("shared_expert_intermediate_size")?.filter(|&s| s > 0);
                     (f.usize("moe_intermediate_size")?, f.bool_or("norm_topk_prob", false)?, shared, shared.is_some())
@@ -184,9 +189,7 @@ pub fn from_json(obj: &Map<String, Value>) -> Result<ModelConfig> {
     let layer_ffn = (0..num_layers)
         .map(|l| match (&moe, family) {
             (None, _) => FfnKind::Dense,
-            (Some(_), Family::Qwen2Moe | Family::Qwen3Moe)
-                if mlp_only.contains(&l) || (l + 1) % sparse_step != 0 =>
-            {
+            (Some(_), Family::Qwen2Moe | Family::Qwen3Moe) if mlp_only.contains(&l) || (l + 1) % sparse_step != 0 => {
                 FfnKind::Dense
             }
             (Some(_), _) => FfnKind::Moe,

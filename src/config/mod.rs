@@ -154,8 +154,8 @@ impl ModelConfig {
             active += base;
             match (kind, &self.moe) {
                 (FfnKind::Moe, Some(m)) => {
-                    let shared = m.shared_expert_intermediate_size.map_or(0, mlp)
-                        + if m.shared_expert_gate { h } else { 0 };
+                    let shared =
+                        m.shared_expert_intermediate_size.map_or(0, mlp) + if m.shared_expert_gate { h } else { 0 };
                     let router = m.num_experts as u64 * h;
                     total += router + shared + m.num_experts as u64 * mlp(m.expert_intermediate_size);
                     active += router + shared + m.top_k as u64 * mlp(m.expert_intermediate_size);
@@ -185,13 +185,13 @@ impl ModelConfig {
                 return Err(Error::field(field, "must be positive"));
             }
         }
-        if self.num_heads % self.num_kv_heads != 0 {
+        if !self.num_heads.is_multiple_of(self.num_kv_heads) {
             return Err(Error::field(
                 "num_key_value_heads",
                 format!("{} does not divide num_attention_heads {}", self.num_kv_heads, self.num_heads),
             ));
         }
-        if self.head_dim % 2 != 0 {
+        if !self.head_dim.is_multiple_of(2) {
             return Err(Error::field("head_dim", format!("{} is odd; RoPE needs pairs", self.head_dim)));
         }
         if !(self.rms_norm_eps > 0.0 && self.rms_norm_eps.is_finite()) {

@@ -88,10 +88,7 @@ impl ReferenceModel {
 
         rms_norm(&mut x, &self.weights.final_norm, c.rms_norm_eps);
         let logits = self.weights.lm_head.forward(&x);
-        Ok(logits
-            .chunks_exact(c.vocab_size)
-            .map(|row| row.iter().map(|v| v * c.logits_multiplier).collect())
-            .collect())
+        Ok(logits.chunks_exact(c.vocab_size).map(|row| row.iter().map(|v| v * c.logits_multiplier).collect()).collect())
     }
 
     /// Self-attention of T new positions over the cache and themselves (causal, GQA).
@@ -132,7 +129,15 @@ impl ReferenceModel {
             for head in 0..c.num_heads {
                 let q_head = &q[t * q_dim + head * hd..t * q_dim + (head + 1) * hd];
                 let offset = (head / group) * hd;
-                out.extend(attend(q_head, &cache.keys[l], &cache.values[l], visible, kv_dim, offset, c.attention_scale));
+                out.extend(attend(
+                    q_head,
+                    &cache.keys[l],
+                    &cache.values[l],
+                    visible,
+                    kv_dim,
+                    offset,
+                    c.attention_scale,
+                ));
             }
         }
         layer.o.forward(&out)

@@ -107,7 +107,15 @@ pub fn top_k(x: &[f32], k: usize) -> Vec<usize> {
 
 /// Attention of one query head over `len` cached positions.
 /// `keys`/`values` hold `len` rows of `stride` floats; this head's slice starts at `offset`.
-pub fn attend(q: &[f32], keys: &[f32], values: &[f32], len: usize, stride: usize, offset: usize, scale: f32) -> Vec<f32> {
+pub fn attend(
+    q: &[f32],
+    keys: &[f32],
+    values: &[f32],
+    len: usize,
+    stride: usize,
+    offset: usize,
+    scale: f32,
+) -> Vec<f32> {
     let d = q.len();
     let mut scores: Vec<f32> =
         (0..len).map(|j| dot(q, &keys[j * stride + offset..j * stride + offset + d]) * scale).collect();

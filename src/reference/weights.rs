@@ -136,7 +136,8 @@ impl Loader<'_> {
                     .zip(down)
                     .map(|(gu, down)| {
                         let (g, u) = gu.weight.split_at(inter * hidden);
-                        let half = |w: &[f32]| Linear { out_dim: inter, in_dim: hidden, weight: w.to_vec(), bias: None };
+                        let half =
+                            |w: &[f32]| Linear { out_dim: inter, in_dim: hidden, weight: w.to_vec(), bias: None };
                         Mlp { gate: half(g), up: half(u), down }
                     })
                     .collect())
@@ -161,7 +162,9 @@ impl Weights {
             let (q_dim, kv_dim) = (config.q_dim(), config.kv_dim());
             let (q_norm, k_norm) = match config.qk_norm {
                 QkNorm::None => (None, None),
-                QkNorm::PerHead => (Some(ld.vector(&n.q_norm, config.head_dim)?), Some(ld.vector(&n.k_norm, config.head_dim)?)),
+                QkNorm::PerHead => {
+                    (Some(ld.vector(&n.q_norm, config.head_dim)?), Some(ld.vector(&n.k_norm, config.head_dim)?))
+                }
                 QkNorm::Whole => (Some(ld.vector(&n.q_norm, q_dim)?), Some(ld.vector(&n.k_norm, kv_dim)?)),
             };
             let o_bias = src.contains(&format!("{}.bias", n.o));
@@ -179,7 +182,12 @@ impl Weights {
                     };
                     Ffn::Moe(Moe {
                         router: ld.linear(&n.router, m.num_experts, h, false)?,
-                        experts: ld.experts(&names.expert_layouts(l, m.num_experts), m.num_experts, h, m.expert_intermediate_size)?,
+                        experts: ld.experts(
+                            &names.expert_layouts(l, m.num_experts),
+                            m.num_experts,
+                            h,
+                            m.expert_intermediate_size,
+                        )?,
                         shared,
                         shared_gate,
                     })

@@ -98,14 +98,18 @@ fn pre_tokenizer(split: PreSplit) -> Result<PreTokenizerWrapper> {
     })
 }
 
-/// GPT-2's byte-to-character table: printable Latin-1 bytes map to themselves, the rest to
-/// U+0100 onwards in byte order.
+/// Whether byte `b` stands for itself in GPT-2's byte-level alphabet (printable Latin-1).
+fn byte_is_printable(b: u8) -> bool {
+    matches!(b, 0x21..=0x7E | 0xA1..=0xAC | 0xAE..=0xFF)
+}
+
+/// GPT-2's byte-to-character table: printable Latin-1 bytes map to themselves, the other 68 to
+/// U+0100..=U+0143 in byte order.
 fn byte_level_alphabet() -> [char; 256] {
     let mut table = ['\0'; 256];
-    let mut next = 256u32;
+    let mut next = 0x100u32;
     for (b, slot) in table.iter_mut().enumerate() {
-        let printable = (0x21..=0x7E).contains(&b) || (0xA1..=0xAC).contains(&b) || (0xAE..=0xFF).contains(&b);
-        let code = if printable {
+        let code = if byte_is_printable(b as u8) {
             b as u32
         } else {
             next += 1;
@@ -114,6 +118,12 @@ fn byte_level_alphabet() -> [char; 256] {
         *slot = char::from_u32(code).unwrap_or('\0');
     }
     table
+}
+
+/// Whether `c` is one of the 256 characters of GPT-2's byte-level alphabet.
+fn in_byte_level_alphabet(c: char) -> bool {
+    let c = c as u32;
+    (0x100..=0x143).contains(&c) || u8::try_from(c).is_ok_and(byte_is_printable)
 }
 
 /// A string array from metadata, with a clear error when it is something else.
@@ -198,11 +208,10 @@ pub fn from_gguf(file: &GgufFile) -> Result<Option<GgufTokenizer>> {
     // token whose text has characters outside that alphabet is respelled from its UTF-8 bytes.
     // Control and user-defined tokens keep their text: they are matched whole in the input.
     let alphabet = byte_level_alphabet();
-    let in_alphabet = |c: char| alphabet.contains(&c);
     let mut vocab = Vocab::with_capacity(tokens.len());
     for (id, (&text, &ty)) in tokens.iter().zip(&token_types).enumerate() {
         let whole = ty == TOKEN_TYPE_CONTROL || ty == TOKEN_TYPE_USER_DEFINED;
-        let key = if whole || text.chars().all(in_alphabet) {
+        let key = if whole || text.chars().all(in_byte_level_alphabet) {
             text.to_string()
         } else {
             text.bytes().map(|b| alphabet[b as usize]).collect()
@@ -231,7 +240,7 @@ pub fn from_gguf(file: &GgufFile) -> Result<Option<GgufTokenizer>> {
         tokens
             .iter()
             .zip(&token_types)
-            .filter(|(_, &ty)| ty == wanted)
+            .filter(|(t, &ty)| ty == wanted && !t.is_empty())
             .map(|(&t, _)| AddedToken::from(t, special).normalized(false))
             .collect()
     };
@@ -245,8 +254,8 @@ pub fn from_gguf(file: &GgufFile) -> Result<Option<GgufTokenizer>> {
     }
     // Added tokens must keep the ids the file gave them.
     for (id, (&text, &ty)) in tokens.iter().zip(&token_types).enumerate() {
-        if (ty == TOKEN_TYPE_CONTROL || ty == TOKEN_TYPE_USER_DEFINED) && tokenizer.token_to_id(text) != Some(id as u32)
-        {
+        let whole = ty == TOKEN_TYPE_CONTROL || ty == TOKEN_TYPE_USER_DEFINED;
+        if whole && !text.is_empty() && tokenizer.token_to_id(text) != Some(id as u32) {
             return Err(tok_err(format!("GGUF token `{text}` (id {id}) appears twice in the vocabulary")));
         }
     }
@@ -288,6 +297,9 @@ mod tests {
         assert_eq!(a[0xAD], 'Ń');
         let distinct: std::collections::HashSet<char> = a.iter().copied().collect();
         assert_eq!(distinct.len(), 256);
+        for c in (0..0x200).filter_map(char::from_u32) {
+            assert_eq!(in_byte_level_alphabet(c), distinct.contains(&c), "{c:?}");
+        }
     }
 
     #[test]

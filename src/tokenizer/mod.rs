@@ -160,7 +160,5 @@ pub fn render_chat_template(
         vars.insert("eos_token".into(), eos.into());
     }
     let ctx = minijinja::Value::from_serialize(&vars);
-    env.get_template("chat")
-        .and_then(|t| t.render(ctx))
-        .map_err(|e| Error::ChatTemplate(e.to_string()))
+    env.get_template("chat").and_then(|t| t.render(ctx)).map_err(|e| Error::ChatTemplate(e.to_string()))
 }

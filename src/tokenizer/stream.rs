@@ -32,7 +32,8 @@ impl StreamDecoder {
     pub fn push(&mut self, tokenizer: &tokenizers::Tokenizer, id: u32) -> Result<Option<String>> {
         self.window.push(id);
         let text = tokenizer.decode(&self.window, false).map_err(|e| Error::Tokenizer(e.to_string()))?;
-        if text.ends_with('\u{FFFD}') || text.len() <= self.context_text.len() || !text.starts_with(&self.context_text) {
+        if text.ends_with('\u{FFFD}') || text.len() <= self.context_text.len() || !text.starts_with(&self.context_text)
+        {
             return Ok(None);
         }
         let piece = text[self.context_text.len()..].to_string();

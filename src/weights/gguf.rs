@@ -677,6 +677,9 @@ pub fn config_from_gguf(file: &GgufFile) -> Result<ModelConfig> {
 
     // Tensor-level facts.
     let has = |name: &str| file.tensor_info(name).is_some();
+    if has("rope_freqs.weight") {
+        return Err(gguf_err("RoPE frequency factors (`rope_freqs.weight`, Llama 3.1 style) are not supported yet"));
+    }
     let is_moe_layer = |l: usize| has(&format!("blk.{l}.ffn_gate_inp.weight"));
     let first_moe = (0..num_layers).find(|&l| is_moe_layer(l));
     let first_dense = (0..num_layers).find(|&l| !is_moe_layer(l));

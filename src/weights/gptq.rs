@@ -28,14 +28,20 @@ impl GptqConfig {
         let field = |k: &str| q.get(k).filter(|v| !v.is_null());
         let method = field("quant_method").and_then(|v| v.as_str()).unwrap_or("");
         if method != "gptq" {
-            return Err(Error::field("quantization_config.quant_method", format!("`{method}` is not supported (gptq is)")));
+            return Err(Error::field(
+                "quantization_config.quant_method",
+                format!("`{method}` is not supported (gptq is)"),
+            ));
         }
         let bits = field("bits").and_then(|v| v.as_u64()).unwrap_or(0) as usize;
         if bits != 4 {
             return Err(Error::field("quantization_config.bits", format!("{bits}-bit GPTQ is not supported (4 is)")));
         }
         if field("desc_act").and_then(|v| v.as_bool()) == Some(true) {
-            return Err(Error::field("quantization_config.desc_act", "act-order GPTQ (desc_act true) is not supported"));
+            return Err(Error::field(
+                "quantization_config.desc_act",
+                "act-order GPTQ (desc_act true) is not supported",
+            ));
         }
         let group_size = match field("group_size").and_then(|v| v.as_i64()) {
             Some(-1) => None,
@@ -46,7 +52,12 @@ impl GptqConfig {
         let zero_minus_one = match format {
             "gptq" => true,
             "gptq_v2" => false,
-            other => return Err(Error::field("quantization_config.checkpoint_format", format!("`{other}` is not supported"))),
+            other => {
+                return Err(Error::field(
+                    "quantization_config.checkpoint_format",
+                    format!("`{other}` is not supported"),
+                ))
+            }
         };
         Ok(Some(GptqConfig { bits, group_size, zero_minus_one }))
     }
@@ -92,7 +103,9 @@ impl GptqCheckpoint {
             let (found, shape, bytes) = self.inner.raw(&name).ok_or_else(|| Error::MissingTensor(name.clone()))?;
             match (found == dtype, shape.len()) {
                 (true, 2) | (true, 1) => Ok((shape, bytes)),
-                _ => Err(Error::tensor(name, format!("expected a {dtype:?} matrix, found {found:?} of shape {shape:?}"))),
+                _ => {
+                    Err(Error::tensor(name, format!("expected a {dtype:?} matrix, found {found:?} of shape {shape:?}")))
+                }
             }
         };
         let (qw_shape, qweight) = part("qweight", Dtype::I32)?;
@@ -118,7 +131,10 @@ impl GptqCheckpoint {
             None => None,
             Some((Dtype::I32, shape, bytes)) if shape == [in_dim] => Some(bytes),
             Some((dtype, shape, _)) => {
-                return Err(Error::tensor(format!("{base}.g_idx"), format!("expected I32 [{in_dim}], found {dtype:?} {shape:?}")))
+                return Err(Error::tensor(
+                    format!("{base}.g_idx"),
+                    format!("expected I32 [{in_dim}], found {dtype:?} {shape:?}"),
+                ))
             }
         };
         Ok(Packed { out_dim, in_dim, groups, qweight, qzeros, scales, g_idx })
@@ -145,7 +161,10 @@ impl GptqCheckpoint {
             for o in 0..p.out_dim {
                 let q = (word(p.qweight, (i / 8) * p.out_dim + o) >> (4 * (i % 8))) & 15;
                 let zero = (word(p.qzeros, g * zero_words + o / 8) >> (4 * (o % 8))) & 15;
-                let scale = half::f16::from_le_bytes([p.scales[2 * (g * p.out_dim + o)], p.scales[2 * (g * p.out_dim + o) + 1]]);
+                let scale = half::f16::from_le_bytes([
+                    p.scales[2 * (g * p.out_dim + o)],
+                    p.scales[2 * (g * p.out_dim + o) + 1],
+                ]);
                 w[o * p.in_dim + i] = scale.to_f32() * (q as f32 - (zero as f32 + zero_offset));
             }
         }

@@ -46,7 +46,7 @@ pub enum DType {
 }
 
 /// A set of named tensors.
-pub trait TensorSource {
+pub trait TensorSource: Send + Sync {
     /// Every tensor name, in file order.
     fn names(&self) -> Vec<String>;
     /// Row-major shape (outermost first) of a tensor, or `None` when absent.

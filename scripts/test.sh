@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Runs every test of flint, installing what the tests need first. This is the README's test
+# command and what CI runs (.ci/run). Idempotent; safe on a fresh Debian 12 machine.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# Builds persist across runs on the same machine.
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/flint-target}"
+export XDG_RUNTIME_DIR="${XDG_RUNTIME_DIR:-/tmp}"
+
+# Real assets the tests check against (pinned and sha256-checked by the scripts).
+scripts/fetch-model.sh >/dev/null
+scripts/fetch-tokenizers.sh >/dev/null
+
+rustup component add rustfmt clippy >/dev/null 2>&1 || true
+cargo fmt --check
+cargo clippy --all-targets -- -D warnings
+cargo test --release
