@@ -13,6 +13,9 @@ scripts/fetch-model.sh >/dev/null
 scripts/fetch-tokenizers.sh >/dev/null
 
 rustup component add rustfmt clippy >/dev/null 2>&1 || true
+rustup target add wasm32-unknown-unknown >/dev/null 2>&1 || true
 cargo fmt --check
 cargo clippy --all-targets -- -D warnings
+# The library must stay free of native-only dependencies (mmap, threads, clap) on wasm32.
+cargo check --lib --target wasm32-unknown-unknown --no-default-features --features wasm
 cargo test --release

@@ -97,6 +97,17 @@ impl Loader<'_> {
         Ok(t.data)
     }
 
+    /// The shared expert's gate: `[1, hidden]`, or `[hidden]` as older GGUF files store it.
+    fn shared_expert_gate(&self, base: &str, hidden: usize) -> Result<Linear> {
+        let name = self.find(base).ok_or_else(|| Error::MissingTensor(format!("{base}.weight")))?;
+        match self.src.shape(&name).as_deref() {
+            Some([n]) if *n == hidden => {
+                Ok(Linear { out_dim: 1, in_dim: hidden, weight: self.vector(base, hidden)?, bias: None })
+            }
+            _ => self.linear(base, 1, hidden, false),
+        }
+    }
+
     fn mlp(&self, gate: &str, up: &str, down: &str, hidden: usize, inter: usize) -> Result<Mlp> {
         Ok(Mlp {
             gate: self.linear(gate, inter, hidden, false)?,
@@ -174,7 +185,7 @@ impl Weights {
                         Some(s) => (
                             Some(ld.mlp(&n.shared_gate, &n.shared_up, &n.shared_down, h, s)?),
                             match m.shared_expert_gate {
-                                true => Some(ld.linear(&n.shared_expert_gate, 1, h, false)?),
+                                true => Some(ld.shared_expert_gate(&n.shared_expert_gate, h)?),
                                 false => None,
                             },
                         ),
