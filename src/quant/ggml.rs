@@ -1,9 +1,11 @@
 //! ggml block formats: type numbering, block sizes, and dequantization to f32.
 //!
 //! A ggml tensor row is a run of blocks; each block holds a fixed number of elements in a fixed
-//! number of bytes, little-endian. Every function here reads its block through a bounds-checked
-//! slice, so a short buffer is an error, never an out-of-bounds read. The layouts follow ggml's
-//! reference (`ggml-common.h`, `ggml-quants.c`); each function states the one it decodes.
+//! number of bytes, little-endian. [`dequantize`] and [`dequantize_into`] check every size first,
+//! so a short buffer is an error; the per-block `dequantize_block_*` functions expect one whole
+//! block and room for its elements (they panic on shorter slices, never read out of bounds).
+//! The layouts follow ggml's reference (`ggml-common.h`, `ggml-quants.c`); each function states
+//! the one it decodes.
 
 use crate::weights::DType;
 use half::{bf16, f16};
