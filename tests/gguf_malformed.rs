@@ -8,7 +8,9 @@ use flint::weights::gguf::{config_from_gguf, GgufFile, MetaValue};
 use flint::weights::{Bytes, DType, TensorSource};
 use flint::Error;
 use half::f16;
-use std::path::PathBuf;
+mod common;
+
+use common::real_model;
 
 // ------------------------------------------------------------------------------------------------
 // A tiny GGUF writer
@@ -731,32 +733,6 @@ fn config_qwen3moe_olmoe_granitemoe() {
 // ------------------------------------------------------------------------------------------------
 // The real SmolLM2 GGUF
 
-/// The real file: `FLINT_MODEL_GGUF`, else the fetch script's cache path. Absent is a failure
-/// unless `FLINT_SKIP_REAL_MODEL=1`.
-fn real_model() -> Option<PathBuf> {
-    let path = match std::env::var_os("FLINT_MODEL_GGUF") {
-        Some(p) => PathBuf::from(p),
-        None => {
-            let cache = std::env::var_os("FLINT_CACHE").map(PathBuf::from).unwrap_or_else(|| {
-                PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache").join("flint")
-            });
-            cache.join("models").join("SmolLM2-135M-Instruct.Q4_1.gguf")
-        }
-    };
-    if path.is_file() {
-        return Some(path);
-    }
-    if std::env::var("FLINT_SKIP_REAL_MODEL").as_deref() == Ok("1") {
-        eprintln!("FLINT_SKIP_REAL_MODEL=1: skipping the real-model test ({} is absent)", path.display());
-        return None;
-    }
-    panic!(
-        "the real model {} is absent: run scripts/fetch-model.sh, or point FLINT_MODEL_GGUF at it, \
-         or set FLINT_SKIP_REAL_MODEL=1 to skip",
-        path.display()
-    );
-}
-
 #[test]
 fn real_smollm2_gguf() {
     let Some(path) = real_model() else { return };
@@ -925,7 +901,7 @@ fn tokenizer_errors() {
 /// llama.cpp's Q/K permutation turns into adjacent pairs for llama-arch families.
 #[test]
 fn fixture_ggufs_match_their_config_json() {
-    let models = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/models");
+    let models = common::fixture("");
     let mut seen = vec![];
     for entry in std::fs::read_dir(&models).unwrap() {
         let dir = entry.unwrap().path();

@@ -10,37 +10,13 @@
 use flint::tokenizer::gguf::from_gguf;
 use flint::weights::gguf::GgufFile;
 use serde_json::Value;
-use std::path::PathBuf;
+mod common;
 
-/// The real file: `FLINT_MODEL_GGUF`, else the fetch script's cache path. Absent is a failure
-/// unless `FLINT_SKIP_REAL_MODEL=1`.
-fn real_model() -> Option<PathBuf> {
-    let path = match std::env::var_os("FLINT_MODEL_GGUF") {
-        Some(p) => PathBuf::from(p),
-        None => {
-            let cache = std::env::var_os("FLINT_CACHE").map(PathBuf::from).unwrap_or_else(|| {
-                PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache").join("flint")
-            });
-            cache.join("models").join("SmolLM2-135M-Instruct.Q4_1.gguf")
-        }
-    };
-    if path.is_file() {
-        return Some(path);
-    }
-    if std::env::var("FLINT_SKIP_REAL_MODEL").as_deref() == Ok("1") {
-        eprintln!("FLINT_SKIP_REAL_MODEL=1: skipping the real-model test ({} is absent)", path.display());
-        return None;
-    }
-    panic!(
-        "the real model {} is absent: run scripts/fetch-model.sh, or point FLINT_MODEL_GGUF at it, \
-         or set FLINT_SKIP_REAL_MODEL=1 to skip",
-        path.display()
-    );
-}
+use common::real_model;
 
 fn fixture() -> Value {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/tokenizer/smollm2_gguf.json");
-    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("cannot read {path}: {e}"));
+    let path = common::fixture_file("tokenizer/smollm2_gguf.json");
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
     serde_json::from_str(&text).unwrap()
 }
 

@@ -5,11 +5,10 @@
 use flint::tokenizer::{render_chat_template, ChatSpecials, Message, Tokenizer};
 use flint::ModelFiles;
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/models").join(name)
-}
+mod common;
+use common::fixture;
 
 /// A scratch copy of a fixture folder.
 fn copy_of(name: &str) -> tempfile::TempDir {

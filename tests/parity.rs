@@ -9,7 +9,6 @@
 use flint::reference::{KvCache, ReferenceModel};
 use flint::ModelFiles;
 use serde::Deserialize;
-use std::path::{Path, PathBuf};
 
 #[derive(Deserialize)]
 struct Reference {
@@ -19,9 +18,8 @@ struct Reference {
     greedy: Vec<u32>,
 }
 
-fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/models").join(name)
-}
+mod common;
+use common::fixture;
 
 fn load(name: &str) -> (ReferenceModel, Reference) {
     let dir = fixture(name);

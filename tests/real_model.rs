@@ -10,10 +10,10 @@ use std::ops::ControlFlow;
 use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
 
+mod common;
+
 fn model_path() -> PathBuf {
-    let path = flint::cache_dir().join("models/SmolLM2-135M-Instruct.Q4_1.gguf");
-    assert!(path.is_file(), "the real model is not at {}; run scripts/fetch-model.sh", path.display());
-    path
+    common::real_model().expect("these tests need the real model")
 }
 
 /// Loading dequantizes 135M weights; share one load across the tests of this file.

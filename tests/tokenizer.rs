@@ -4,7 +4,8 @@
 
 use flint::tokenizer::{render_chat_template, ChatSpecials, Message, StreamDecoder, Tokenizer};
 use serde::Deserialize;
-use std::path::Path;
+
+mod common;
 
 #[derive(Deserialize)]
 struct Reference {
@@ -39,7 +40,7 @@ fn qwen3() -> (Tokenizer, Reference) {
         dir.display()
     );
     let tokenizer = Tokenizer::from_hf_dir(&dir).unwrap();
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tokenizer/qwen3_chat.json");
+    let path = common::fixture_file("tokenizer/qwen3_chat.json");
     let reference = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
     (tokenizer, reference)
 }
