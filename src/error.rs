@@ -45,6 +45,9 @@ pub enum Error {
     #[error("model path {0} is neither a .gguf file nor a folder with config.json")]
     ModelPath(PathBuf),
 
+    #[error("GPU: {0}")]
+    Gpu(String),
+
     #[error("invalid request: {0}")]
     Request(String),
 }

@@ -2,6 +2,7 @@
 
 pub mod config;
 pub mod error;
+pub mod gpu;
 pub mod quant;
 pub mod reference;
 pub mod tokenizer;

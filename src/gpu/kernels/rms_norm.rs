@@ -1,0 +1,66 @@
+//! RMSNorm (`shaders/rms_norm.wgsl`); CPU twin: `reference::ops::rms_norm`.
+
+use crate::gpu::{Gpu, Op};
+use crate::Result;
+use bytemuck::{Pod, Zeroable};
+
+const SOURCE: &str = include_str!("../../../shaders/rms_norm.wgsl");
+const WG: u32 = 64;
+
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable)]
+struct Params {
+    rows_per_token: u32,
+    dim: u32,
+    eps: f32,
+    _pad: u32,
+}
+
+/// An op normalising up to `max_tokens * rows_per_token` rows of `dim` from `x` into `out`.
+#[allow(clippy::too_many_arguments)]
+pub fn op(
+    gpu: &Gpu,
+    step: &wgpu::Buffer,
+    x: &wgpu::Buffer,
+    weight: &wgpu::Buffer,
+    out: &wgpu::Buffer,
+    max_tokens: u32,
+    rows_per_token: u32,
+    dim: u32,
+    eps: f32,
+) -> Result<Op> {
+    let kernel = gpu.kernel("rms_norm", SOURCE, &[("WG", WG as f64)])?;
+    let params = gpu.uniform("rms_norm params", &Params { rows_per_token, dim, eps, _pad: 0 });
+    Ok(gpu.op("rms_norm", &kernel, &[&params, step, x, weight, out], [max_tokens * rows_per_token, 1, 1]))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::gpu::kernels::testing::{gpu, max_relative_error, random};
+    use crate::gpu::step::Step;
+    use crate::reference::ops::rms_norm;
+
+    #[test]
+    fn matches_cpu_twin_on_awkward_sizes() {
+        let gpu = gpu();
+        // (tokens, rows per token, dim): dims not multiples of the workgroup; one and many tokens.
+        for (tokens, rows, dim) in [(1, 1, 1), (1, 1, 577), (7, 1, 64), (3, 5, 33), (2, 9, 130)] {
+            let x = random(tokens * rows * dim, 1);
+            let w = random(dim, 2);
+            let step = Step::new(gpu);
+            step.set(gpu, tokens as u32, 0);
+            let (xb, wb) = (gpu.storage("x", &x), gpu.storage("w", &w));
+            let out = gpu.storage_zeroed("out", (x.len() * 4) as u64);
+            // Built for more tokens than run: the extra workgroups must not write.
+            let op = op(gpu, &step.buffer, &xb, &wb, &out, tokens as u32 + 2, rows as u32, dim as u32, 1e-5).unwrap();
+            crate::gpu::submit(gpu, &[&op]);
+            let got: Vec<f32> = gpu.read(&out).unwrap();
+            let mut want = x.clone();
+            rms_norm(&mut want, &w, 1e-5);
+            // f32 sums in a different order: a few ulps of values of order 1.
+            let err = max_relative_error(&got, &want);
+            assert!(err < 1e-5, "{tokens}x{rows}x{dim}: {err:e}");
+        }
+    }
+}

@@ -1,0 +1,45 @@
+//! The GPU side: device and limits, buffers, kernels (one typed wrapper per WGSL file), and
+//! operations recorded once and replayed every step.
+//!
+//! An [`Op`] is one dispatch with everything bound: built once when a model is loaded, encoded
+//! into a compute pass on every step. Values that change per step (position, token count)
+//! live in GPU buffers that kernels read, so no op and no buffer is created in the token loop.
+
+pub mod device;
+pub mod kernels;
+pub mod step;
+
+pub use device::{Backend, Gpu};
+
+use std::sync::Arc;
+
+/// One dispatch of a compute pipeline with its bindings.
+pub struct Op {
+    pub label: &'static str,
+    pub pipeline: Arc<wgpu::ComputePipeline>,
+    pub bind_group: wgpu::BindGroup,
+    pub workgroups: [u32; 3],
+}
+
+impl Op {
+    /// Records the dispatch into `pass`.
+    pub fn encode(&self, pass: &mut wgpu::ComputePass<'_>) {
+        pass.set_pipeline(&self.pipeline);
+        pass.set_bind_group(0, &self.bind_group, &[]);
+        let [x, y, z] = self.workgroups;
+        pass.dispatch_workgroups(x, y, z);
+    }
+}
+
+/// Records `ops` in order into one compute pass of a new command buffer and submits it.
+/// (Within a pass, wgpu orders storage writes before later reads of the same buffer.)
+pub fn submit(gpu: &Gpu, ops: &[&Op]) -> wgpu::SubmissionIndex {
+    let mut encoder = gpu.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("flint ops") });
+    {
+        let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor { label: None, timestamp_writes: None });
+        for op in ops {
+            op.encode(&mut pass);
+        }
+    }
+    gpu.queue.submit([encoder.finish()])
+}
