@@ -8,6 +8,17 @@ cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/flint-target}"
 export XDG_RUNTIME_DIR="${XDG_RUNTIME_DIR:-/tmp}"
 
+# lavapipe (Mesa's software Vulkan) runs the GPU tests on machines without a GPU.
+if ! ls /usr/share/vulkan/icd.d/lvp_icd*.json >/dev/null 2>&1; then
+    if [ "$(id -u)" = 0 ]; then
+        apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mesa-vulkan-drivers libvulkan1 >/dev/null
+    else
+        echo "test.sh: the GPU tests need Vulkan; install mesa-vulkan-drivers and libvulkan1" >&2
+        exit 1
+    fi
+fi
+
 # Real assets the tests check against (pinned and sha256-checked by the scripts).
 scripts/fetch-model.sh >/dev/null
 scripts/fetch-tokenizers.sh >/dev/null
