@@ -27,14 +27,43 @@ enum Device {
     Cpu,
 }
 
+/// Which native graphics API to run on.
+#[derive(Clone, Copy, ValueEnum)]
+enum BackendArg {
+    Auto,
+    Vulkan,
+    Metal,
+    Dx12,
+    Gl,
+}
+
+impl From<BackendArg> for crate::gpu::Backend {
+    fn from(b: BackendArg) -> Self {
+        use crate::gpu::Backend;
+        match b {
+            BackendArg::Auto => Backend::Auto,
+            BackendArg::Vulkan => Backend::Vulkan,
+            BackendArg::Metal => Backend::Metal,
+            BackendArg::Dx12 => Backend::Dx12,
+            BackendArg::Gl => Backend::Gl,
+        }
+    }
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Describe a model: family, layers, experts, parameters, bytes on disk.
     #[command(after_help = "Example:\n  flint info --model ~/.cache/flint/models/SmolLM2-135M-Instruct.Q4_1.gguf")]
+    #[command(after_help = "Examples:\n  flint info --model ~/.cache/flint/models/SmolLM2-135M-Instruct.Q4_1.gguf\n  flint info --device --backend vulkan")]
     Info {
         /// A Hugging Face model folder or a .gguf file.
+        #[arg(long, required_unless_present = "device")]
+        model: Option<PathBuf>,
+        /// Describe the GPU instead: adapter, limits, features.
         #[arg(long)]
-        model: PathBuf,
+        device: bool,
+        #[arg(long, value_enum, default_value = "auto")]
+        backend: BackendArg,
         /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
@@ -104,7 +133,10 @@ fn default_model() -> Result<PathBuf> {
 
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
-        Command::Info { model, json } => info(&ModelFiles::open(&model)?, json),
+        Command::Info { device: true, backend, json, .. } => device_info(backend.into(), json),
+        Command::Info { model, json, .. } => {
+            info(&ModelFiles::open(&model.expect("clap requires --model without --device"))?, json)
+        }
         Command::Logits { model, tokens, device: Device::Cpu } => {
             let files = ModelFiles::open(&model)?;
             let reference = files.load_reference()?;
@@ -215,6 +247,39 @@ fn info(files: &ModelFiles, json: bool) -> Result<()> {
     println!("context     {}", c.max_position_embeddings);
     println!("parameters  {} total, {} active per token", human(total), human(active));
     println!("on disk     {} bytes ({:.1} MiB)", bytes, bytes as f64 / (1 << 20) as f64);
+    Ok(())
+}
+
+fn device_info(backend: crate::gpu::Backend, json: bool) -> Result<()> {
+    let gpu = crate::gpu::Gpu::new_blocking(backend)?;
+    let l = &gpu.limits;
+    if json {
+        let out = serde_json::json!({
+            "name": gpu.info.name,
+            "backend": format!("{:?}", gpu.info.backend),
+            "device_type": format!("{:?}", gpu.info.device_type),
+            "driver": gpu.info.driver,
+            "driver_info": gpu.info.driver_info,
+            "features": format!("{:?}", gpu.features),
+            "max_buffer_size": l.max_buffer_size,
+            "max_storage_buffer_binding_size": l.max_storage_buffer_binding_size,
+            "max_compute_workgroup_storage_size": l.max_compute_workgroup_storage_size,
+            "max_compute_invocations_per_workgroup": l.max_compute_invocations_per_workgroup,
+            "max_storage_buffers_per_shader_stage": l.max_storage_buffers_per_shader_stage,
+        });
+        println!("{}", serde_json::to_string_pretty(&out).expect("JSON values serialize"));
+        return Ok(());
+    }
+    println!("adapter     {}", gpu.describe());
+    println!("driver      {} {}", gpu.info.driver, gpu.info.driver_info);
+    println!("features    {:?}", gpu.features);
+    println!("max buffer  {} MiB, max storage binding {} MiB", l.max_buffer_size >> 20, l.max_storage_buffer_binding_size >> 20);
+    println!(
+        "workgroup   {} invocations, {} KiB shared memory, {} storage buffers per stage",
+        l.max_compute_invocations_per_workgroup,
+        l.max_compute_workgroup_storage_size >> 10,
+        l.max_storage_buffers_per_shader_stage
+    );
     Ok(())
 }
 
