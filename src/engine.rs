@@ -8,47 +8,67 @@ use crate::{Error, Result};
 use std::ops::ControlFlow;
 use std::sync::Arc;
 
-/// Runs a model forward over a growing sequence. The CPU reference implements it; the GPU
-/// engine will too.
-pub trait Forward {
-    /// Processes `tokens` after the current position; returns the last position's logits.
-    fn forward_last(&mut self, tokens: &[u32]) -> Result<Vec<f32>>;
-    /// Positions processed so far.
-    fn position(&self) -> usize;
+/// Produces the tokens of one generation: the prompt is processed by `start`, then each
+/// `next_token` returns one sampled token. The CPU reference computes each token on demand;
+/// the GPU engine samples on the device and may run ahead (pipelined), so a caller that stops
+/// early simply discards what was computed past the stop.
+pub trait Generator {
     /// The model's context length.
     fn context_len(&self) -> usize;
-    /// Starts a new sequence.
-    fn reset(&mut self);
+    /// Starts a new sequence with `prompt`; at most `max_tokens` will be asked for.
+    fn start(&mut self, prompt: &[u32], sampling: &SamplingParams, max_tokens: usize) -> Result<()>;
+    /// The next token of the sequence.
+    fn next_token(&mut self) -> Result<u32>;
 }
 
-/// The CPU reference as a [`Forward`].
-pub struct CpuForward {
+/// The CPU reference as a [`Generator`].
+pub struct CpuGenerator {
     pub model: Arc<ReferenceModel>,
     cache: KvCache,
+    sampling: SamplingParams,
+    /// Logits of the last processed position.
+    logits: Vec<f32>,
+    /// The last sampled token, not yet run through the model.
+    pending: Option<u32>,
+    /// Tokens sampled since `start`.
+    step: u64,
 }
 
-impl CpuForward {
+impl CpuGenerator {
     /// A sequence over `model`; sequences can share one model.
     pub fn new(model: impl Into<Arc<ReferenceModel>>) -> Self {
         let model = model.into();
         let cache = KvCache::new(&model.config);
-        CpuForward { model, cache }
+        CpuGenerator { model, cache, sampling: SamplingParams::default(), logits: vec![], pending: None, step: 0 }
     }
 }
 
-impl Forward for CpuForward {
-    fn forward_last(&mut self, tokens: &[u32]) -> Result<Vec<f32>> {
-        let mut logits = self.model.forward(&mut self.cache, tokens)?;
-        logits.pop().ok_or_else(|| Error::Request("no tokens to process".into()))
-    }
-    fn position(&self) -> usize {
-        self.cache.len()
-    }
+impl Generator for CpuGenerator {
     fn context_len(&self) -> usize {
         self.model.config.max_position_embeddings
     }
-    fn reset(&mut self) {
+
+    fn start(&mut self, prompt: &[u32], sampling: &SamplingParams, _max_tokens: usize) -> Result<()> {
         self.cache = KvCache::new(&self.model.config);
+        self.logits = self
+            .model
+            .forward(&mut self.cache, prompt)?
+            .pop()
+            .ok_or_else(|| Error::Request("the prompt is empty".into()))?;
+        self.sampling = *sampling;
+        self.pending = None;
+        self.step = 0;
+        Ok(())
+    }
+
+    fn next_token(&mut self) -> Result<u32> {
+        if let Some(token) = self.pending.take() {
+            self.logits = self.model.forward(&mut self.cache, &[token])?.pop().expect("one token in, one row out");
+        }
+        let token = sample(&self.logits, &self.sampling, self.step);
+        self.step += 1;
+        self.pending = Some(token);
+        Ok(token)
     }
 }
 
@@ -90,7 +110,7 @@ pub struct Completion {
 
 /// Generates from `prompt` (token ids), calling `on_text` with each piece of text as it forms.
 pub fn generate(
-    model: &mut dyn Forward,
+    model: &mut dyn Generator,
     tokenizer: &Tokenizer,
     prompt: &[u32],
     options: &GenerateOptions,
@@ -99,23 +119,21 @@ pub fn generate(
     if prompt.is_empty() {
         return Err(Error::Request("the prompt is empty".into()));
     }
-    if prompt.len() >= model.context_len() {
-        return Err(Error::Request(format!(
-            "the prompt has {} tokens; the context holds {}",
-            prompt.len(),
-            model.context_len()
-        )));
+    let context = model.context_len();
+    if prompt.len() >= context {
+        return Err(Error::Request(format!("the prompt has {} tokens; the context holds {context}", prompt.len())));
     }
-    model.reset();
+    // Each generated token but the last is fed back, so the context bounds the count too.
+    let limit = options.max_tokens.min(context - prompt.len());
+    model.start(prompt, &options.sampling, limit)?;
     let mut stream = StreamDecoder::new();
     let mut text = String::new();
     let mut emitted = 0; // bytes of `text` handed to on_text
     let mut tokens = Vec::new();
-    let mut logits = model.forward_last(prompt)?;
     let mut finish = FinishReason::Length;
 
-    while tokens.len() < options.max_tokens {
-        let next = sample(&logits, &options.sampling, tokens.len() as u64);
+    while tokens.len() < limit {
+        let next = model.next_token()?;
         if options.stop_token_ids.contains(&next) {
             finish = FinishReason::Stop;
             break;
@@ -131,18 +149,14 @@ pub fn generate(
             // Hold back a tail that could still grow into a stop string.
             let safe = text.len() - held_back(&text, &options.stop);
             if safe > emitted {
-                if on_text(&text[emitted..safe]).is_break() {
-                    emitted = safe;
+                let flow = on_text(&text[emitted..safe]);
+                emitted = safe;
+                if flow.is_break() {
                     finish = FinishReason::Cancelled;
                     break;
                 }
-                emitted = safe;
             }
         }
-        if tokens.len() >= options.max_tokens || model.position() + 1 >= model.context_len() {
-            break;
-        }
-        logits = model.forward_last(&[next])?;
     }
     if finish != FinishReason::Cancelled {
         if finish == FinishReason::Length {

@@ -1,7 +1,7 @@
 //! The real SmolLM2-135M-Instruct Q4_1 GGUF (scripts/fetch-model.sh) on the CPU reference:
 //! real text from real weights, streamed.
 
-use flint::engine::{generate, CpuForward, FinishReason, GenerateOptions};
+use flint::engine::{generate, CpuGenerator, FinishReason, GenerateOptions};
 use flint::reference::ReferenceModel;
 use flint::sampler::SamplingParams;
 use flint::tokenizer::Message;
@@ -36,7 +36,7 @@ fn greedy(prompt: &str, max_tokens: usize, stop: &[&str]) -> (flint::Completion,
         stop: stop.iter().map(|s| s.to_string()).collect(),
         stop_token_ids: files.stop_token_ids(),
     };
-    let mut forward = CpuForward::new(reference.clone());
+    let mut forward = CpuGenerator::new(reference.clone());
     let mut pieces = Vec::new();
     let completion = generate(&mut forward, tokenizer, &ids, &options, |p| {
         pieces.push(p.to_string());

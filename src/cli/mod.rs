@@ -1,6 +1,6 @@
 //! `flint` subcommands: info, logits, run.
 
-use crate::engine::{generate, CpuForward, GenerateOptions};
+use crate::engine::{generate, CpuGenerator, GenerateOptions};
 use crate::model::ModelFiles;
 use crate::sampler::SamplingParams;
 use crate::tokenizer::Message;
@@ -54,7 +54,9 @@ impl From<BackendArg> for crate::gpu::Backend {
 enum Command {
     /// Describe a model: family, layers, experts, parameters, bytes on disk.
     #[command(after_help = "Example:\n  flint info --model ~/.cache/flint/models/SmolLM2-135M-Instruct.Q4_1.gguf")]
-    #[command(after_help = "Examples:\n  flint info --model ~/.cache/flint/models/SmolLM2-135M-Instruct.Q4_1.gguf\n  flint info --device --backend vulkan")]
+    #[command(
+        after_help = "Examples:\n  flint info --model ~/.cache/flint/models/SmolLM2-135M-Instruct.Q4_1.gguf\n  flint info --device --backend vulkan"
+    )]
     Info {
         /// A Hugging Face model folder or a .gguf file.
         #[arg(long, required_unless_present = "device")]
@@ -176,7 +178,7 @@ fn run(cli: Cli) -> Result<()> {
                 stop: vec![],
                 stop_token_ids: files.stop_token_ids(),
             };
-            let mut forward = CpuForward::new(files.load_reference()?);
+            let mut forward = CpuGenerator::new(files.load_reference()?);
             let mut stdout = std::io::stdout().lock();
             if !chat {
                 let _ = write!(stdout, "{text}");
@@ -273,7 +275,11 @@ fn device_info(backend: crate::gpu::Backend, json: bool) -> Result<()> {
     println!("adapter     {}", gpu.describe());
     println!("driver      {} {}", gpu.info.driver, gpu.info.driver_info);
     println!("features    {:?}", gpu.features);
-    println!("max buffer  {} MiB, max storage binding {} MiB", l.max_buffer_size >> 20, l.max_storage_buffer_binding_size >> 20);
+    println!(
+        "max buffer  {} MiB, max storage binding {} MiB",
+        l.max_buffer_size >> 20,
+        l.max_storage_buffer_binding_size >> 20
+    );
     println!(
         "workgroup   {} invocations, {} KiB shared memory, {} storage buffers per stage",
         l.max_compute_invocations_per_workgroup,
