@@ -8,11 +8,13 @@
 pub mod bytes;
 pub mod gguf;
 pub mod gptq;
+pub mod model;
 pub mod names;
 pub mod safetensors;
 
 pub use bytes::Bytes;
 
+use crate::quant::packed::PackedMatrix;
 use crate::Result;
 
 /// A dense f32 tensor, row-major.
@@ -57,6 +59,14 @@ pub trait TensorSource: Send + Sync {
     fn load_f32(&self, name: &str) -> Result<Tensor>;
     /// Bytes the tensors take in the file.
     fn size_in_bytes(&self) -> u64;
+
+    /// The tensor as the GPU kernels read it: `cols` = the last dimension, `rows` = the product
+    /// of the others (a stacked `[E, R, C]` becomes `[E * R, C]`). This default dequantizes
+    /// with [`TensorSource::load_f32`] and returns `Format::F32`; quantized readers override it
+    /// to repack their blocks without loss (GGUF, GPTQ).
+    fn load_packed(&self, name: &str) -> Result<PackedMatrix> {
+        Ok(PackedMatrix::from_tensor(&self.load_f32(name)?))
+    }
 
     fn contains(&self, name: &str) -> bool {
         self.shape(name).is_some()

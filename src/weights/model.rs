@@ -1,0 +1,282 @@
+//! All weights of a model, by role, in the packed format the GPU reads
+//! ([`PackedMatrix`]: f32, or 8-/4-bit groups kept exactly as the checkpoint stores them).
+//!
+//! One loader serves both engines: the GPU uploads these matrices, the CPU reference
+//! dequantizes them. Every shape is checked against the config as it is read. Experts are
+//! stacked: `gate`/`up` of an MoE layer hold `E * I` rows (expert `e` owns rows
+//! `e*I..(e+1)*I`), `down` holds `E * H` rows, whatever layout the checkpoint used.
+
+use super::names::{ExpertLayout, Names};
+use super::TensorSource;
+use crate::config::{FfnKind, ModelConfig, QkNorm};
+use crate::quant::packed::PackedMatrix;
+use crate::{Error, Result};
+
+/// A linear layer: `y = W x + b`, `W` `[out, in]`.
+#[derive(Debug, Clone)]
+pub struct LinearWeights {
+    pub weight: PackedMatrix,
+    pub bias: Option<Vec<f32>>,
+}
+
+/// A SwiGLU FFN `down(silu(gate x) * up x)`, or `E` of them stacked by rows.
+#[derive(Debug, Clone)]
+pub struct MlpWeights {
+    pub gate: PackedMatrix,
+    pub up: PackedMatrix,
+    pub down: PackedMatrix,
+}
+
+#[derive(Debug, Clone)]
+pub struct MoeWeights {
+    /// `[E, H]`.
+    pub router: PackedMatrix,
+    /// The E routed experts, stacked.
+    pub experts: MlpWeights,
+    pub shared: Option<MlpWeights>,
+    /// `[1, H]`: the shared expert's sigmoid gate.
+    pub shared_gate: Option<PackedMatrix>,
+}
+
+#[derive(Debug, Clone)]
+pub enum FfnWeights {
+    Dense(MlpWeights),
+    Moe(MoeWeights),
+}
+
+#[derive(Debug, Clone)]
+pub struct LayerWeights {
+    pub attn_norm: Vec<f32>,
+    pub q: LinearWeights,
+    pub k: LinearWeights,
+    pub v: LinearWeights,
+    pub o: LinearWeights,
+    pub q_norm: Option<Vec<f32>>,
+    pub k_norm: Option<Vec<f32>>,
+    pub ffn_norm: Vec<f32>,
+    pub ffn: FfnWeights,
+}
+
+#[derive(Debug, Clone)]
+pub struct ModelWeights {
+    /// `[vocab, H]`.
+    pub embed: PackedMatrix,
+    pub layers: Vec<LayerWeights>,
+    pub final_norm: Vec<f32>,
+    /// `[vocab, H]`; `None` when the embeddings are tied.
+    pub lm_head: Option<PackedMatrix>,
+}
+
+impl ModelWeights {
+    /// The output projection: `lm_head`, or the embeddings when tied.
+    pub fn output(&self) -> &PackedMatrix {
+        self.lm_head.as_ref().unwrap_or(&self.embed)
+    }
+
+    /// Loads every weight named by `names`, checking each shape against `config`.
+    pub fn load(config: &ModelConfig, src: &dyn TensorSource, names: &Names) -> Result<ModelWeights> {
+        let ld = Loader { src };
+        let (h, vocab) = (config.hidden_size, config.vocab_size);
+        let embed = ld.matrix(names.embed(), vocab, h)?;
+        let lm_head = match config.tie_word_embeddings {
+            true => None,
+            false => Some(ld.matrix(names.lm_head(), vocab, h)?),
+        };
+        let mut layers = Vec::with_capacity(config.num_layers);
+        for (l, kind) in config.layer_ffn.iter().enumerate() {
+            let n = names.layer(l);
+            let (q_dim, kv_dim) = (config.q_dim(), config.kv_dim());
+            let (q_norm, k_norm) = match config.qk_norm {
+                QkNorm::None => (None, None),
+                QkNorm::PerHead => {
+                    (Some(ld.vector(&n.q_norm, config.head_dim)?), Some(ld.vector(&n.k_norm, config.head_dim)?))
+                }
+                QkNorm::Whole => (Some(ld.vector(&n.q_norm, q_dim)?), Some(ld.vector(&n.k_norm, kv_dim)?)),
+            };
+            let o_bias = src.contains(&format!("{}.bias", n.o));
+            let ffn = match (kind, &config.moe) {
+                (FfnKind::Moe, Some(m)) => {
+                    let (shared, shared_gate) = match m.shared_expert_intermediate_size {
+                        Some(s) => (
+                            Some(ld.mlp(&n.shared_gate, &n.shared_up, &n.shared_down, h, s)?),
+                            match m.shared_expert_gate {
+                                true => Some(ld.shared_expert_gate(&n.shared_expert_gate, h)?),
+                                false => None,
+                            },
+                        ),
+                        None => (None, None),
+                    };
+                    FfnWeights::Moe(MoeWeights {
+                        router: ld.matrix(&n.router, m.num_experts, h)?,
+                        experts: ld.experts(
+                            &names.expert_layouts(l, m.num_experts),
+                            m.num_experts,
+                            h,
+                            m.expert_intermediate_size,
+                        )?,
+                        shared,
+                        shared_gate,
+                    })
+                }
+                _ => FfnWeights::Dense(ld.mlp(&n.gate, &n.up, &n.down, h, config.intermediate_size)?),
+            };
+            layers.push(LayerWeights {
+                attn_norm: ld.vector(&n.attn_norm, h)?,
+                q: ld.linear(&n.q, q_dim, h, config.qkv_bias)?,
+                k: ld.linear(&n.k, kv_dim, h, config.qkv_bias)?,
+                v: ld.linear(&n.v, kv_dim, h, config.qkv_bias)?,
+                o: ld.linear(&n.o, h, q_dim, o_bias)?,
+                q_norm,
+                k_norm,
+                ffn_norm: ld.vector(&n.ffn_norm, h)?,
+                ffn,
+            });
+        }
+        Ok(ModelWeights { embed, layers, final_norm: ld.vector(names.final_norm(), h)?, lm_head })
+    }
+}
+
+/// Reads tensors by name and checks their shapes against the config.
+struct Loader<'a> {
+    src: &'a dyn TensorSource,
+}
+
+impl Loader<'_> {
+    /// `base.weight`, or `base` itself (transformers 5 stores fused experts as bare parameters).
+    fn find(&self, base: &str) -> Option<String> {
+        [format!("{base}.weight"), base.to_string()].into_iter().find(|n| self.src.contains(n))
+    }
+
+    fn found(&self, base: &str) -> Result<String> {
+        self.find(base).ok_or_else(|| Error::MissingTensor(format!("{base}.weight")))
+    }
+
+    fn check_shape(&self, name: &str, shape: &[usize]) -> Result<()> {
+        let found = self.src.shape(name).ok_or_else(|| Error::MissingTensor(name.into()))?;
+        if found != shape {
+            return Err(Error::tensor(name, format!("shape {found:?}, expected {shape:?} from the config")));
+        }
+        Ok(())
+    }
+
+    /// A tensor of `shape` as a matrix of `shape[..-1].product()` rows.
+    fn packed(&self, base: &str, shape: &[usize]) -> Result<PackedMatrix> {
+        let name = self.found(base)?;
+        self.check_shape(&name, shape)?;
+        self.src.load_packed(&name)
+    }
+
+    fn matrix(&self, base: &str, rows: usize, cols: usize) -> Result<PackedMatrix> {
+        self.packed(base, &[rows, cols])
+    }
+
+    fn vector(&self, base: &str, len: usize) -> Result<Vec<f32>> {
+        let name = self.found(base)?;
+        self.check_shape(&name, &[len])?;
+        Ok(self.src.load_f32(&name)?.data)
+    }
+
+    /// A linear layer; its bias is loaded when the family has one, and must exist then.
+    fn linear(&self, base: &str, out_dim: usize, in_dim: usize, bias: bool) -> Result<LinearWeights> {
+        let bias = match bias {
+            true => {
+                let name = format!("{base}.bias");
+                self.check_shape(&name, &[out_dim])?;
+                Some(self.src.load_f32(&name)?.data)
+            }
+            false => None,
+        };
+        Ok(LinearWeights { weight: self.matrix(base, out_dim, in_dim)?, bias })
+    }
+
+    /// The shared expert's gate: `[1, hidden]`, or `[hidden]` as older GGUF files store it.
+    fn shared_expert_gate(&self, base: &str, hidden: usize) -> Result<PackedMatrix> {
+        let name = self.found(base)?;
+        match self.src.shape(&name).as_deref() {
+            Some([n]) if *n == hidden => Ok(PackedMatrix::from_f32(1, hidden, &self.vector(base, hidden)?)),
+            _ => self.matrix(base, 1, hidden),
+        }
+    }
+
+    fn mlp(&self, gate: &str, up: &str, down: &str, hidden: usize, inter: usize) -> Result<MlpWeights> {
+        Ok(MlpWeights {
+            gate: self.matrix(gate, inter, hidden)?,
+            up: self.matrix(up, inter, hidden)?,
+            down: self.matrix(down, hidden, inter)?,
+        })
+    }
+
+    /// The experts of one layer, stacked, from whichever layout the checkpoint uses.
+    fn experts(&self, layouts: &[ExpertLayout], n: usize, hidden: usize, inter: usize) -> Result<MlpWeights> {
+        let present = |l: &&ExpertLayout| match l {
+            ExpertLayout::PerExpert { gate, .. } => self.find(&gate[0]).is_some(),
+            ExpertLayout::Stacked { gate, .. } => self.find(gate).is_some(),
+            ExpertLayout::FusedGateUp { gate_up, .. } => self.find(gate_up).is_some(),
+        };
+        let layout = layouts.iter().find(present).unwrap_or(&layouts[0]);
+        match layout {
+            ExpertLayout::PerExpert { gate, up, down } => {
+                let each = |names: &[String], rows, cols| -> Result<PackedMatrix> {
+                    let parts = names.iter().map(|b| self.matrix(b, rows, cols)).collect::<Result<Vec<_>>>()?;
+                    concat_rows(&parts)
+                };
+                Ok(MlpWeights {
+                    gate: each(gate, inter, hidden)?,
+                    up: each(up, inter, hidden)?,
+                    down: each(down, hidden, inter)?,
+                })
+            }
+            ExpertLayout::Stacked { gate, up, down } => Ok(MlpWeights {
+                gate: self.packed(gate, &[n, inter, hidden])?,
+                up: self.packed(up, &[n, inter, hidden])?,
+                down: self.packed(down, &[n, hidden, inter])?,
+            }),
+            ExpertLayout::FusedGateUp { gate_up, down } => {
+                // Each expert's block holds its gate rows, then its up rows.
+                let fused = self.packed(gate_up, &[n, 2 * inter, hidden])?;
+                let block =
+                    |e: usize, half: usize| row_range(&fused, (2 * e + half) * inter, (2 * e + half + 1) * inter);
+                Ok(MlpWeights {
+                    gate: concat_rows(&(0..n).map(|e| block(e, 0)).collect::<Vec<_>>())?,
+                    up: concat_rows(&(0..n).map(|e| block(e, 1)).collect::<Vec<_>>())?,
+                    down: self.packed(down, &[n, hidden, inter])?,
+                })
+            }
+        }
+    }
+}
+
+/// Rows `start..end` of `m`, in the same format (rows are packed independently).
+pub fn row_range(m: &PackedMatrix, start: usize, end: usize) -> PackedMatrix {
+    let (rw, sw) = (m.row_words(), m.groups_per_row() * m.format.scale_words_per_group());
+    PackedMatrix {
+        rows: end - start,
+        cols: m.cols,
+        format: m.format,
+        qs: m.qs[start * rw..end * rw].to_vec(),
+        scales: m.scales[start * sw..end * sw].to_vec(),
+    }
+}
+
+/// The rows of `parts` one after another. Parts in different formats are all brought to f32
+/// (a checkpoint that quantized its experts differently loses nothing, only compactness).
+pub fn concat_rows(parts: &[PackedMatrix]) -> Result<PackedMatrix> {
+    let first = parts.first().ok_or_else(|| Error::tensor("experts", "no expert tensors"))?;
+    let same = parts.iter().all(|p| p.format == first.format && p.cols == first.cols);
+    let dequantized;
+    let parts = match same {
+        true => parts,
+        false => {
+            dequantized =
+                parts.iter().map(|p| PackedMatrix::from_f32(p.rows, p.cols, &p.dequantize())).collect::<Vec<_>>();
+            &dequantized[..]
+        }
+    };
+    Ok(PackedMatrix {
+        rows: parts.iter().map(|p| p.rows).sum(),
+        cols: first.cols,
+        format: parts[0].format,
+        qs: parts.iter().flat_map(|p| p.qs.iter().copied()).collect(),
+        scales: parts.iter().flat_map(|p| p.scales.iter().copied()).collect(),
+    })
+}
