@@ -80,9 +80,14 @@ impl ModelFiles {
         Ok(ModelFiles { path: path.to_path_buf(), config, tensors: Box::new(file), names, tokenizer, format })
     }
 
+    /// Loads every weight in the packed format the GPU reads.
+    pub fn load_weights(&self) -> Result<crate::weights::model::ModelWeights> {
+        crate::weights::model::ModelWeights::load(&self.config, self.tensors.as_ref(), &self.names)
+    }
+
     /// Loads every weight into the CPU reference model.
     pub fn load_reference(&self) -> Result<crate::reference::ReferenceModel> {
-        let weights = crate::reference::Weights::load(&self.config, self.tensors.as_ref(), &self.names)?;
+        let weights = crate::reference::Weights::from_packed(&self.load_weights()?);
         Ok(crate::reference::ReferenceModel::new(self.config.clone(), weights))
     }
 

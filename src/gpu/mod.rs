@@ -7,6 +7,8 @@
 
 pub mod device;
 pub mod kernels;
+pub mod matrix;
+pub mod model;
 pub mod step;
 
 pub use device::{Backend, Gpu};

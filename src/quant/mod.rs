@@ -1,3 +1,8 @@
-//! Quantized formats: ggml block formats (dequantization) and, later, flint's INT4 format.
+//! Quantized formats: ggml block formats (dequantization), flint's packed GPU weight format
+//! (INT4/INT8/F32 matrices, lossless repacking of ggml and GPTQ blocks) and its INT4 quantizer.
 
 pub mod ggml;
+pub mod packed;
+pub mod quantize;
+
+pub use packed::{Format, PackedMatrix};

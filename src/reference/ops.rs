@@ -130,6 +130,39 @@ pub fn attend(
     out
 }
 
+/// Token embeddings: row `id` of `table` (`[vocab, cols]` row-major) times `multiplier`, for
+/// each of `ids`, giving `[ids.len(), cols]`. An id outside the table gives a row of zeros (the
+/// rule of the GPU kernel, which must not read out of bounds; hosts reject such ids earlier).
+pub fn embed(table: &[f32], cols: usize, ids: &[u32], multiplier: f32) -> Vec<f32> {
+    let vocab = table.len() / cols.max(1);
+    let mut out = Vec::with_capacity(ids.len() * cols);
+    for &id in ids {
+        match (id as usize) < vocab {
+            true => out.extend(table[id as usize * cols..(id as usize + 1) * cols].iter().map(|v| v * multiplier)),
+            false => out.resize(out.len() + cols, 0.0),
+        }
+    }
+    out
+}
+
+/// RoPE inverse frequencies `1 / theta^(2i/d)`, i < d/2, in f32 exactly as [`rope_angles`]
+/// computes them (so `pos as f32 * inv_freq[i]` is bit for bit its angle).
+pub fn rope_inv_freq(head_dim: usize, theta: f32) -> Vec<f32> {
+    (0..head_dim / 2).map(|i| 1.0 / theta.powf((2 * i) as f32 / head_dim as f32)).collect()
+}
+
+/// The residual update `x += y * scale`, elementwise.
+pub fn add_scaled(x: &mut [f32], y: &[f32], scale: f32) {
+    for (a, b) in x.iter_mut().zip(y) {
+        *a += b * scale;
+    }
+}
+
+/// SwiGLU's gating, elementwise: `silu(gate) * up`.
+pub fn silu_mul(gate: &[f32], up: &[f32]) -> Vec<f32> {
+    gate.iter().zip(up).map(|(&g, &u)| silu(g) * u).collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -153,5 +186,25 @@ mod tests {
             assert!((inter[2 * i] - halves[i]).abs() < 1e-6);
             assert!((inter[2 * i + 1] - halves[i + d / 2]).abs() < 1e-6);
         }
+    }
+
+    #[test]
+    fn inverse_frequencies_give_the_angles_of_rope_angles() {
+        for (d, theta) in [(64, 10000.0f32), (80, 1e6), (128, 500000.0)] {
+            let inv = rope_inv_freq(d, theta);
+            for pos in [0, 1, 7, 333, 4095] {
+                let (cos, sin) = rope_angles(pos, d, theta);
+                for i in 0..d / 2 {
+                    let angle = pos as f32 * inv[i];
+                    assert_eq!((angle.cos().to_bits(), angle.sin().to_bits()), (cos[i].to_bits(), sin[i].to_bits()));
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn embed_scales_rows_and_zeroes_unknown_ids() {
+        let table: Vec<f32> = (0..6).map(|v| v as f32).collect();
+        assert_eq!(embed(&table, 2, &[2, 0, 3], 0.5), vec![2.0, 2.5, 0.0, 0.5, 0.0, 0.0]);
     }
 }

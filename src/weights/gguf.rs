@@ -12,6 +12,7 @@
 use super::{Bytes, DType, Tensor, TensorSource};
 use crate::config::{Family, FfnKind, ModelConfig, MoeConfig, QkNorm, RopePairing};
 use crate::quant::ggml;
+use crate::quant::packed::{self, PackedMatrix};
 use crate::{Error, Result};
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
@@ -530,6 +531,17 @@ impl TensorSource for GgufFile {
         let (dtype, data) = self.tensor_bytes(name)?;
         let values = ggml::dequantize(dtype, data, info.n_elements as usize).map_err(|e| Error::tensor(name, e))?;
         Ok(Tensor::new(info.shape(), values))
+    }
+
+    /// Repacks the tensor's ggml blocks without loss ([`PackedMatrix::from_ggml`]):
+    /// `cols = ne[0]`, `rows` = the product of the other dimensions.
+    fn load_packed(&self, name: &str) -> Result<PackedMatrix> {
+        let info = self.tensor_info(name).ok_or_else(|| Error::MissingTensor(name.into()))?;
+        let (dtype, data) = self.tensor_bytes(name)?;
+        // Every dimension and the element count were checked to fit usize at parse time.
+        let cols = info.dims.first().map_or(1, |&d| d as usize);
+        let rows = info.dims.iter().skip(1).map(|&d| d as usize).product();
+        PackedMatrix::from_ggml(dtype, rows, cols, data).map_err(|e| packed::rename(e, name))
     }
 
     fn size_in_bytes(&self) -> u64 {

@@ -9,6 +9,7 @@
 
 use super::safetensors::SafetensorsCheckpoint;
 use super::{DType, Tensor, TensorSource};
+use crate::quant::packed::{self, Format, PackedMatrix};
 use crate::{Error, Result};
 use safetensors::Dtype;
 
@@ -170,6 +171,77 @@ impl GptqCheckpoint {
         }
         Ok(Tensor::new(vec![p.out_dim, p.in_dim], w))
     }
+
+    /// Repacks a quantized linear without loss: `Int4 { group_size }` (the whole row when the
+    /// config has no group size), `qweight`'s column-packed words `[in/8, out]` transposed to
+    /// row-packed `[out, in/8]` (the nibble order within a word is the same). Scales are f16
+    /// pairs `(d, -8d)` when every zero point is 8 (v1 `qzeros` nibble 7: symmetric), else wide
+    /// `(d, -(d * zero))` in f32; either way `d * q + m` equals [`GptqCheckpoint::load_f32`]'s
+    /// `d * (q - zero)` exactly (every product involved is exact in f32). A `g_idx` other than
+    /// `i / group_size` (act-order) cannot be packed and is an error naming it.
+    fn pack(&self, base: &str) -> Result<PackedMatrix> {
+        let p = self.packed(base)?;
+        let group = self.config.group_size.unwrap_or(p.in_dim);
+        let qweight_name = format!("{base}.qweight");
+        if group == 0 || !p.in_dim.is_multiple_of(group) || p.groups != p.in_dim / group {
+            return Err(Error::tensor(
+                qweight_name,
+                format!("{} inputs are not whole groups of {group}: cannot pack", p.in_dim),
+            ));
+        }
+        if let Some(bytes) = p.g_idx {
+            if let Some(i) = (0..p.in_dim).find(|&i| word(bytes, i) as usize != i / group) {
+                return Err(Error::tensor(
+                    format!("{base}.g_idx"),
+                    format!(
+                        "g_idx[{i}] = {} is not the trivial {i} / {group} = {}: act-order (reordered) groups \
+                         cannot be packed",
+                        word(bytes, i) as i32,
+                        i / group
+                    ),
+                ));
+            }
+        }
+        let in_words = p.in_dim / 8;
+        let zero_words = p.out_dim.div_ceil(8);
+        let zero_offset = u32::from(self.config.zero_minus_one);
+        let mut qs = Vec::with_capacity(p.out_dim * in_words);
+        for o in 0..p.out_dim {
+            qs.extend((0..in_words).map(|w| word(p.qweight, w * p.out_dim + o)));
+        }
+        // (d, zero) per (row o, group g), in the packed order o * groups + g.
+        let mut params = Vec::with_capacity(p.out_dim * p.groups);
+        for o in 0..p.out_dim {
+            for g in 0..p.groups {
+                let zero = ((word(p.qzeros, g * zero_words + o / 8) >> (4 * (o % 8))) & 15) + zero_offset;
+                let at = 2 * (g * p.out_dim + o);
+                let d = half::f16::from_le_bytes([p.scales[at], p.scales[at + 1]]);
+                params.push((d, zero));
+            }
+        }
+        let narrow: Option<Vec<u32>> = params
+            .iter()
+            .map(|&(d, zero)| {
+                let m = packed::exact_f16(-8.0 * d.to_f32()).filter(|_| zero == 8)?;
+                Some(packed::pack_f16_pair(d, m))
+            })
+            .collect();
+        let (wide_scales, scales) = match narrow {
+            Some(scales) => (false, scales),
+            None => (
+                true,
+                params
+                    .iter()
+                    .flat_map(|&(d, zero)| {
+                        let d = d.to_f32();
+                        [d.to_bits(), (-(d * zero as f32)).to_bits()]
+                    })
+                    .collect(),
+            ),
+        };
+        PackedMatrix::new(p.out_dim, p.in_dim, Format::Int4 { group, wide_scales }, qs, scales)
+            .map_err(|e| packed::rename(e, &qweight_name))
+    }
 }
 
 impl TensorSource for GptqCheckpoint {
@@ -206,6 +278,15 @@ impl TensorSource for GptqCheckpoint {
         match self.is_quantized(name) {
             true => self.dequantize(Self::base(name).expect("quantized names end in .weight")),
             false => self.inner.load_f32(name),
+        }
+    }
+
+    /// Quantized linears repack without loss (see [`GptqCheckpoint::load_f32`] for the values);
+    /// other tensors come as F32.
+    fn load_packed(&self, name: &str) -> Result<PackedMatrix> {
+        match self.is_quantized(name) {
+            true => self.pack(Self::base(name).expect("quantized names end in .weight")),
+            false => self.inner.load_packed(name),
         }
     }
 

@@ -1,0 +1,191 @@
+// matmul_int8.wgsl — y = W x with W in INT8: out[t, r] = sum_c W[r, c] * x[t, c] (+ bias[r]),
+// W[r, c] = s * q, q the signed 8-bit value, s the f32 scale of c's group of GROUP columns.
+//
+// One kernel for three uses (params.k selects):
+//   dense (k = 0): decode (T = 1, a matvec streaming the weights) and prefill (T tokens; each weight
+//     is read once per tile of TT tokens);
+//   expert (k > 0): W holds E stacked experts of rows_per_expert rows; for slot s = t*k + j < T*k,
+//     e = expert_ids[s], out[s, r] = sum_c W[e*rows_per_expert + r, c] * x[t or s, c] (x_per_slot).
+//     This op's binding holds experts expert0 .. expert0+experts; slots routed elsewhere are skipped
+//     (the op of the chunk holding their expert writes them).
+// A matrix too large for one binding is split by rows into chunks, one op per chunk (row0 = the
+// chunk's first row in the whole matrix).
+//
+// Bindings (group 0):
+//   0 params      uniform  Params (below)
+//   1 step        uniform  { n_tokens: u32, position: u32, ... } (gpu::step)
+//   2 x           storage read  vec4<f32> [T_or_slots, cols/4]        (cols is a multiple of 16)
+//   3 expert_ids  storage read  u32 [T, k]                             (unused when k = 0)
+//   4 bias        storage read  f32 [whole matrix rows]                (read when has_bias != 0)
+//   5 out         storage rw    f32: dense [T, out_stride] (this chunk writes columns row0..row0+rows);
+//                                    expert [T*k, out_stride = rows_per_expert]
+//   6 qs          storage read  vec4<u32> [rows, row_vec4s]: 4 bytes per u32, element 4w+j in bits
+//                               8j..8j+7 (two's complement); one vec4 unit = 16 columns
+//   7 scales      storage read  u32 [rows, scale_stride]: f32 bits of s, one per group
+// Dispatch: (blocks_x, items, ceil(row blocks / blocks_x)) workgroups of WG = ROWS*TPR threads.
+//   Row block b = wg.x + wg.z * blocks_x covers ROWS rows (of the chunk, or of one expert);
+//   item wg.y is a tile of TT tokens (dense) or one slot (expert, TT = 1); tiles past n_tokens, slots
+//   past n_tokens*k or routed to another chunk, and rows past the end do no work and write nothing.
+//   Each row is handled by TPR threads: thread `lane` reads vec4 units lane, lane+TPR, ... (16
+//   columns each, 4 units per loop trip), so TPR neighbouring threads stream one contiguous piece of
+//   the row; it dequantizes each unit once and multiplies it into TT per-token sums. The TPR partial
+//   sums of a row are added in workgroup memory.
+
+override ROWS: u32 = 8u;      // rows per workgroup
+override TPR: u32 = 8u;       // threads per row
+override WG: u32 = 64u;       // = ROWS * TPR
+override TT: u32 = 1u;        // tokens per tile, at most 8
+override PARTIAL: u32 = 64u;  // = WG * TT
+override GROUP: u32 = 32u;    // columns per scale: a multiple of 16
+
+struct Params {
+    rows: u32,            // rows in this chunk
+    cols: u32,
+    row_vec4s: u32,       // vec4 units per row of qs
+    scale_stride: u32,    // u32 per row of scales
+    row0: u32,            // the chunk's first row in the whole matrix
+    out_stride: u32,
+    blocks_x: u32,
+    has_bias: u32,
+    k: u32,               // 0: dense; else expert slots per token
+    rows_per_expert: u32,
+    expert0: u32,
+    experts: u32,
+    x_per_slot: u32,
+    _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
+}
+struct Step { n_tokens: u32, position: u32, _pad0: u32, _pad1: u32 }
+
+@group(0) @binding(0) var<uniform> params: Params;
+@group(0) @binding(1) var<uniform> step: Step;
+@group(0) @binding(2) var<storage, read> x: array<vec4<f32>>;
+@group(0) @binding(3) var<storage, read> expert_ids: array<u32>;
+@group(0) @binding(4) var<storage, read> bias: array<f32>;
+@group(0) @binding(5) var<storage, read_write> out: array<f32>;
+@group(0) @binding(6) var<storage, read> qs: array<vec4<u32>>;
+@group(0) @binding(7) var<storage, read> scales: array<u32>;
+
+var<workgroup> partial: array<f32, PARTIAL>;
+
+const SHIFTS = vec4<u32>(24u, 16u, 8u, 0u);
+
+fn bytes(w: u32, s: f32) -> vec4<f32> {
+    return vec4<f32>(bitcast<vec4<i32>>(vec4<u32>(w) << SHIFTS) >> vec4<u32>(24u)) * s;
+}
+
+// Adds unit u (columns 16u .. 16u+16) of the row at qs[qbase..] to the sums of the tile's
+// tokens, whose x rows start at vec4 index xrow[j].
+fn unit(qbase: u32, sbase: u32, u: u32, xrow: ptr<function, array<u32, 8>>, acc: ptr<function, array<f32, 8>>) {
+    let q = qs[qbase + u];
+    let s = bitcast<f32>(scales[sbase + (16u * u) / GROUP]);
+    let w0 = bytes(q.x, s);
+    let w1 = bytes(q.y, s);
+    let w2 = bytes(q.z, s);
+    let w3 = bytes(q.w, s);
+    for (var j = 0u; j < TT; j++) {
+        let xo = (*xrow)[j] + 4u * u;
+        (*acc)[j] += dot(w0, x[xo]) + dot(w1, x[xo + 1u]) + dot(w2, x[xo + 2u]) + dot(w3, x[xo + 3u]);
+    }
+}
+
+@compute @workgroup_size(WG)
+fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let block = wg.x + wg.z * params.blocks_x;
+    let item = wg.y;
+    // What this workgroup computes: nt tokens (0: nothing), rows first_row .. first_row + nrows of
+    // the binding, x rows x0 .. x0+nt, out[o0 + j*out_stride + r].
+    var nt = 0u;
+    var first_row = 0u;
+    var row_limit = 0u;
+    var x0 = 0u;
+    var o0 = 0u;
+    if (params.k == 0u) {
+        let t0 = item * TT;
+        if (t0 < step.n_tokens) {
+            nt = min(TT, step.n_tokens - t0);
+        }
+        first_row = block * ROWS;
+        row_limit = params.rows;
+        x0 = t0;
+        o0 = t0 * params.out_stride + params.row0 + first_row;
+    } else {
+        let slot = item;
+        if (slot < step.n_tokens * params.k) {
+            let e = expert_ids[slot];
+            if (e >= params.expert0 && e - params.expert0 < params.experts) {
+                nt = 1u;
+                let base = (e - params.expert0) * params.rows_per_expert;
+                first_row = base + block * ROWS;
+                row_limit = base + params.rows_per_expert;
+            }
+        }
+        x0 = select(slot / max(params.k, 1u), slot, params.x_per_slot != 0u);
+        o0 = slot * params.out_stride + block * ROWS;
+    }
+    var nrows = 0u;
+    if (row_limit > first_row) {
+        nrows = min(ROWS, row_limit - first_row);
+    }
+
+    let rl = lid / TPR;
+    let lane = lid % TPR;
+    var acc: array<f32, 8>;
+    var xrow: array<u32, 8>;
+    let xstride = params.cols / 4u;
+    for (var j = 0u; j < TT; j++) {
+        acc[j] = 0.0;
+        // Tokens past nt repeat the last one (read, never written) so the loops need no test.
+        xrow[j] = (x0 + min(j, max(nt, 1u) - 1u)) * xstride;
+    }
+    if (nt > 0u && rl < nrows) {
+        let row = first_row + rl;
+        let qbase = row * params.row_vec4s;
+        let sbase = row * params.scale_stride;
+        let full = params.cols / 16u;
+        var u = lane;
+        for (; u + 3u * TPR < full; u += 4u * TPR) {
+            unit(qbase, sbase, u, &xrow, &acc);
+            unit(qbase, sbase, u + TPR, &xrow, &acc);
+            unit(qbase, sbase, u + 2u * TPR, &xrow, &acc);
+            unit(qbase, sbase, u + 3u * TPR, &xrow, &acc);
+        }
+        for (; u < full; u += TPR) {
+            unit(qbase, sbase, u, &xrow, &acc);
+        }
+    }
+
+    if (TPR == 1u) {
+        if (rl < nrows) {
+            for (var j = 0u; j < TT; j++) {
+                if (j < nt) {
+                    var v = acc[j];
+                    if (params.has_bias != 0u) {
+                        v += bias[params.row0 + first_row + rl];
+                    }
+                    out[o0 + j * params.out_stride + rl] = v;
+                }
+            }
+        }
+        return;
+    }
+    for (var j = 0u; j < TT; j++) {
+        partial[lid * TT + j] = acc[j];
+    }
+    workgroupBarrier();
+    for (var i = lid; i < ROWS * TT; i += WG) {
+        let r = i / TT;
+        let j = i % TT;
+        if (r < nrows && j < nt) {
+            var v = 0.0;
+            for (var l = 0u; l < TPR; l++) {
+                v += partial[((r * TPR) + l) * TT + j];
+            }
+            if (params.has_bias != 0u) {
+                v += bias[params.row0 + first_row + r];
+            }
+            out[o0 + j * params.out_stride + r] = v;
+        }
+    }
+}

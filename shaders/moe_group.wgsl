@@ -1,0 +1,104 @@
+// moe_group.wgsl — groups a prefill chunk's (token, slot) pairs by expert, so that an expert
+// matmul can run each expert once over all of its tokens.
+//
+// Input: expert_ids[t * k + s] (moe_route's output, u32 [T, k], T = step.n_tokens). Let
+// r = t * k + s be the pair's "row": the row of x's token is t = r / k, and r is also the row of
+// expert_out ([T * k, dim], see moe_combine) that the expert's output for this pair goes to.
+// Output, for e < num_experts (E):
+//   count[e]  = #{ r < T * k : expert_ids[r] == e }
+//   offset[e] = count[0] + ... + count[e - 1]                     (exclusive prefix sum)
+//   expert_ranges[2 * e] = offset[e], expert_ranges[2 * e + 1] = count[e]
+//   rows[offset[e] + j], j < count[e]: the rows r with expert_ids[r] == e, ascending
+//       (so ascending token: moe_route never picks an expert twice for one token).
+//       rows[0 .. T * k] is therefore a permutation of 0 .. T * k - 1 sorted by (expert, r).
+//   active_experts[0] = the number of experts with count > 0; active_experts[1 + j] = the j-th
+//       such expert, ascending (so a dispatch over E workgroups can give workgroup j expert
+//       active_experts[1 + j] and let j >= active_experts[0] return).
+// Ids >= E are not grouped (moe_route never writes them); rows[] then ends short of T * k.
+// Nothing past rows[T * k - 1] is written.
+//
+// Bindings (group 0):
+//   0 params         uniform  { num_experts: u32, top_k: u32, _pad: u32, _pad: u32 }
+//   1 step           uniform  { n_tokens: u32, position: u32, ... } (see gpu::step)
+//   2 expert_ids     storage read   u32 [T, k]
+//   3 expert_ranges  storage rw     u32 [E, 2]   (offset, count)
+//   4 rows           storage rw     u32 [max_tokens * k]
+//   5 active_experts storage rw     u32 [1 + E]
+// Overrides: WG (threads, 256), E (= num_experts: sizes workgroup memory), CHUNK (ids staged at once).
+// Dispatch: (1, 1, 1), one workgroup. Phases: (1) counts with workgroup atomics (integer, so
+// order-free), (2) thread 0 forms offsets, ranges and the active list, (3) the ids pass through
+// workgroup memory CHUNK at a time; thread e (and e + WG, ...) scans each chunk in order and
+// appends its rows at its expert's cursor, which keeps each expert's rows ascending.
+
+override WG: u32 = 256u;
+override E: u32 = 128u;
+override CHUNK: u32 = 1024u;
+
+struct Params { num_experts: u32, top_k: u32, _pad0: u32, _pad1: u32 }
+struct Step { n_tokens: u32, position: u32, _pad0: u32, _pad1: u32 }
+
+@group(0) @binding(0) var<uniform> params: Params;
+@group(0) @binding(1) var<uniform> step: Step;
+@group(0) @binding(2) var<storage, read> expert_ids: array<u32>;
+@group(0) @binding(3) var<storage, read_write> expert_ranges: array<u32>;
+@group(0) @binding(4) var<storage, read_write> rows: array<u32>;
+@group(0) @binding(5) var<storage, read_write> active_experts: array<u32>;
+
+var<workgroup> counts: array<atomic<u32>, E>;
+var<workgroup> cursor: array<u32, E>;
+var<workgroup> chunk: array<u32, CHUNK>;
+
+@compute @workgroup_size(WG)
+fn main(@builtin(local_invocation_index) lid: u32) {
+    let n_experts = params.num_experts;
+    let n = step.n_tokens * params.top_k;
+
+    for (var e = lid; e < n_experts; e += WG) {
+        atomicStore(&counts[e], 0u);
+    }
+    workgroupBarrier();
+    for (var r = lid; r < n; r += WG) {
+        let id = expert_ids[r];
+        if (id < n_experts) {
+            atomicAdd(&counts[id], 1u);
+        }
+    }
+    workgroupBarrier();
+
+    if (lid == 0u) {
+        var offset = 0u;
+        var n_active = 0u;
+        for (var e = 0u; e < n_experts; e++) {
+            let c = atomicLoad(&counts[e]);
+            cursor[e] = offset;
+            expert_ranges[2u * e] = offset;
+            expert_ranges[2u * e + 1u] = c;
+            if (c > 0u) {
+                active_experts[1u + n_active] = e;
+                n_active += 1u;
+            }
+            offset += c;
+        }
+        active_experts[0] = n_active;
+    }
+    workgroupBarrier();
+
+    for (var start = 0u; start < n; start += CHUNK) {
+        let len = min(CHUNK, n - start);
+        for (var j = lid; j < len; j += WG) {
+            chunk[j] = expert_ids[start + j];
+        }
+        workgroupBarrier();
+        for (var e = lid; e < n_experts; e += WG) {
+            var pos = cursor[e];
+            for (var j = 0u; j < len; j++) {
+                if (chunk[j] == e) {
+                    rows[pos] = start + j;
+                    pos += 1u;
+                }
+            }
+            cursor[e] = pos;
+        }
+        workgroupBarrier();
+    }
+}

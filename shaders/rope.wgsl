@@ -1,0 +1,134 @@
+// rope.wgsl — rotary position embedding of q and k, in place, and the KV-cache append.
+//
+// For token t < n_tokens at position p = step.position + t, and each pair i < head_dim / 2 of
+// each head, with angle a = f32(p) * inv_freq[i]:
+//   (x0, x1) = (head[i0], head[i1]);  head[i0] = x0 cos a - x1 sin a;  head[i1] = x1 cos a + x0 sin a
+// pairs (i0, i1) = (i, i + head_dim/2) (halves, HF rotate_half) or (2i, 2i + 1) (interleaved).
+// Then row p of the layer's caches gets this token's rotated k and its v:
+//   k_cache[p, :] = k[t, :];  v_cache[p, :] = v[t, :]   (rows past max_ctx are not written)
+//
+// inv_freq comes from the host (reference::ops::rope_inv_freq: 1 / theta^(2i/d) in f32, as
+// reference::ops::rope_angles computes it), so a is bit for bit the reference's angle (one
+// correctly rounded multiply). cos and sin are computed here, not with the builtins: WGSL
+// only promises an absolute error of 2^-11 on [-pi, pi] for those and nothing beyond, while
+// angles reach thousands of radians. sincos() reduces a modulo pi/2 with pi/2 split in four
+// parts (Cody-Waite; exact products for quadrant counts below 2^16, i.e. angles below ~1e5)
+// and evaluates Taylor polynomials on [-pi/4, pi/4] (truncation below 3e-9): a few ulps.
+// (Measured over positions up to 32k, head_dim 128: this gives rotated values within 1.5e-7 of
+// the CPU twin on lavapipe and on an H100; the builtin cos/sin on the H100 were off by 5e-4 at
+// position 4000 and 5e-3 at 32000, and computing inv_freq with pow() on the GPU added 3e-4 at
+// position 4000 even on lavapipe.)
+//
+// Bindings (group 0):
+//   0 params    uniform  { n_heads: u32, n_kv_heads: u32, head_dim: u32, interleaved: u32 (0|1),
+//                          max_ctx: u32, _pad: 3 x u32 }
+//   1 step      uniform  { n_tokens: u32, position: u32, ... } (see gpu::step)
+//   2 inv_freq  storage read  f32 [head_dim / 2]
+//   3 q         storage rw    f32 [n_tokens, n_heads * head_dim], rotated in place
+//   4 k         storage rw    f32 [n_tokens, n_kv_heads * head_dim], rotated in place
+//   5 v         storage read  f32 [n_tokens, n_kv_heads * head_dim]
+//   6 k_cache   storage rw    f32 [max_ctx, n_kv_heads * head_dim] (this layer's)
+//   7 v_cache   storage rw    f32 [max_ctx, n_kv_heads * head_dim] (this layer's)
+// Dispatch: (n_heads + n_kv_heads, max_tokens, 1) workgroups of WG threads. Workgroup (h, t)
+// rotates query head h (h < n_heads) or key head h - n_heads, one pair per thread (looping
+// when head_dim / 2 > WG); key heads also write their k and v slices to the caches.
+// Workgroups with t >= n_tokens return at once.
+
+override WG: u32 = 64u;
+
+struct Params {
+    n_heads: u32,
+    n_kv_heads: u32,
+    head_dim: u32,
+    interleaved: u32,
+    max_ctx: u32,
+    _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
+}
+struct Step { n_tokens: u32, position: u32, _pad0: u32, _pad1: u32 }
+
+@group(0) @binding(0) var<uniform> params: Params;
+@group(0) @binding(1) var<uniform> step: Step;
+@group(0) @binding(2) var<storage, read> inv_freq: array<f32>;
+@group(0) @binding(3) var<storage, read_write> q: array<f32>;
+@group(0) @binding(4) var<storage, read_write> k: array<f32>;
+@group(0) @binding(5) var<storage, read> v: array<f32>;
+@group(0) @binding(6) var<storage, read_write> k_cache: array<f32>;
+@group(0) @binding(7) var<storage, read_write> v_cache: array<f32>;
+
+// 2/pi, and pi/2 = P1 + P2 + P3 + P4 to about 2^-54: P1..P3 have at most 8 significant bits,
+// so kf * Pn is exact for integers kf < 2^16; P4 is the rest rounded to f32.
+const TWO_OVER_PI: f32 = 0.636619772;
+const P1: f32 = 1.5703125;
+const P2: f32 = 4.825592041e-4;
+const P3: f32 = 1.266598701e-6;
+const P4: f32 = 9.920936295e-10;
+
+// (cos x, sin x) for x >= 0.
+fn sincos(x: f32) -> vec2<f32> {
+    let kf = floor(x * TWO_OVER_PI + 0.5);
+    let r = ((x - kf * P1) - kf * P2 - kf * P3) - kf * P4;
+    let r2 = r * r;
+    // Taylor series; |r| <= pi/4 (+ a rounding), truncation error below 3e-9.
+    let s = r + r * r2 * (-1.0 / 6.0 + r2 * (1.0 / 120.0 + r2 * (-1.0 / 5040.0 + r2 * (1.0 / 362880.0))));
+    let c = 1.0 + r2 * (-0.5 + r2 * (1.0 / 24.0 + r2 * (-1.0 / 720.0 + r2 * (1.0 / 40320.0 + r2 * (-1.0 / 3628800.0)))));
+    switch (u32(kf) & 3u) {
+        case 0u: { return vec2<f32>(c, s); }
+        case 1u: { return vec2<f32>(-s, c); }
+        case 2u: { return vec2<f32>(-c, -s); }
+        default: { return vec2<f32>(s, -c); }
+    }
+}
+
+@compute @workgroup_size(WG)
+fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let t = wg.y;
+    if (t >= step.n_tokens) {
+        return;
+    }
+    let pos = step.position + t;
+    let hd = params.head_dim;
+    let half = hd / 2u;
+    let is_query = wg.x < params.n_heads;
+    let kv_dim = params.n_kv_heads * hd;
+    var base: u32;
+    if (is_query) {
+        base = (t * params.n_heads + wg.x) * hd;
+    } else {
+        base = t * kv_dim + (wg.x - params.n_heads) * hd;
+    }
+    for (var i = lid; i < half; i += WG) {
+        var i0 = base + i;
+        var i1 = base + i + half;
+        if (params.interleaved != 0u) {
+            i0 = base + 2u * i;
+            i1 = i0 + 1u;
+        }
+        let cs = sincos(f32(pos) * inv_freq[i]);
+        if (is_query) {
+            let x0 = q[i0];
+            let x1 = q[i1];
+            q[i0] = x0 * cs.x - x1 * cs.y;
+            q[i1] = x1 * cs.x + x0 * cs.y;
+        } else {
+            let x0 = k[i0];
+            let x1 = k[i1];
+            let y0 = x0 * cs.x - x1 * cs.y;
+            let y1 = x1 * cs.x + x0 * cs.y;
+            k[i0] = y0;
+            k[i1] = y1;
+            if (pos < params.max_ctx) {
+                let row = pos * kv_dim + (i0 - t * kv_dim);
+                k_cache[row] = y0;
+                k_cache[row + (i1 - i0)] = y1;
+            }
+        }
+    }
+    if (!is_query && pos < params.max_ctx) {
+        let head = (wg.x - params.n_heads) * hd;
+        for (var d = lid; d < hd; d += WG) {
+            v_cache[pos * kv_dim + head + d] = v[t * kv_dim + head + d];
+        }
+    }
+}

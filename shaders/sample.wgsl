@@ -1,0 +1,470 @@
+// sample.wgsl — picks the next token from one row of logits, bit for bit as the CPU twin
+// `sampler::sample(logits, params, n)` does (see src/sampler.rs for the definitions), where n
+// is the generation step, kept on the GPU in state[0] and incremented here.
+//
+//   greedy:  token = argmax(logits), ties to the lowest id (float comparison).
+//   else:    key(l) = IEEE total-order image of l as u32; max = the greedy token's logit;
+//            w(i)   = weight(l_i): y = max((l_i - max) * scale, -64), a = u32(-y * 65536),
+//                     m = (T_hi[(a & 0xffff) >> 8] * T_lo[a & 0xff]) >> 31 (64-bit product),
+//                     w = m >> (a >> 16), 0 when a >> 16 >= 32        (≈ 2^31 exp((l_i - max) / T))
+//            cand   = the top_k tokens of highest key, ties to the lower id (all when top_k 0);
+//                     found by a 4-round radix select of the k-th key K (256-bin histograms of
+//                     8 key bits), then ties at K taken in id order up to tie_last.
+//            Z      = sum of w over cand (exact: 64-bit integer);
+//            nucleus (use_top_p): M = max(1, floor(Z * top_p24 / 2^24)); tau = the largest key with
+//                     sum{w_i : i in cand, key_i >= tau} >= M, by a 4-round radix select over
+//                     histograms of weight (64-bit bins: a u32 atomic plus a carry counter);
+//                     kept = cand with key >= tau (tau = 0 without top-p); W = kept weight.
+//            u      = 24 bits of SplitMix64(seed, n) (64-bit arithmetic emulated in u32);
+//            target = floor(W * u / 2^24); token = the first kept id (ascending) at which the
+//                     running sum of w exceeds target (per-thread contiguous blocks: block sums,
+//                     a serial exclusive scan, then the one block holding target is rescanned).
+//   Then token_ids[0] = token, ring[n % ring_len] = token, state[0] = n + 1.
+// When top_k <= CAP the candidates are first compacted, in id order, into workgroup memory,
+// and everything after the top-k selection runs over them only.
+//
+// Bindings (group 0):
+//   0 params     uniform  { vocab: u32, ring_len: u32, last_row: u32, _pad: u32 }
+//                last_row != 0: logits hold [n_tokens, vocab] rows and the last is sampled
+//   1 step       uniform  { n_tokens: u32, position: u32, ... } (see gpu::step)
+//   2 request    uniform  { greedy: u32, top_k: u32, use_top_p: u32, top_p24: u32,
+//                           scale: f32, seed_lo: u32, seed_hi: u32, _pad: u32 }
+//                written when a request starts (sampler::Plan; scale = log2(e) / temperature;
+//                top_k 0: no top-k, always < vocab)
+//   3 logits     storage read   f32 [vocab] (or [n_tokens, vocab], see last_row)
+//   4 tables     storage read   u32 [512]: T_hi[256] then T_lo[256] (sampler::exp2_tables)
+//   5 state      storage rw     u32 [1]: the generation step n (the host zeroes it per request)
+//   6 token_ids  storage rw     u32 [>= 1]: [0] = the token (the next step's input)
+//   7 ring       storage rw     u32 [ring_len]: [n % ring_len] = the token (for readback)
+// Dispatch: (1, 1, 1), one workgroup of 256 threads. Passes over the vocabulary use strided
+// (coalesced) indexing, except those that need id order, which give each thread a contiguous
+// block. Workgroup memory ~12 KiB.
+
+const WG: u32 = 256u; // also the number of histogram bins
+override CAP: u32 = 1024u;
+const NONE: u32 = 0xffffffffu;
+
+struct Params { vocab: u32, ring_len: u32, last_row: u32, _pad: u32 }
+struct Step { n_tokens: u32, position: u32, _pad0: u32, _pad1: u32 }
+struct Request {
+    greedy: u32, top_k: u32, use_top_p: u32, top_p24: u32,
+    scale: f32, seed_lo: u32, seed_hi: u32, _pad: u32,
+}
+
+@group(0) @binding(0) var<uniform> params: Params;
+@group(0) @binding(1) var<uniform> step: Step;
+@group(0) @binding(2) var<uniform> request: Request;
+@group(0) @binding(3) var<storage, read> logits: array<f32>;
+@group(0) @binding(4) var<storage, read> tables: array<u32>;
+@group(0) @binding(5) var<storage, read_write> state: array<u32>;
+@group(0) @binding(6) var<storage, read_write> token_ids: array<u32>;
+@group(0) @binding(7) var<storage, read_write> ring: array<u32>;
+
+var<workgroup> tab: array<u32, 512>;
+var<workgroup> hist_lo: array<atomic<u32>, WG>;
+var<workgroup> hist_hi: array<atomic<u32>, WG>;
+var<workgroup> red_v: array<f32, WG>;
+var<workgroup> red_a: array<u32, WG>;
+var<workgroup> red_b: array<u32, WG>;
+var<workgroup> cids: array<u32, CAP>;
+// Scalars that thread 0 computes for all (read after a barrier).
+var<workgroup> sh_digit: u32;
+var<workgroup> sh_rem: u32;
+var<workgroup> sh_tie_thread: u32;
+var<workgroup> sh_tie_rank: u32;
+var<workgroup> sh_tie_last: u32;
+var<workgroup> sh_z: vec2<u32>;
+var<workgroup> sh_kept: vec2<u32>;
+var<workgroup> sh_target: vec2<u32>;
+var<workgroup> sh_token: u32;
+
+// ---- 64-bit unsigned arithmetic on vec2<u32>(lo, hi) ----
+
+fn mul_wide(a: u32, b: u32) -> vec2<u32> {
+    let a0 = a & 0xffffu;
+    let a1 = a >> 16u;
+    let b0 = b & 0xffffu;
+    let b1 = b >> 16u;
+    let p00 = a0 * b0;
+    let p01 = a0 * b1;
+    let p10 = a1 * b0;
+    let p11 = a1 * b1;
+    let mid = p01 + p10;
+    let mid_carry = select(0u, 0x10000u, mid < p01);
+    let lo = p00 + (mid << 16u);
+    let lo_carry = select(0u, 1u, lo < p00);
+    return vec2<u32>(lo, p11 + (mid >> 16u) + mid_carry + lo_carry);
+}
+
+fn add64(a: vec2<u32>, b: vec2<u32>) -> vec2<u32> {
+    let lo = a.x + b.x;
+    return vec2<u32>(lo, a.y + b.y + select(0u, 1u, lo < a.x));
+}
+
+fn less64(a: vec2<u32>, b: vec2<u32>) -> bool {
+    return a.y < b.y || (a.y == b.y && a.x < b.x);
+}
+
+// Low 64 bits of a * b.
+fn mul64(a: vec2<u32>, b: vec2<u32>) -> vec2<u32> {
+    let w = mul_wide(a.x, b.x);
+    return vec2<u32>(w.x, w.y + a.x * b.y + a.y * b.x);
+}
+
+// a >> s, 0 < s < 32.
+fn shr64(a: vec2<u32>, s: u32) -> vec2<u32> {
+    return vec2<u32>((a.x >> s) | (a.y << (32u - s)), a.y >> s);
+}
+
+// floor(z * u / 2^24) for z < 2^56, u <= 2^24.
+fn scale24(z: vec2<u32>, u: u32) -> vec2<u32> {
+    let h = (z.x >> 24u) | (z.y << 8u);
+    let l = z.x & 0xffffffu;
+    let low = shr64(mul_wide(l, u), 24u);
+    return add64(mul_wide(h, u), low);
+}
+
+// ---- the sampler's definitions (src/sampler.rs) ----
+
+fn uniform_bits(seed: vec2<u32>, n: u32) -> u32 {
+    let n1 = vec2<u32>(n + 1u, select(0u, 1u, n == 0xffffffffu));
+    var z = vec2<u32>(seed.x, seed.y) ^ mul64(n1, vec2<u32>(0x7f4a7c15u, 0x9e3779b9u));
+    z = mul64(z ^ shr64(z, 30u), vec2<u32>(0x1ce4e5b9u, 0xbf58476du));
+    z = mul64(z ^ shr64(z, 27u), vec2<u32>(0x133111ebu, 0x94d049bbu));
+    z = z ^ shr64(z, 31u);
+    return z.y >> 8u;
+}
+
+fn key_of(v: f32) -> u32 {
+    let b = bitcast<u32>(v);
+    return select(b | 0x80000000u, ~b, (b & 0x80000000u) != 0u);
+}
+
+fn weight(l: f32, mx: f32) -> u32 {
+    let y = max((l - mx) * request.scale, -64.0);
+    let a = u32(-y * 65536.0 + 0.5);
+    let n = a >> 16u;
+    let f = a & 0xffffu;
+    let p = mul_wide(tab[f >> 8u], tab[256u + (f & 255u)]);
+    let m = (p.y << 1u) | (p.x >> 31u);
+    if (n >= 32u) {
+        return 0u;
+    }
+    return m >> n;
+}
+
+@compute @workgroup_size(WG)
+fn main(@builtin(local_invocation_index) lid: u32) {
+    let vocab = params.vocab;
+    var base = 0u;
+    if (params.last_row != 0u) {
+        base = (step.n_tokens - 1u) * vocab;
+    }
+    for (var i = lid; i < 512u; i += WG) {
+        tab[i] = tables[i];
+    }
+
+    // ---- argmax, ties to the lowest id ----
+    var bv = 0.0;
+    var bi = NONE;
+    for (var i = lid; i < vocab; i += WG) {
+        let v = logits[base + i];
+        if (bi == NONE || v > bv) {
+            bv = v;
+            bi = i;
+        }
+    }
+    red_v[lid] = bv;
+    red_a[lid] = bi;
+    workgroupBarrier();
+    for (var stride = WG / 2u; stride > 0u; stride /= 2u) {
+        if (lid < stride) {
+            let ov = red_v[lid + stride];
+            let oi = red_a[lid + stride];
+            let mine = red_a[lid];
+            if (oi != NONE && (mine == NONE || ov > red_v[lid] || (ov == red_v[lid] && oi < mine))) {
+                red_v[lid] = ov;
+                red_a[lid] = oi;
+            }
+        }
+        workgroupBarrier();
+    }
+    let best = red_a[0];
+    let mx = red_v[0];
+    workgroupBarrier();
+
+    if (request.greedy != 0u) {
+        if (lid == 0u) {
+            let n = state[0];
+            token_ids[0] = best;
+            ring[n % params.ring_len] = best;
+            state[0] = n + 1u;
+        }
+        return;
+    }
+
+    // ---- top-k: the k-th largest key K, and the last id tie_last taken at K ----
+    let top_k = request.top_k;
+    var kth = 0u; // with no top-k every key is >= 0 ...
+    var tie_last = NONE; // ... and every tie is taken
+    var compact = false;
+    if (top_k > 0u) {
+        var prefix = 0u;
+        var mask = 0u;
+        var rem = top_k; // rank of the k-th among the keys under the prefix
+        for (var level = 0u; level < 4u; level++) {
+            let shift = 24u - 8u * level;
+            atomicStore(&hist_lo[lid], 0u);
+            workgroupBarrier();
+            for (var i = lid; i < vocab; i += WG) {
+                let k = key_of(logits[base + i]);
+                if ((k & mask) == prefix) {
+                    atomicAdd(&hist_lo[(k >> shift) & 255u], 1u);
+                }
+            }
+            workgroupBarrier();
+            if (lid == 0u) {
+                var cum = 0u;
+                var d = 255u;
+                loop {
+                    let c = atomicLoad(&hist_lo[d]);
+                    if (cum + c >= rem || d == 0u) {
+                        break;
+                    }
+                    cum += c;
+                    d -= 1u;
+                }
+                sh_digit = d;
+                sh_rem = rem - cum;
+            }
+            workgroupBarrier();
+            prefix |= sh_digit << shift;
+            mask |= 255u << shift;
+            rem = sh_rem;
+            workgroupBarrier();
+        }
+        kth = prefix;
+        let need = rem; // ties at K to take, in id order (1 <= need <= ties)
+
+        // Contiguous blocks: count keys above K and at K per thread.
+        let blk = (vocab + WG - 1u) / WG;
+        let lo = min(lid * blk, vocab);
+        let hi = min(lo + blk, vocab);
+        var above = 0u;
+        var ties = 0u;
+        for (var i = lo; i < hi; i++) {
+            let k = key_of(logits[base + i]);
+            above += select(0u, 1u, k > kth);
+            ties += select(0u, 1u, k == kth);
+        }
+        red_a[lid] = above;
+        red_b[lid] = ties;
+        workgroupBarrier();
+        if (lid == 0u) {
+            // Exclusive offsets of each block's candidates into cids; the block holding the
+            // need-th tie and its rank there.
+            var offset = 0u;
+            var ties_before = 0u;
+            sh_tie_thread = NONE;
+            for (var t = 0u; t < WG; t++) {
+                let a = red_a[t];
+                let e = red_b[t];
+                let take = min(e, need - min(need, ties_before));
+                if (sh_tie_thread == NONE && ties_before + e >= need) {
+                    sh_tie_thread = t;
+                    sh_tie_rank = need - ties_before;
+                }
+                red_a[t] = offset;
+                offset += a + take;
+                ties_before += e;
+            }
+        }
+        workgroupBarrier();
+        if (lid == sh_tie_thread) {
+            var seen = 0u;
+            for (var i = lo; i < hi; i++) {
+                if (key_of(logits[base + i]) == kth) {
+                    seen += 1u;
+                    if (seen == sh_tie_rank) {
+                        sh_tie_last = i;
+                        break;
+                    }
+                }
+            }
+        }
+        workgroupBarrier();
+        tie_last = sh_tie_last;
+        if (top_k <= CAP) {
+            compact = true;
+            var at = red_a[lid];
+            for (var i = lo; i < hi; i++) {
+                let k = key_of(logits[base + i]);
+                if (k > kth || (k == kth && i <= tie_last)) {
+                    cids[at] = i;
+                    at += 1u;
+                }
+            }
+        }
+        workgroupBarrier();
+    }
+    // The items: the compacted candidates, or the whole vocabulary (id order either way).
+    var n_items = vocab;
+    if (compact) {
+        n_items = top_k;
+    }
+
+    // ---- Z: the candidates' weight ----
+    var z = vec2<u32>(0u, 0u);
+    for (var j = lid; j < n_items; j += WG) {
+        var id = j;
+        if (compact) {
+            id = cids[j];
+        }
+        let l = logits[base + id];
+        let k = key_of(l);
+        if (compact || k > kth || (k == kth && id <= tie_last)) {
+            z = add64(z, vec2<u32>(weight(l, mx), 0u));
+        }
+    }
+    red_a[lid] = z.x;
+    red_b[lid] = z.y;
+    workgroupBarrier();
+    for (var stride = WG / 2u; stride > 0u; stride /= 2u) {
+        if (lid < stride) {
+            let s = add64(vec2<u32>(red_a[lid], red_b[lid]), vec2<u32>(red_a[lid + stride], red_b[lid + stride]));
+            red_a[lid] = s.x;
+            red_b[lid] = s.y;
+        }
+        workgroupBarrier();
+    }
+    if (lid == 0u) {
+        sh_z = vec2<u32>(red_a[0], red_b[0]);
+        sh_kept = sh_z;
+    }
+    workgroupBarrier();
+
+    // ---- nucleus: tau, the largest key whose candidates at or above weigh >= M ----
+    var tau = 0u;
+    if (request.use_top_p != 0u) {
+        let zz = sh_z;
+        var big_m = scale24(zz, request.top_p24);
+        if (big_m.x == 0u && big_m.y == 0u) {
+            big_m = vec2<u32>(1u, 0u);
+        }
+        var prefix = 0u;
+        var mask = 0u;
+        var above = vec2<u32>(0u, 0u); // weight of candidates above the prefix (thread 0)
+        for (var level = 0u; level < 4u; level++) {
+            let shift = 24u - 8u * level;
+            atomicStore(&hist_lo[lid], 0u);
+            atomicStore(&hist_hi[lid], 0u);
+            workgroupBarrier();
+            for (var j = lid; j < n_items; j += WG) {
+                var id = j;
+                if (compact) {
+                    id = cids[j];
+                }
+                let l = logits[base + id];
+                let k = key_of(l);
+                if ((compact || k > kth || (k == kth && id <= tie_last)) && (k & mask) == prefix) {
+                    let w = weight(l, mx);
+                    if (w != 0u) {
+                        let d = (k >> shift) & 255u;
+                        let old = atomicAdd(&hist_lo[d], w);
+                        if (old + w < old) {
+                            atomicAdd(&hist_hi[d], 1u);
+                        }
+                    }
+                }
+            }
+            workgroupBarrier();
+            if (lid == 0u) {
+                var cum = above;
+                var d = 255u;
+                loop {
+                    let c = vec2<u32>(atomicLoad(&hist_lo[d]), atomicLoad(&hist_hi[d]));
+                    let next = add64(cum, c);
+                    if (!less64(next, big_m) || d == 0u) {
+                        sh_kept = next;
+                        break;
+                    }
+                    cum = next;
+                    d -= 1u;
+                }
+                above = cum;
+                sh_digit = d;
+            }
+            workgroupBarrier();
+            prefix |= sh_digit << shift;
+            mask |= 255u << shift;
+            workgroupBarrier();
+        }
+        tau = prefix;
+    }
+
+    // ---- the draw: the target in the kept weight, found in id order ----
+    if (lid == 0u) {
+        let u = uniform_bits(vec2<u32>(request.seed_lo, request.seed_hi), state[0]);
+        sh_target = scale24(sh_kept, u);
+        sh_token = NONE;
+    }
+    let blk = (n_items + WG - 1u) / WG;
+    let lo = min(lid * blk, n_items);
+    let hi = min(lo + blk, n_items);
+    var s = vec2<u32>(0u, 0u);
+    for (var j = lo; j < hi; j++) {
+        var id = j;
+        if (compact) {
+            id = cids[j];
+        }
+        let l = logits[base + id];
+        let k = key_of(l);
+        if ((compact || k > kth || (k == kth && id <= tie_last)) && k >= tau) {
+            s = add64(s, vec2<u32>(weight(l, mx), 0u));
+        }
+    }
+    red_a[lid] = s.x;
+    red_b[lid] = s.y;
+    workgroupBarrier();
+    if (lid == 0u) {
+        var acc = vec2<u32>(0u, 0u);
+        for (var t = 0u; t < WG; t++) {
+            let here = vec2<u32>(red_a[t], red_b[t]);
+            red_a[t] = acc.x;
+            red_b[t] = acc.y;
+            acc = add64(acc, here);
+        }
+    }
+    workgroupBarrier();
+    let start = vec2<u32>(red_a[lid], red_b[lid]);
+    let goal = sh_target; // (`target` is a reserved word)
+    if (!less64(goal, start) && less64(goal, add64(start, s))) {
+        var acc = start;
+        for (var j = lo; j < hi; j++) {
+            var id = j;
+            if (compact) {
+                id = cids[j];
+            }
+            let l = logits[base + id];
+            let k = key_of(l);
+            if ((compact || k > kth || (k == kth && id <= tie_last)) && k >= tau) {
+                acc = add64(acc, vec2<u32>(weight(l, mx), 0u));
+                if (less64(goal, acc)) {
+                    sh_token = id;
+                    break;
+                }
+            }
+        }
+    }
+    workgroupBarrier();
+    if (lid == 0u) {
+        let n = state[0];
+        var token = sh_token;
+        if (token == NONE) { // unreachable: the top token weighs 2^31 > target
+            token = best;
+        }
+        token_ids[0] = token;
+        ring[n % params.ring_len] = token;
+        state[0] = n + 1u;
+    }
+}

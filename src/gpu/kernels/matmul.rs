@@ -1,0 +1,516 @@
+//! Weight matrix times activations (`shaders/matmul_{f32,int8,int4}.wgsl`), dense and per expert;
+//! CPU twin: `quant::packed::PackedMatrix::matmul`.
+//!
+//! One kernel per weight format serves decode (1 token: a matvec that streams the weights),
+//! prefill (T tokens in tiles of [`Shape::tile`]: each weight is read once per tile) and the
+//! routed experts (one matvec per (token, slot), the expert id read on the GPU). A matrix split
+//! into several bindings ([`GpuMatrix`]) gets one op per chunk.
+//!
+//! Workgroup shape ([`Shape`]): `rows` rows per workgroup, `threads_per_row` threads per row.
+//! The threads of a row read neighbouring 16-byte units (`vec4<u32>`), four per loop trip, so
+//! every group of `threads_per_row` threads streams one contiguous piece of a row; partial sums
+//! meet in workgroup memory. See [`Shape::for_device`] for the measured choice.
+
+use crate::gpu::matrix::GpuMatrix;
+use crate::gpu::{Gpu, Op};
+use crate::quant::packed::Format;
+use crate::{Error, Result};
+use bytemuck::{Pod, Zeroable};
+
+const SOURCE_F32: &str = include_str!("../../../shaders/matmul_f32.wgsl");
+const SOURCE_INT8: &str = include_str!("../../../shaders/matmul_int8.wgsl");
+const SOURCE_INT4: &str = include_str!("../../../shaders/matmul_int4.wgsl");
+
+/// Largest token tile (the kernels keep `array<f32, 8>` accumulators).
+pub const MAX_TILE: u32 = 8;
+
+/// The kernels' `Params` uniform.
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable)]
+struct Params {
+    rows: u32,
+    cols: u32,
+    row_vec4s: u32,
+    scale_stride: u32,
+    row0: u32,
+    out_stride: u32,
+    blocks_x: u32,
+    has_bias: u32,
+    k: u32,
+    rows_per_expert: u32,
+    expert0: u32,
+    experts: u32,
+    x_per_slot: u32,
+    _pad: [u32; 3],
+}
+
+/// The workgroup shape of a matmul op.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Shape {
+    /// Rows per workgroup.
+    pub rows: u32,
+    /// Threads per row (a power of two).
+    pub threads_per_row: u32,
+    /// Tokens per tile (1..=8): each weight is read once per tile.
+    pub tile: u32,
+}
+
+impl Shape {
+    /// The shape for `gpu` and ops built for `max_tokens`.
+    ///
+    /// On lavapipe (a CPU: each workgroup runs on one core, 8 invocations per SIMD subgroup) one
+    /// thread per row and 64 rows per workgroup measured fastest: each SIMD lane streams its own
+    /// row, the activation loads are the same address in every lane, and no workgroup memory or
+    /// barrier is needed (`throughput` below, numbers in its comment). On a real GPU, a row is
+    /// shared by 32 threads (a warp on NVIDIA, half a wave on AMD) so that loads coalesce, with
+    /// 4 rows per workgroup of 128.
+    pub fn for_device(gpu: &Gpu, max_tokens: u32) -> Shape {
+        let tile = max_tokens.clamp(1, MAX_TILE);
+        match gpu.info.device_type {
+            wgpu::DeviceType::Cpu => Shape { rows: 64, threads_per_row: 1, tile },
+            _ => Shape { rows: 4, threads_per_row: 32, tile },
+        }
+    }
+
+    fn workgroup_size(self) -> u32 {
+        self.rows * self.threads_per_row
+    }
+}
+
+/// The routing inputs of [`expert_ops`].
+#[derive(Clone, Copy)]
+pub struct Experts<'a> {
+    /// Rows of each expert in the stacked matrix.
+    pub rows_per_expert: u32,
+    /// `u32 [T, k]`: the expert of each (token, slot), written on the GPU by the router.
+    pub ids: &'a wgpu::Buffer,
+    /// Slots per token.
+    pub k: u32,
+    /// `x` holds one row per slot (`[T * k, cols]`) rather than one per token (`[T, cols]`).
+    pub x_per_slot: bool,
+}
+
+/// Ops computing `out[t, r] = sum_c W[r, c] * x[t, c]` for `t < n_tokens` (read from `step`):
+/// `x` is `f32 [T, cols]`, `out` is `f32 [T, rows]`; one op per chunk of `m`.
+pub fn ops(
+    gpu: &Gpu,
+    step: &wgpu::Buffer,
+    m: &GpuMatrix,
+    x: &wgpu::Buffer,
+    out: &wgpu::Buffer,
+    max_tokens: u32,
+) -> Result<Vec<Op>> {
+    build(gpu, step, m, x, None, out, max_tokens, None, Shape::for_device(gpu, max_tokens))
+}
+
+/// [`ops`] plus `bias` (`f32 [rows]`) added to every output row.
+pub fn ops_with_bias(
+    gpu: &Gpu,
+    step: &wgpu::Buffer,
+    m: &GpuMatrix,
+    x: &wgpu::Buffer,
+    bias: &wgpu::Buffer,
+    out: &wgpu::Buffer,
+    max_tokens: u32,
+) -> Result<Vec<Op>> {
+    build(gpu, step, m, x, Some(bias), out, max_tokens, None, Shape::for_device(gpu, max_tokens))
+}
+
+/// Ops running the routed experts of a stacked matrix `m` (`[E * rows_per_expert, cols]`, uploaded
+/// with [`GpuMatrix::upload_experts`]): for each token `t < n_tokens` and slot `s < k`, with
+/// `e = expert_ids[t * k + s]`,
+/// `out[t * k + s, r] = sum_c W[e * rows_per_expert + r, c] * x_in[c]` for `r < rows_per_expert`,
+/// where `x_in` is `x[t]` (gate/up, `x_per_slot = false`) or `x[t * k + s]` (down). `out` is
+/// `f32 [T * k, rows_per_expert]`. The ids are read on the GPU; each chunk's op computes the
+/// slots whose expert it holds.
+#[allow(clippy::too_many_arguments)]
+pub fn expert_ops(
+    gpu: &Gpu,
+    step: &wgpu::Buffer,
+    m: &GpuMatrix,
+    rows_per_expert: u32,
+    expert_ids: &wgpu::Buffer,
+    k: u32,
+    x: &wgpu::Buffer,
+    out: &wgpu::Buffer,
+    max_tokens: u32,
+    x_per_slot: bool,
+) -> Result<Vec<Op>> {
+    let experts = Experts { rows_per_expert, ids: expert_ids, k, x_per_slot };
+    build(gpu, step, m, x, None, out, max_tokens, Some(experts), Shape::for_device(gpu, 1))
+}
+
+/// The general constructor behind [`ops`], [`ops_with_bias`] and [`expert_ops`], with an explicit
+/// workgroup `shape` (expert ops use tile 1: each slot has its own expert).
+#[allow(clippy::too_many_arguments)]
+pub fn build(
+    gpu: &Gpu,
+    step: &wgpu::Buffer,
+    m: &GpuMatrix,
+    x: &wgpu::Buffer,
+    bias: Option<&wgpu::Buffer>,
+    out: &wgpu::Buffer,
+    max_tokens: u32,
+    experts: Option<Experts>,
+    shape: Shape,
+) -> Result<Vec<Op>> {
+    let bad = |p: String| Error::Gpu(format!("matmul of a {:?} [{}, {}] matrix: {p}", m.format, m.rows, m.cols));
+    let wg = shape.workgroup_size();
+    let max_wg = gpu.limits.max_compute_invocations_per_workgroup.min(256);
+    if shape.rows == 0 || !shape.threads_per_row.is_power_of_two() || wg > max_wg {
+        return Err(bad(format!("workgroup shape {shape:?} (at most {max_wg} threads)")));
+    }
+    let tile = if experts.is_some() { 1 } else { shape.tile };
+    if !(1..=MAX_TILE).contains(&tile) {
+        return Err(bad(format!("token tile {tile} (1 to {MAX_TILE})")));
+    }
+    let (label, source, mut constants): (&'static str, &str, Vec<(&str, f64)>) = match m.format {
+        Format::F32 if m.cols.is_multiple_of(4) => ("matmul_f32", SOURCE_F32, vec![]),
+        Format::Int8 { group } if group.is_multiple_of(16) => {
+            ("matmul_int8", SOURCE_INT8, vec![("GROUP", group as f64)])
+        }
+        Format::Int4 { group, wide_scales } if group == 16 || group.is_multiple_of(32) => {
+            ("matmul_int4", SOURCE_INT4, vec![("GROUP", group as f64), ("WIDE", if wide_scales { 1.0 } else { 0.0 })])
+        }
+        _ => {
+            return Err(bad(
+                "the kernels need F32 rows of a multiple of 4, groups of a multiple of 16 (Int8) or of 16, 32*n (Int4)"
+                    .into(),
+            ))
+        }
+    };
+    constants.extend([
+        ("ROWS", shape.rows as f64),
+        ("TPR", shape.threads_per_row as f64),
+        ("WG", wg as f64),
+        ("TT", tile as f64),
+        ("PARTIAL", (wg * tile) as f64),
+    ]);
+    let kernel = gpu.kernel(label, source, &constants)?;
+
+    let (items, rows_per_block_space, out_stride) = match experts {
+        None => (max_tokens.div_ceil(tile), None, m.rows as u32),
+        Some(e) => {
+            let r = e.rows_per_expert as usize;
+            if r == 0 || e.k == 0 || !m.rows_per_unit.is_multiple_of(r) {
+                return Err(bad(format!(
+                    "experts of {r} rows, k = {}, in a matrix uploaded in units of {} rows",
+                    e.k, m.rows_per_unit
+                )));
+            }
+            (max_tokens * e.k, Some(r), e.rows_per_expert)
+        }
+    };
+    let max_dim = gpu.limits.max_compute_workgroups_per_dimension;
+    if items > max_dim {
+        return Err(bad(format!("{items} token tiles or slots exceed {max_dim} workgroups")));
+    }
+    let unused = gpu.storage_zeroed("matmul unused", 4);
+    let mut ops = Vec::with_capacity(m.chunks.len());
+    for chunk in &m.chunks {
+        if chunk.rows == 0 {
+            continue;
+        }
+        let block_rows = rows_per_block_space.unwrap_or(chunk.rows);
+        let blocks = (block_rows as u32).div_ceil(shape.rows);
+        let blocks_x = blocks.min(max_dim);
+        let blocks_z = blocks.div_ceil(blocks_x);
+        let e = experts.map(|e| (e.k, e.rows_per_expert, e.x_per_slot as u32)).unwrap_or((0, 1, 0));
+        let params = Params {
+            rows: chunk.rows as u32,
+            cols: m.cols as u32,
+            row_vec4s: m.row_vec4s as u32,
+            scale_stride: m.scale_stride as u32,
+            row0: chunk.row0 as u32,
+            out_stride,
+            blocks_x,
+            has_bias: bias.is_some() as u32,
+            k: e.0,
+            rows_per_expert: e.1,
+            expert0: (chunk.row0 / e.1 as usize) as u32,
+            experts: (chunk.rows / e.1 as usize) as u32,
+            x_per_slot: e.2,
+            _pad: [0; 3],
+        };
+        let params = gpu.uniform(label, &params);
+        let ids = experts.map(|e| e.ids).unwrap_or(&unused);
+        let bias = bias.unwrap_or(&unused);
+        let mut buffers = vec![&params, step, x, ids, bias, out, &chunk.qs];
+        if m.format != Format::F32 {
+            buffers.push(&chunk.scales);
+        }
+        ops.push(gpu.op(label, &kernel, &buffers, [blocks_x, items, blocks_z]));
+    }
+    Ok(ops)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::gpu::kernels::testing::{gpu, random};
+    use crate::gpu::step::Step;
+    use crate::quant::packed::{pack_f16_pair, PackedMatrix};
+    use half::f16;
+
+    /// A random matrix of `format`: random values/nibbles/bytes and random scales (f16-exact for
+    /// narrow Int4, arbitrary f32 otherwise).
+    fn random_matrix(format: Format, rows: usize, cols: usize, seed: u64) -> PackedMatrix {
+        let words = |n: usize| -> Vec<u32> {
+            (0..n as u64)
+                .map(|i| {
+                    (crate::sampler::uniform(seed, i) * 16_777_216.0) as u32 ^ (i as u32).wrapping_mul(0x9E37_79B9)
+                })
+                .collect()
+        };
+        let vals =
+            |n: usize, s: u64, scale: f32| -> Vec<f32> { random(n, seed * 7 + s).iter().map(|v| v * scale).collect() };
+        let (qs, scales) = match format {
+            Format::F32 => (vals(rows * cols, 1, 1.0).iter().map(|v| v.to_bits()).collect(), vec![]),
+            Format::Int8 { group } => {
+                (words(rows * cols / 4), vals(rows * cols / group, 2, 0.02).iter().map(|v| v.to_bits()).collect())
+            }
+            Format::Int4 { group, wide_scales: false } => {
+                let d = vals(rows * cols / group, 3, 0.1);
+                let m = vals(rows * cols / group, 4, 0.5);
+                (
+                    words(rows * cols / 8),
+                    d.iter().zip(&m).map(|(&d, &m)| pack_f16_pair(f16::from_f32(d), f16::from_f32(m))).collect(),
+                )
+            }
+            Format::Int4 { group, wide_scales: true } => {
+                let d = vals(rows * cols / group, 3, 0.1);
+                let m = vals(rows * cols / group, 4, 0.5);
+                (words(rows * cols / 8), d.iter().zip(&m).flat_map(|(&d, &m)| [d.to_bits(), m.to_bits()]).collect())
+            }
+        };
+        PackedMatrix::new(rows, cols, format, qs, scales).unwrap()
+    }
+
+    /// Checks `got` against `want` = CPU twin of W x (`[tokens, rows]`): each output is a sum of
+    /// `cols` f32 products, summed in increasing c on the CPU and in a tree of per-thread partial
+    /// sums on the GPU, so the two differ by rounding only: a few units of 2^-24 times the size of
+    /// the terms, `sum_c |w_rc x_tc|`, times at most ~sqrt(cols) for a random walk of roundings
+    /// (under 1e-6 of that magnitude for cols <= 1088), and a fused multiply-add in the
+    /// dequantization changes a weight by at most half an ulp. The tolerance, 1e-5 of
+    /// `sum_c |w_rc x_tc|`, is ten times the rounding noise and about 100 times below the
+    /// smallest error a wrong index or scale would make (one product of `cols`, over 1e-3 of
+    /// the magnitude for cols <= 1088).
+    fn check(what: &str, got: &[f32], want: &[f32], w: &[f32], x: &[f32], rows: usize, cols: usize) {
+        assert_eq!(got.len(), want.len(), "{what}: lengths");
+        for (i, (g, e)) in got.iter().zip(want).enumerate() {
+            let (t, r) = (i / rows, i % rows);
+            let mag: f32 = (0..cols).map(|c| (w[r * cols + c] * x[t * cols + c]).abs()).sum();
+            assert!((g - e).abs() <= 1e-5 * mag + 1e-30, "{what}: token {t} row {r}: got {g}, want {e} (terms {mag})");
+        }
+    }
+
+    fn run_dense(
+        m: &PackedMatrix,
+        gpu_m: &GpuMatrix,
+        tokens: usize,
+        max_tokens: usize,
+        bias: Option<&[f32]>,
+        shape: Shape,
+    ) -> Vec<f32> {
+        let gpu = gpu();
+        let x = random(max_tokens * m.cols, 11);
+        let step = Step::new(gpu);
+        step.set(gpu, tokens as u32, 0);
+        let xb = gpu.storage("x", &x);
+        // Poisoned output: rows past `tokens` must stay untouched.
+        let out = gpu.storage("out", &vec![f32::NAN; max_tokens * m.rows]);
+        let bias = bias.map(|b| gpu.storage("bias", b));
+        let ops = build(gpu, &step.buffer, gpu_m, &xb, bias.as_ref(), &out, max_tokens as u32, None, shape).unwrap();
+        crate::gpu::submit(gpu, &ops.iter().collect::<Vec<_>>());
+        let got: Vec<f32> = gpu.read(&out).unwrap();
+        assert!(got[tokens * m.rows..].iter().all(|v| v.is_nan()), "rows past n_tokens were written");
+        got[..tokens * m.rows].to_vec()
+    }
+
+    /// The device's default shape first, then lavapipe's and real GPUs' candidates, and odd ones:
+    /// one row per workgroup, a whole workgroup of 128 threads on one row, a tile of 3 tokens.
+    fn shapes(max_tokens: usize) -> Vec<Shape> {
+        let tile = (max_tokens as u32).min(MAX_TILE);
+        let mut v = vec![Shape::for_device(gpu(), max_tokens as u32)];
+        for (rows, threads_per_row) in [(64, 1), (8, 8), (4, 32), (1, 64), (2, 128)] {
+            v.push(Shape { rows, threads_per_row, tile });
+        }
+        v.push(Shape { rows: 16, threads_per_row: 4, tile: tile.min(3) });
+        v
+    }
+
+    fn formats() -> Vec<(Format, Vec<usize>)> {
+        let int4 = |group, wide_scales| Format::Int4 { group, wide_scales };
+        vec![
+            (Format::F32, vec![4, 32, 96, 576, 1056]),
+            (Format::Int8 { group: 32 }, vec![32, 96, 576, 1056]),
+            (Format::Int8 { group: 16 }, vec![16, 48, 96, 1056]),
+            (int4(32, false), vec![32, 96, 576, 1056]),
+            (int4(64, false), vec![64, 576, 1088]),
+            (int4(128, false), vec![128, 640, 1152]),
+            (int4(32, true), vec![32, 96, 576, 1056]),
+            // Group 16 with rows of 16 (mod 32) columns: the last vec4 unit is half padding.
+            (int4(16, false), vec![16, 48, 208, 1040]),
+            (int4(16, true), vec![48, 1040]),
+        ]
+    }
+
+    #[test]
+    fn every_format_matches_cpu_twin_on_awkward_shapes() {
+        let gpu = gpu();
+        for (format, cols_list) in formats() {
+            for &rows in &[1, 7, 33, 300] {
+                for &cols in &cols_list {
+                    let m = random_matrix(format, rows, cols, (rows * 10_000 + cols) as u64);
+                    let gm = GpuMatrix::upload(gpu, &m).unwrap();
+                    let w = m.dequantize();
+                    for (tokens, max_tokens) in [(1, 1), (3, 3), (17, 20)] {
+                        let x = &random(max_tokens * cols, 11)[..tokens * cols];
+                        let want = m.matmul(x);
+                        for shape in shapes(max_tokens) {
+                            let got = run_dense(&m, &gm, tokens, max_tokens, None, shape);
+                            let what = format!("{format:?} [{rows}, {cols}] T={tokens} {shape:?}");
+                            check(&what, &got, &want, &w, x, rows, cols);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn one_token_with_prefill_ops_and_bias() {
+        // Ops built for 64 tokens (tile 8) run a single token; bias is added per row.
+        let gpu = gpu();
+        for format in [Format::F32, Format::Int8 { group: 32 }, Format::Int4 { group: 32, wide_scales: false }] {
+            let (rows, cols) = (45, 96);
+            let m = random_matrix(format, rows, cols, 5);
+            let gm = GpuMatrix::upload(gpu, &m).unwrap();
+            let bias = random(rows, 6);
+            for tokens in [1, 9] {
+                let got = run_dense(&m, &gm, tokens, 64, Some(&bias), Shape::for_device(gpu, 64));
+                let x = &random(64 * cols, 11)[..tokens * cols];
+                let want: Vec<f32> = m.matmul(x).iter().enumerate().map(|(i, v)| v + bias[i % rows]).collect();
+                let (w, xs) = (m.dequantize(), x.to_vec());
+                // The bias adds one more rounding of a value no larger than the result.
+                let got_nb: Vec<f32> = got.iter().enumerate().map(|(i, v)| v - bias[i % rows]).collect();
+                let want_nb: Vec<f32> = want.iter().enumerate().map(|(i, v)| v - bias[i % rows]).collect();
+                check(&format!("{format:?} bias T={tokens}"), &got_nb, &want_nb, &w, &xs, rows, cols);
+            }
+        }
+    }
+
+    #[test]
+    fn split_matrix_equals_unsplit() {
+        let gpu = gpu();
+        for format in [
+            Format::F32,
+            Format::Int8 { group: 16 },
+            Format::Int4 { group: 32, wide_scales: false },
+            Format::Int4 { group: 16, wide_scales: true },
+        ] {
+            // Group 16: rows of 16 (mod 32) columns, so padded rows are split too.
+            let (rows, cols) = (301, if matches!(format, Format::Int4 { group: 16, .. }) { 208 } else { 224 });
+            let m = random_matrix(format, rows, cols, 9);
+            let whole = GpuMatrix::upload(gpu, &m).unwrap();
+            assert_eq!(whole.chunks.len(), 1);
+            // At most 37 rows per chunk of values: 9 chunks (301 = 8 * 34 + 29 after balancing).
+            let row_bytes = (16 * whole.row_vec4s).max(4 * whole.scale_stride) as u64;
+            let split = GpuMatrix::upload_with_limit(gpu, &m, 1, 37 * row_bytes).unwrap();
+            assert!(split.chunks.len() >= 3, "{format:?}: {} chunks", split.chunks.len());
+            assert_eq!(split.chunks.iter().map(|c| c.rows).sum::<usize>(), rows);
+            for tokens in [1, 5] {
+                for shape in shapes(tokens) {
+                    let a = run_dense(&m, &whole, tokens, tokens, None, shape);
+                    let b = run_dense(&m, &split, tokens, tokens, None, shape);
+                    // The same kernel computes each row the same way whatever chunk holds it.
+                    assert_eq!(a, b, "{format:?} T={tokens} {shape:?}");
+                }
+            }
+        }
+        // A unit larger than the limit is an error, not a silent overflow.
+        let m = random_matrix(Format::F32, 4, 64, 1);
+        assert!(GpuMatrix::upload_with_limit(gpu, &m, 2, 100).is_err());
+        assert!(GpuMatrix::upload_with_limit(gpu, &m, 3, 1 << 20).is_err());
+    }
+
+    #[test]
+    fn experts_match_cpu_loop_across_chunks() {
+        let gpu = gpu();
+        let (n_experts, r, k) = (7usize, 33usize, 3usize);
+        for format in [
+            Format::F32,
+            Format::Int8 { group: 32 },
+            Format::Int4 { group: 32, wide_scales: false },
+            Format::Int4 { group: 64, wide_scales: true },
+        ] {
+            let cols = if matches!(format, Format::Int4 { group: 64, .. }) { 192 } else { 96 };
+            let m = random_matrix(format, n_experts * r, cols, 21);
+            let w = m.dequantize();
+            let whole = GpuMatrix::upload_experts(gpu, &m, r).unwrap();
+            assert_eq!(whole.chunks.len(), 1);
+            // Room for two and a half experts per chunk: 4 chunks of 2, 2, 2, 1 experts.
+            let row_bytes = (16 * whole.row_vec4s).max(4 * whole.scale_stride) as u64;
+            let split = GpuMatrix::upload_with_limit(gpu, &m, r, 5 * r as u64 * row_bytes / 2).unwrap();
+            assert_eq!(split.chunks.len(), 4, "{format:?}");
+            assert!(split.chunks.iter().all(|c| c.row0 % r == 0 && c.rows % r == 0));
+            for (tokens, max_tokens, x_per_slot) in [(1, 1, false), (5, 8, false), (5, 6, true)] {
+                // Every expert is used, slots of one token go to different chunks.
+                let ids: Vec<u32> = (0..max_tokens * k).map(|i| ((i * 5 + i / k) % n_experts) as u32).collect();
+                let x_rows = if x_per_slot { max_tokens * k } else { max_tokens };
+                let x = random(x_rows * cols, 31);
+                let step = Step::new(gpu);
+                step.set(gpu, tokens as u32, 0);
+                let (xb, idb) = (gpu.storage("x", &x), gpu.storage("ids", &ids));
+                let run = |gm: &GpuMatrix, shape: Option<Shape>| -> Vec<f32> {
+                    let out = gpu.storage("out", &vec![f32::NAN; max_tokens * k * r]);
+                    let (step, mt) = (&step.buffer, max_tokens as u32);
+                    let ops = match shape {
+                        None => expert_ops(gpu, step, gm, r as u32, &idb, k as u32, &xb, &out, mt, x_per_slot),
+                        Some(shape) => {
+                            let e = Experts { rows_per_expert: r as u32, ids: &idb, k: k as u32, x_per_slot };
+                            build(gpu, step, gm, &xb, None, &out, mt, Some(e), shape)
+                        }
+                    }
+                    .unwrap();
+                    crate::gpu::submit(gpu, &ops.iter().collect::<Vec<_>>());
+                    let got: Vec<f32> = gpu.read(&out).unwrap();
+                    assert!(got[tokens * k * r..].iter().all(|v| v.is_nan()), "slots past n_tokens were written");
+                    got[..tokens * k * r].to_vec()
+                };
+                let mut outs = vec![("default".to_string(), run(&split, None))];
+                assert_eq!(outs[0].1, run(&whole, None), "{format:?}: split and whole differ");
+                for shape in shapes(1) {
+                    outs.push((format!("{shape:?}"), run(&split, Some(shape))));
+                }
+                for slot in 0..tokens * k {
+                    let e = ids[slot] as usize;
+                    let xi = if x_per_slot { slot } else { slot / k };
+                    let xin = &x[xi * cols..(xi + 1) * cols];
+                    let expert = PackedMatrix {
+                        rows: r,
+                        cols,
+                        format,
+                        qs: m.qs[e * r * m.row_words()..(e + 1) * r * m.row_words()].to_vec(),
+                        scales: {
+                            let s = m.scales.len() / m.rows;
+                            m.scales[e * r * s..(e + 1) * r * s].to_vec()
+                        },
+                    };
+                    let want = expert.matvec(xin);
+                    for (shape, got) in &outs {
+                        check(
+                            &format!("{format:?} slot {slot} expert {e} x_per_slot {x_per_slot} {shape}"),
+                            &got[slot * r..(slot + 1) * r],
+                            &want,
+                            &w[e * r * cols..(e + 1) * r * cols],
+                            xin,
+                            r,
+                            cols,
+                        );
+                    }
+                }
+            }
+        }
+    }
+}

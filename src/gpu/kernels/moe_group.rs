@@ -1,0 +1,167 @@
+//! Groups a chunk's (token, slot) pairs by expert for prefill (`shaders/moe_group.wgsl`,
+//! whose header defines the layouts). CPU twin: [`group`].
+
+use crate::gpu::{Gpu, Op};
+use crate::{Error, Result};
+use bytemuck::{Pod, Zeroable};
+
+const SOURCE: &str = include_str!("../../../shaders/moe_group.wgsl");
+const WG: u32 = 256;
+const CHUNK: u32 = 1024;
+
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable)]
+struct Params {
+    num_experts: u32,
+    top_k: u32,
+    _pad: [u32; 2],
+}
+
+/// An op grouping the step's `expert_ids` (u32 `[T, top_k]`) by expert into `expert_ranges`
+/// (u32 `[num_experts, 2]`: offset, count), `rows` (u32 `[max_tokens * top_k]`: rows
+/// `t * top_k + s`, by expert, ascending within one) and `active_experts` (u32 `[1 + num_experts]`:
+/// how many experts have rows, then those experts ascending).
+pub fn op(
+    gpu: &Gpu,
+    step: &wgpu::Buffer,
+    expert_ids: &wgpu::Buffer,
+    expert_ranges: &wgpu::Buffer,
+    rows: &wgpu::Buffer,
+    active_experts: &wgpu::Buffer,
+    num_experts: u32,
+    top_k: u32,
+) -> Result<Op> {
+    // Workgroup memory: counts and cursors (E words each) and the staged ids.
+    if num_experts == 0 || (2 * num_experts + CHUNK) * 4 > 16 * 1024 {
+        return Err(Error::Gpu(format!("moe_group: {num_experts} experts do not fit the workgroup memory")));
+    }
+    let constants = [("WG", WG as f64), ("E", num_experts as f64), ("CHUNK", CHUNK as f64)];
+    let kernel = gpu.kernel("moe_group", SOURCE, &constants)?;
+    let params = gpu.uniform("moe_group params", &Params { num_experts, top_k, _pad: [0; 2] });
+    Ok(gpu.op("moe_group", &kernel, &[&params, step, expert_ids, expert_ranges, rows, active_experts], [1, 1, 1]))
+}
+
+/// The grouping of one chunk, laid out as the kernel writes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Grouping {
+    /// `[2 * e]` = offset of expert e's rows in `rows`, `[2 * e + 1]` = their count.
+    pub expert_ranges: Vec<u32>,
+    /// Rows `t * top_k + s`, grouped by expert (ascending), ascending within an expert.
+    pub rows: Vec<u32>,
+    /// `[0]` = number of experts with rows, then those experts ascending.
+    pub active_experts: Vec<u32>,
+}
+
+/// CPU twin: groups `expert_ids` (`[T, top_k]`, row-major) by expert. Ids `>= num_experts`
+/// are left out, as the kernel leaves them.
+pub fn group(expert_ids: &[u32], num_experts: usize) -> Grouping {
+    let mut per_expert = vec![Vec::new(); num_experts];
+    for (r, &e) in expert_ids.iter().enumerate() {
+        if (e as usize) < num_experts {
+            per_expert[e as usize].push(r as u32);
+        }
+    }
+    let (mut expert_ranges, mut rows, mut active_experts) = (vec![], vec![], vec![0]);
+    for (e, list) in per_expert.iter().enumerate() {
+        expert_ranges.extend([rows.len() as u32, list.len() as u32]);
+        rows.extend(list);
+        if !list.is_empty() {
+            active_experts.push(e as u32);
+        }
+    }
+    active_experts[0] = active_experts.len() as u32 - 1;
+    Grouping { expert_ranges, rows, active_experts }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::gpu::kernels::testing::{gpu, random};
+    use crate::gpu::step::Step;
+
+    /// Ids as moe_route writes them: per token, k distinct experts (random order).
+    fn routed_ids(tokens: usize, experts: usize, k: usize, seed: u64) -> Vec<u32> {
+        let mut ids = Vec::with_capacity(tokens * k);
+        for t in 0..tokens {
+            // Skewed: low-numbered experts are picked far more often, some never.
+            let keys = random(experts, seed * 7919 + t as u64);
+            let mut order: Vec<usize> = (0..experts).collect();
+            order.sort_by(|&a, &b| (keys[a] - a as f32 * 0.05).total_cmp(&(keys[b] - b as f32 * 0.05)).reverse());
+            ids.extend(order[..k].iter().map(|&e| e as u32));
+        }
+        ids
+    }
+
+    fn run(ids: &[u32], tokens: usize, experts: usize, k: usize) -> Grouping {
+        let gpu = gpu();
+        let step = Step::new(gpu);
+        step.set(gpu, tokens as u32, 0);
+        // Buffers sized for more tokens than run, filled with sentinels.
+        let max_tokens = tokens + 5;
+        let mut padded = ids.to_vec();
+        padded.resize(max_tokens * k, 0);
+        let idb = gpu.storage("ids", &padded);
+        let ranges = gpu.storage("ranges", &vec![u32::MAX; 2 * experts]);
+        let rows = gpu.storage("rows", &vec![u32::MAX; max_tokens * k]);
+        let active_experts = gpu.storage("active_experts", &vec![u32::MAX; 1 + experts]);
+        let op = op(gpu, &step.buffer, &idb, &ranges, &rows, &active_experts, experts as u32, k as u32).unwrap();
+        crate::gpu::submit(gpu, &[&op]);
+        let rows: Vec<u32> = gpu.read(&rows).unwrap();
+        assert!(rows[tokens * k..].iter().all(|&r| r == u32::MAX), "wrote past T * k rows");
+        let mut active_experts: Vec<u32> = gpu.read(&active_experts).unwrap();
+        active_experts.truncate(1 + active_experts[0] as usize);
+        Grouping { expert_ranges: gpu.read(&ranges).unwrap(), rows: rows[..tokens * k].to_vec(), active_experts }
+    }
+
+    #[test]
+    fn matches_cpu_twin_on_awkward_sizes() {
+        let mut cases = 0;
+        for experts in [8usize, 60, 128] {
+            for k in [1usize, 2, 4, 8] {
+                // 300 tokens * 8 > CHUNK: the ids pass through workgroup memory in 3 chunks.
+                for tokens in [1usize, 7, 33, 300] {
+                    let ids = routed_ids(tokens, experts, k, (experts * 100 + k * 10 + tokens) as u64);
+                    let want = group(&ids, experts);
+                    assert_eq!(run(&ids, tokens, experts, k), want, "E {experts} k {k} T {tokens}");
+                    cases += 1;
+                }
+            }
+        }
+        assert_eq!(cases, 48);
+    }
+
+    #[test]
+    fn twin_layout_is_the_documented_one() {
+        // Tokens 0..3, k = 2; expert 1 gets rows 0 (t0 s0) and 5 (t2 s1).
+        let g = group(&[1, 3, 3, 0, 0, 1], 5);
+        assert_eq!(g.expert_ranges, vec![0, 2, 2, 2, 4, 0, 4, 2, 6, 0]);
+        assert_eq!(g.rows, vec![3, 4, 0, 5, 1, 2]);
+        assert_eq!(g.active_experts, vec![3, 0, 1, 3]);
+    }
+
+    #[test]
+    fn groups_what_the_router_kernel_chose() {
+        // moe_route then moe_group in one submission, as prefill will run them.
+        use crate::gpu::kernels::moe_route;
+        let gpu = gpu();
+        let (tokens, experts, k) = (33usize, 60usize, 4usize);
+        let logits = random(tokens * experts, 77);
+        let step = Step::new(gpu);
+        step.set(gpu, tokens as u32, 0);
+        let lb = gpu.storage("logits", &logits);
+        let ids = gpu.storage_zeroed("ids", (tokens * k * 4) as u64);
+        let weights = gpu.storage_zeroed("weights", (tokens * k * 4) as u64);
+        let ranges = gpu.storage_zeroed("ranges", (2 * experts * 4) as u64);
+        let rows = gpu.storage_zeroed("rows", (tokens * k * 4) as u64);
+        let active_experts = gpu.storage_zeroed("active_experts", ((1 + experts) * 4) as u64);
+        let (t, e, kk) = (tokens as u32, experts as u32, k as u32);
+        let route = moe_route::op(gpu, &step.buffer, &lb, &ids, &weights, t, e, kk, true).unwrap();
+        let grouping = op(gpu, &step.buffer, &ids, &ranges, &rows, &active_experts, e, kk).unwrap();
+        crate::gpu::submit(gpu, &[&route, &grouping]);
+        let got_ids: Vec<u32> = gpu.read(&ids).unwrap();
+        let want = group(&got_ids, experts);
+        assert_eq!(gpu.read::<u32>(&ranges).unwrap(), want.expert_ranges);
+        assert_eq!(gpu.read::<u32>(&rows).unwrap(), want.rows);
+        assert_eq!(gpu.read::<u32>(&active_experts).unwrap()[..want.active_experts.len()], want.active_experts[..]);
+    }
+}

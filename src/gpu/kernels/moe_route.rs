@@ -1,0 +1,161 @@
+//! MoE router: softmax, top-k, optional renormalisation (`shaders/moe_route.wgsl`).
+//! CPU twin: [`route`], built from `reference::ops::{softmax, top_k}` as `ReferenceModel::moe` is.
+
+use crate::gpu::{Gpu, Op};
+use crate::reference::ops::{softmax, top_k as top_k_of};
+use crate::{Error, Result};
+use bytemuck::{Pod, Zeroable};
+
+const SOURCE: &str = include_str!("../../../shaders/moe_route.wgsl");
+const WG: u32 = 64;
+/// The kernel keeps the picks of one token in workgroup memory.
+pub const MAX_TOP_K: u32 = 64;
+
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable)]
+struct Params {
+    num_experts: u32,
+    top_k: u32,
+    renormalize: u32,
+    _pad: u32,
+}
+
+/// An op routing up to `max_tokens` tokens: reads `router_logits` f32 `[T, num_experts]`
+/// (T = the step's n_tokens), writes `expert_ids` u32 `[T, top_k]` and `expert_weights`
+/// f32 `[T, top_k]`, largest weight first.
+#[allow(clippy::too_many_arguments)]
+pub fn op(
+    gpu: &Gpu,
+    step: &wgpu::Buffer,
+    router_logits: &wgpu::Buffer,
+    expert_ids: &wgpu::Buffer,
+    expert_weights: &wgpu::Buffer,
+    max_tokens: u32,
+    num_experts: u32,
+    top_k: u32,
+    renormalize: bool,
+) -> Result<Op> {
+    if top_k == 0 || top_k > num_experts || top_k > MAX_TOP_K {
+        return Err(Error::Gpu(format!("moe_route: top_k {top_k} with {num_experts} experts (at most {MAX_TOP_K})")));
+    }
+    // Workgroup memory: E probabilities + 2 * WG reduction slots + 2 * 64 picks, in 4-byte words.
+    if (num_experts + 2 * WG + 2 * MAX_TOP_K) * 4 > 16 * 1024 {
+        return Err(Error::Gpu(format!("moe_route: {num_experts} experts exceed the workgroup memory")));
+    }
+    let kernel = gpu.kernel("moe_route", SOURCE, &[("WG", WG as f64), ("E", num_experts as f64)])?;
+    let params =
+        gpu.uniform("moe_route params", &Params { num_experts, top_k, renormalize: renormalize as u32, _pad: 0 });
+    Ok(gpu.op("moe_route", &kernel, &[&params, step, router_logits, expert_ids, expert_weights], [max_tokens, 1, 1]))
+}
+
+/// CPU twin for one token: `(expert ids, weights)`, largest first, as `ReferenceModel::moe`
+/// chooses and weighs them.
+pub fn route(router_logits: &[f32], top_k: usize, renormalize: bool) -> (Vec<u32>, Vec<f32>) {
+    let mut probs = router_logits.to_vec();
+    softmax(&mut probs);
+    let chosen = top_k_of(&probs, top_k);
+    let total: f32 = chosen.iter().map(|&e| probs[e]).sum();
+    let weights = chosen.iter().map(|&e| if renormalize { probs[e] / total } else { probs[e] }).collect();
+    (chosen.iter().map(|&e| e as u32).collect(), weights)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::gpu::kernels::testing::{gpu, max_relative_error, random};
+    use crate::gpu::step::Step;
+
+    /// Router logits whose order is unambiguous: per token, a random permutation of an evenly
+    /// spaced ladder (step 6/E, so neighbouring probabilities differ by >= 4% relative, far
+    /// above the ~1e-6 by which GPU and CPU softmax may differ), plus noise below half a step.
+    fn separated_logits(tokens: usize, experts: usize, seed: u64) -> Vec<f32> {
+        let noise = random(tokens * experts, seed + 1);
+        let mut out = Vec::with_capacity(tokens * experts);
+        for t in 0..tokens {
+            let keys = random(experts, seed * 1000 + t as u64);
+            let mut order: Vec<usize> = (0..experts).collect();
+            order.sort_by(|&a, &b| keys[a].total_cmp(&keys[b]));
+            let mut row = vec![0.0; experts];
+            let spacing = 6.0 / experts as f32;
+            for (rank, &e) in order.iter().enumerate() {
+                row[e] = (rank as f32 - experts as f32 / 2.0) * spacing + noise[t * experts + e] * spacing * 0.4;
+            }
+            out.extend(row);
+        }
+        out
+    }
+
+    fn run(logits: &[f32], tokens: usize, experts: usize, k: usize, renorm: bool) -> (Vec<u32>, Vec<f32>) {
+        let gpu = gpu();
+        let step = Step::new(gpu);
+        step.set(gpu, tokens as u32, 0);
+        let lb = gpu.storage("logits", logits);
+        // Built for more tokens than run: the extra workgroups must not write (sentinels stay).
+        let max_tokens = tokens + 3;
+        let ids = gpu.storage("ids", &vec![u32::MAX; max_tokens * k]);
+        let weights = gpu.storage("weights", &vec![-7.0f32; max_tokens * k]);
+        let op =
+            op(gpu, &step.buffer, &lb, &ids, &weights, max_tokens as u32, experts as u32, k as u32, renorm).unwrap();
+        crate::gpu::submit(gpu, &[&op]);
+        let ids: Vec<u32> = gpu.read(&ids).unwrap();
+        let weights: Vec<f32> = gpu.read(&weights).unwrap();
+        assert!(ids[tokens * k..].iter().all(|&i| i == u32::MAX), "surplus workgroups wrote ids");
+        assert!(weights[tokens * k..].iter().all(|&w| w == -7.0), "surplus workgroups wrote weights");
+        (ids[..tokens * k].to_vec(), weights[..tokens * k].to_vec())
+    }
+
+    #[test]
+    fn matches_cpu_twin_on_awkward_sizes() {
+        let mut cases = 0;
+        for experts in [8usize, 60, 128, 200] {
+            for k in [1usize, 2, 4, 8] {
+                for tokens in [1usize, 7, 33] {
+                    for renorm in [false, true] {
+                        let logits = separated_logits(tokens, experts, (experts * 100 + k * 10 + tokens) as u64);
+                        let (ids, weights) = run(&logits, tokens, experts, k, renorm);
+                        let (mut want_ids, mut want_w) = (vec![], vec![]);
+                        for row in logits.chunks_exact(experts) {
+                            let (i, w) = route(row, k, renorm);
+                            want_ids.extend(i);
+                            want_w.extend(w);
+                        }
+                        assert_eq!(ids, want_ids, "E {experts} k {k} T {tokens} renorm {renorm}");
+                        // exp within a few ulps, sums of <= 200 terms reassociated (~1e-6
+                        // relative each), one division: 1e-5 of the largest weight is ample.
+                        let err = max_relative_error(&weights, &want_w);
+                        assert!(err < 1e-5, "E {experts} k {k} T {tokens} renorm {renorm}: {err:e}");
+                        cases += 1;
+                    }
+                }
+            }
+        }
+        assert_eq!(cases, 96);
+    }
+
+    #[test]
+    fn ties_go_to_the_lower_index() {
+        // Equal logits give bit-equal probabilities on either side, so the tie rule decides.
+        let experts = 60;
+        let mut logits = vec![0.0f32; 2 * experts];
+        for (e, v) in logits.iter_mut().enumerate() {
+            *v = ((e % experts) % 5) as f32 * 0.5; // five values, each 12 times
+        }
+        for k in [1, 2, 4, 8] {
+            let (ids, weights) = run(&logits, 2, experts, k, true);
+            let (want_ids, want_w) = route(&logits[..experts], k, true);
+            assert_eq!(want_ids[..k.min(3)], [4, 9, 14][..k.min(3)]);
+            assert_eq!(ids[..k], want_ids[..]);
+            assert_eq!(ids[k..], want_ids[..]);
+            assert!(max_relative_error(&weights[..k], &want_w) < 1e-5);
+        }
+    }
+
+    #[test]
+    fn rejects_what_it_cannot_hold() {
+        let gpu = gpu();
+        let step = Step::new(gpu);
+        let b = gpu.storage_zeroed("b", 64);
+        assert!(op(gpu, &step.buffer, &b, &b, &b, 1, 8, 9, true).is_err());
+        assert!(op(gpu, &step.buffer, &b, &b, &b, 1, 8, 0, true).is_err());
+    }
+}

@@ -1,0 +1,302 @@
+//! The GPU sampler (`shaders/sample.wgsl`): the next token from the last logits row, written
+//! where the next step's embedding reads it and into a readback ring. CPU twin:
+//! [`crate::sampler::sample`], which it matches bit for bit (integer weights and sums; see
+//! `src/sampler.rs`).
+//!
+//! Per request: [`start`] writes the request's settings and zeroes the step counter. Per
+//! generated token: the op (built once) reads the counter n, samples with the uniform of
+//! (seed, n) and increments it, so the k-th token of a request uses step k exactly as
+//! `engine::generate` calls the CPU sampler.
+
+use crate::gpu::{Gpu, Op};
+use crate::sampler::{exp2_tables, Plan, SamplingParams};
+use crate::{Error, Result};
+use bytemuck::{Pod, Zeroable};
+
+const SOURCE: &str = include_str!("../../../shaders/sample.wgsl");
+/// Top-k candidate sets up to this size are compacted into workgroup memory.
+const CAP: u32 = 1024;
+
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable)]
+struct Params {
+    vocab: u32,
+    ring_len: u32,
+    last_row: u32,
+    _pad: u32,
+}
+
+/// The request uniform (binding 2): a [`Plan`] as the kernel reads it.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Pod, Zeroable)]
+pub struct Request {
+    pub greedy: u32,
+    pub top_k: u32,
+    pub use_top_p: u32,
+    pub top_p24: u32,
+    pub scale: f32,
+    pub seed_lo: u32,
+    pub seed_hi: u32,
+    pub _pad: u32,
+}
+
+impl Request {
+    pub fn new(params: &SamplingParams, vocab: usize) -> Request {
+        let plan = Plan::new(params, vocab);
+        Request {
+            greedy: plan.greedy as u32,
+            top_k: plan.top_k,
+            use_top_p: plan.top_p24.is_some() as u32,
+            top_p24: plan.top_p24.unwrap_or(0),
+            scale: plan.scale,
+            seed_lo: params.seed as u32,
+            seed_hi: (params.seed >> 32) as u32,
+            _pad: 0,
+        }
+    }
+}
+
+/// The buffers a sampler op reads and writes besides the logits and token ids.
+pub struct SamplerBuffers {
+    /// Uniform [`Request`], rewritten by [`start`].
+    pub request: wgpu::Buffer,
+    /// u32 `[1]`: the generation step n.
+    pub state: wgpu::Buffer,
+    /// u32 `[ring_len]`: token of step n at `n % ring_len`.
+    pub ring: wgpu::Buffer,
+    pub ring_len: u32,
+}
+
+impl SamplerBuffers {
+    pub fn new(gpu: &Gpu, ring_len: u32) -> SamplerBuffers {
+        SamplerBuffers {
+            request: gpu.uniform("sample request", &Request::new(&SamplingParams::default(), 2)),
+            state: gpu.storage_zeroed("sample state", 4),
+            ring: gpu.storage_zeroed("sample ring", u64::from(ring_len.max(1)) * 4),
+            ring_len: ring_len.max(1),
+        }
+    }
+}
+
+/// Starts a request: its settings for a vocabulary of `vocab`, and step 0 (queued writes,
+/// ordered before the next submission).
+pub fn start(gpu: &Gpu, buffers: &SamplerBuffers, params: &SamplingParams, vocab: usize) {
+    gpu.queue.write_buffer(&buffers.request, 0, bytemuck::bytes_of(&Request::new(params, vocab)));
+    gpu.queue.write_buffer(&buffers.state, 0, bytemuck::bytes_of(&0u32));
+}
+
+/// An op sampling from `logits` (f32 `[vocab]`; with `last_row`, f32 `[n_tokens, vocab]` of
+/// which the step's last row) into `token_ids[0]` and `buffers.ring[n % ring_len]`.
+pub fn op(
+    gpu: &Gpu,
+    step: &wgpu::Buffer,
+    buffers: &SamplerBuffers,
+    logits: &wgpu::Buffer,
+    token_ids: &wgpu::Buffer,
+    vocab: u32,
+    last_row: bool,
+) -> Result<Op> {
+    if vocab == 0 {
+        return Err(Error::Gpu("sample: an empty vocabulary".into()));
+    }
+    let kernel = gpu.kernel("sample", SOURCE, &[("CAP", CAP as f64)])?;
+    let params =
+        gpu.uniform("sample params", &Params { vocab, ring_len: buffers.ring_len, last_row: last_row as u32, _pad: 0 });
+    let tables = gpu.storage("sample exp2 tables", exp2_tables());
+    Ok(gpu.op(
+        "sample",
+        &kernel,
+        &[&params, step, &buffers.request, logits, &tables, &buffers.state, token_ids, &buffers.ring],
+        [1, 1, 1],
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::gpu::kernels::testing::{gpu, random};
+    use crate::gpu::step::Step;
+    use crate::sampler::{key, sample};
+
+    /// Runs `draws` samples (steps 0..draws, one op replayed `draws` times in one submission)
+    /// and returns the ring (the token of each step) and the final token_ids[0] and counter.
+    fn gpu_draws(logits: &[f32], params: &SamplingParams, draws: usize) -> Vec<u32> {
+        let gpu = gpu();
+        let vocab = logits.len();
+        let step = Step::new(gpu);
+        step.set(gpu, 1, 0);
+        let buffers = SamplerBuffers::new(gpu, draws as u32);
+        let lb = gpu.storage("logits", logits);
+        let ids = gpu.storage("token ids", &[u32::MAX; 4]);
+        let op = op(gpu, &step.buffer, &buffers, &lb, &ids, vocab as u32, false).unwrap();
+        start(gpu, &buffers, params, vocab);
+        crate::gpu::submit(gpu, &vec![&op; draws]);
+        let ring: Vec<u32> = gpu.read(&buffers.ring).unwrap();
+        let ids: Vec<u32> = gpu.read(&ids).unwrap();
+        let state: Vec<u32> = gpu.read(&buffers.state).unwrap();
+        assert_eq!(state[0], draws as u32, "step counter");
+        assert_eq!(ids, [ring[draws - 1], u32::MAX, u32::MAX, u32::MAX], "token_ids[0] holds the last token");
+        ring
+    }
+
+    /// Logits like a language model's: a few strong tokens over a long tail, scaled.
+    fn lm_logits(vocab: usize, seed: u64) -> Vec<f32> {
+        let r = random(vocab, seed);
+        let spikes = random(16, seed + 1);
+        let mut l: Vec<f32> = r.iter().map(|v| v * 4.0).collect();
+        for (j, s) in spikes.iter().enumerate() {
+            let at = ((s.abs() * vocab as f32) as usize + j * 7919) % vocab;
+            l[at] = 8.0 + s * 3.0;
+        }
+        l
+    }
+
+    #[test]
+    fn greedy_is_the_exact_argmax() {
+        for vocab in [1usize, 7, 1000, 49152, 151_936] {
+            let mut logits = lm_logits(vocab, vocab as u64);
+            // A tie for the maximum: the lower id wins.
+            if vocab > 100 {
+                logits[vocab - 3] = 20.0;
+                logits[vocab / 2 + 1] = 20.0;
+            }
+            let want = crate::sampler::argmax(&logits);
+            for params in
+                [SamplingParams::default(), SamplingParams { temperature: 0.8, top_k: 1, top_p: 0.9, seed: 3 }]
+            {
+                let got = gpu_draws(&logits, &params, 2);
+                assert_eq!(got, vec![want; 2], "vocab {vocab}");
+                assert_eq!(sample(&logits, &params, 0), want);
+            }
+        }
+    }
+
+    #[test]
+    fn draws_match_the_cpu_twin() {
+        // Settings across the kernel's paths: no top-k, compacted top-k, top-k > CAP, top-p on
+        // each, tiny top-p, temperatures that flatten and sharpen.
+        let settings = [
+            (1.0, 0, 1.0),
+            (0.7, 0, 0.9),
+            (1.5, 40, 1.0),
+            (1.0, 40, 0.8),
+            (0.5, 5, 0.95),
+            (2.0, 1500, 1.0),
+            (1.0, 1500, 0.5),
+            (1.0, 0, 0.05),
+            (3.0, 1000, 0.999),
+        ];
+        let mut total = 0;
+        for vocab in [1000usize, 49152] {
+            let logits = lm_logits(vocab, 11 + vocab as u64);
+            let draws = if vocab > 10_000 { 24 } else { 64 };
+            for (i, &(temperature, top_k, top_p)) in settings.iter().enumerate() {
+                // Seeds with both halves set: the kernel's 64-bit arithmetic is emulated.
+                let seed = 0x9E37_79B9_0000_0000u64.wrapping_mul(i as u64 + 1) ^ (vocab as u64 * 7_777_777);
+                let params = SamplingParams { temperature, top_k, top_p, seed };
+                let got = gpu_draws(&logits, &params, draws);
+                let want: Vec<u32> = (0..draws as u64).map(|s| sample(&logits, &params, s)).collect();
+                assert_eq!(got, want, "vocab {vocab} {params:?}");
+                total += draws;
+            }
+        }
+        assert_eq!(total, 9 * (64 + 24));
+    }
+
+    #[test]
+    fn ties_and_infinities_match_the_cpu_twin() {
+        // Logits on a coarse grid (many exact ties, at the top-k and the nucleus edges), some
+        // -inf (weight 0), and a row where everything ties.
+        let vocab = 3001;
+        let mut grid: Vec<f32> = random(vocab, 5).iter().map(|v| (v * 8.0).round() * 0.5).collect();
+        for i in (0..vocab).step_by(13) {
+            grid[i] = f32::NEG_INFINITY;
+        }
+        let flat = vec![0.25f32; 777];
+        for (logits, name) in [(&grid, "grid"), (&flat, "flat")] {
+            for (j, &(temperature, top_k, top_p)) in
+                [(1.0, 0, 1.0), (1.0, 37, 1.0), (0.9, 0, 0.6), (1.2, 200, 0.7), (1.0, 1200, 0.3)].iter().enumerate()
+            {
+                let params = SamplingParams { temperature, top_k, top_p, seed: 77 + j as u64 };
+                let got = gpu_draws(logits, &params, 48);
+                let want: Vec<u32> = (0..48).map(|s| sample(logits, &params, s)).collect();
+                assert_eq!(got, want, "{name} {params:?}");
+            }
+        }
+    }
+
+    /// The smallest f32 in (lo, hi] at which `flips` holds (it must be monotone: false at lo,
+    /// true at hi), found by bisection over the ordered bit patterns.
+    fn flip_point(lo: f32, hi: f32, flips: impl Fn(f32) -> bool) -> f32 {
+        let (mut a, mut b) = (key(lo), key(hi));
+        let from_key = |k: u32| f32::from_bits(if k & 0x8000_0000 != 0 { k & 0x7fff_ffff } else { !k });
+        assert!(!flips(lo) && flips(hi));
+        while b - a > 1 {
+            let mid = a + (b - a) / 2;
+            if flips(from_key(mid)) {
+                b = mid;
+            } else {
+                a = mid;
+            }
+        }
+        from_key(b)
+    }
+
+    #[test]
+    fn agrees_at_the_exact_edges() {
+        // Random draws almost never land within one unit of an edge, so they cannot show that
+        // the GPU computes the same integers. Here logits are searched (on the CPU twin) for
+        // the last f32 at which the choice is still one way; both it and the next f32 must
+        // give the GPU the CPU's answer. Two tokens [0, x]: token 1 is drawn at step s iff
+        // floor((w0 + w(x)) * u_s / 2^24) >= w0, and with top-p it is in the nucleus iff
+        // w0 < M(x).
+        let mut edges = 0;
+        for (i, &(temperature, top_p)) in
+            [(1.0f32, 1.0f32), (0.7, 1.0), (1.9, 1.0), (1.0, 0.8), (0.6, 0.55)].iter().enumerate()
+        {
+            let seed = 0xF00D_0000_0000_0001u64.wrapping_mul(i as u64 + 3);
+            let params = SamplingParams { temperature, top_k: 0, top_p, seed };
+            for s in 0..6u64 {
+                let picks_1 = |x: f32| sample(&[0.0, x], &params, s) == 1;
+                if !picks_1(0.0) {
+                    continue; // u_s too small: token 1 is not drawn even at equal logits
+                }
+                let x = flip_point(-30.0, 0.0, picks_1);
+                let before = f32::from_bits(if x > 0.0 { x.to_bits() - 1 } else { x.to_bits() + 1 });
+                for (v, want) in [(before, 0), (x, 1)] {
+                    assert_eq!(sample(&[0.0, v], &params, s), want);
+                    let got = gpu_draws(&[0.0, v], &params, s as usize + 1)[s as usize];
+                    assert_eq!(got, want, "T {temperature} top_p {top_p} step {s} x {v:e}");
+                }
+                edges += 1;
+            }
+        }
+        assert!(edges >= 12, "{edges}");
+    }
+
+    #[test]
+    fn samples_the_last_row_and_wraps_the_ring() {
+        let gpu = gpu();
+        let (vocab, tokens) = (500usize, 3usize);
+        let logits = random(vocab * tokens, 8);
+        let last = &logits[(tokens - 1) * vocab..];
+        let params = SamplingParams { temperature: 1.0, top_k: 50, top_p: 0.9, seed: 4 };
+        let step = Step::new(gpu);
+        step.set(gpu, tokens as u32, 0);
+        let buffers = SamplerBuffers::new(gpu, 4);
+        let lb = gpu.storage("logits", &logits);
+        let ids = gpu.storage_zeroed("ids", 4);
+        let op = op(gpu, &step.buffer, &buffers, &lb, &ids, vocab as u32, true).unwrap();
+        // Ten steps into a ring of four: it holds steps 8, 9, 6, 7.
+        start(gpu, &buffers, &params, vocab);
+        crate::gpu::submit(gpu, &vec![&op; 10]);
+        let ring: Vec<u32> = gpu.read(&buffers.ring).unwrap();
+        let want: Vec<u32> = [8, 9, 6, 7].iter().map(|&s| sample(last, &params, s)).collect();
+        assert_eq!(ring, want);
+        // A new request restarts at step 0.
+        start(gpu, &buffers, &params, vocab);
+        crate::gpu::submit(gpu, &[&op]);
+        assert_eq!(gpu.read::<u32>(&buffers.ring).unwrap()[0], sample(last, &params, 0));
+        assert_eq!(gpu.read::<u32>(&buffers.state).unwrap(), vec![1]);
+    }
+}

@@ -1,0 +1,101 @@
+//! [`GpuMatrix`]: a [`PackedMatrix`] in GPU storage buffers, split by rows into chunks that each
+//! fit one binding (128 MiB on lavapipe and many phones), as the matmul kernels read it.
+//!
+//! GPU layout of a chunk (rows `row0 .. row0 + rows` of the matrix):
+//! - `qs`: the chunk's rows of `PackedMatrix::qs`, each row padded with zero words to a whole
+//!   number of 16-byte vec4 units ([`GpuMatrix::row_vec4s`] of them), so a kernel reads rows with
+//!   aligned `vec4<u32>` loads. Only Int4 rows of `16 (mod 32)` columns (group 16) and F32 rows
+//!   of `cols % 4 != 0` need padding; other rows are uploaded as they are.
+//! - `scales`: the chunk's rows of `PackedMatrix::scales`, unchanged ([`GpuMatrix::scale_stride`]
+//!   u32 per row); F32 has none (a 4-byte placeholder buffer).
+//!
+//! Stacked experts (`rows = E * R`) are uploaded with `rows_per_unit = R`, so that a chunk
+//! boundary never falls inside an expert.
+
+use crate::gpu::Gpu;
+use crate::quant::packed::{Format, PackedMatrix};
+use crate::{Error, Result};
+
+/// Rows `row0 .. row0 + rows` of a matrix in their own buffers.
+pub struct MatrixChunk {
+    pub row0: usize,
+    pub rows: usize,
+    pub qs: wgpu::Buffer,
+    pub scales: wgpu::Buffer,
+}
+
+/// A weight matrix on the GPU, in one or more row chunks.
+pub struct GpuMatrix {
+    pub rows: usize,
+    pub cols: usize,
+    pub format: Format,
+    /// Chunks hold whole multiples of this many rows (1, or rows per expert).
+    pub rows_per_unit: usize,
+    /// vec4<u32> units per row of `qs` (a row's words rounded up to a multiple of 4, divided by 4).
+    pub row_vec4s: usize,
+    /// u32 per row of `scales`.
+    pub scale_stride: usize,
+    pub chunks: Vec<MatrixChunk>,
+}
+
+impl GpuMatrix {
+    /// Uploads `m`, split only where a binding requires it.
+    pub fn upload(gpu: &Gpu, m: &PackedMatrix) -> Result<GpuMatrix> {
+        Self::upload_with_limit(gpu, m, 1, gpu.max_binding_bytes())
+    }
+
+    /// Uploads a stack of experts (`m.rows = E * rows_per_expert`), split only between experts.
+    pub fn upload_experts(gpu: &Gpu, m: &PackedMatrix, rows_per_expert: usize) -> Result<GpuMatrix> {
+        Self::upload_with_limit(gpu, m, rows_per_expert, gpu.max_binding_bytes())
+    }
+
+    /// Uploads `m` in chunks of whole multiples of `rows_per_unit` rows whose `qs` and `scales`
+    /// each take at most `max_bytes` (the chunks are as equal as the units allow). Errors when
+    /// `m` is inconsistent, when `rows_per_unit` does not divide the rows, or when one unit alone
+    /// exceeds `max_bytes`.
+    pub fn upload_with_limit(gpu: &Gpu, m: &PackedMatrix, rows_per_unit: usize, max_bytes: u64) -> Result<GpuMatrix> {
+        m.validate()?;
+        if rows_per_unit == 0 || !m.rows.is_multiple_of(rows_per_unit) {
+            return Err(Error::Gpu(format!("{} rows are not whole units of {rows_per_unit} rows", m.rows)));
+        }
+        let row_words = m.row_words();
+        let row_vec4s = row_words.div_ceil(4);
+        let scale_stride = m.groups_per_row() * m.format.scale_words_per_group();
+        let unit_bytes = (4 * rows_per_unit * (4 * row_vec4s).max(scale_stride)) as u64;
+        if unit_bytes > max_bytes {
+            return Err(Error::Gpu(format!(
+                "{rows_per_unit} rows of a {:?} [{}, {}] matrix take {unit_bytes} bytes, more than one binding \
+                 holds ({max_bytes})",
+                m.format, m.rows, m.cols
+            )));
+        }
+        let units = m.rows / rows_per_unit;
+        let per_chunk = if units == 0 { 1 } else { (max_bytes / unit_bytes) as usize };
+        let n_chunks = units.div_ceil(per_chunk).max(1);
+        let units_per_chunk = units.div_ceil(n_chunks).max(1);
+        let mut chunks = Vec::with_capacity(n_chunks);
+        let mut row0 = 0;
+        while row0 < m.rows || chunks.is_empty() {
+            let rows = (units_per_chunk * rows_per_unit).min(m.rows - row0);
+            let words = &m.qs[row0 * row_words..(row0 + rows) * row_words];
+            let qs = if row_words == 4 * row_vec4s {
+                gpu.storage("matrix qs", words)
+            } else {
+                let mut padded = vec![0u32; rows * 4 * row_vec4s];
+                for (dst, src) in padded.chunks_exact_mut(4 * row_vec4s).zip(words.chunks_exact(row_words)) {
+                    dst[..row_words].copy_from_slice(src);
+                }
+                gpu.storage("matrix qs", &padded)
+            };
+            let scales = gpu.storage("matrix scales", &m.scales[row0 * scale_stride..(row0 + rows) * scale_stride]);
+            chunks.push(MatrixChunk { row0, rows, qs, scales });
+            row0 += rows;
+        }
+        Ok(GpuMatrix { rows: m.rows, cols: m.cols, format: m.format, rows_per_unit, row_vec4s, scale_stride, chunks })
+    }
+
+    /// Bytes a pass over the whole matrix reads: values (padding included) and scales.
+    pub fn bytes(&self) -> u64 {
+        (4 * self.rows * (4 * self.row_vec4s + self.scale_stride)) as u64
+    }
+}

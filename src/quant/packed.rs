@@ -1,0 +1,520 @@
+//! [`PackedMatrix`]: a weight matrix exactly as the GPU kernels read it, its lossless
+//! conversion from ggml blocks, and its CPU twins of the kernels (`matvec`, `matmul`).
+//!
+//! A matrix is row-major `[rows, cols]`, rows = outputs, cols = inputs; a stacked expert tensor
+//! `[E, R, C]` is packed as `rows = E * R`, so expert `e`'s rows start at row `e * R` (word
+//! `e * R * row_words()` of `qs`, group `e * R * groups_per_row()` of the scales).
+//!
+//! ## The formats ([`Format`])
+//! - `F32`: `qs` holds `rows * cols` f32 bit patterns; `scales` is empty.
+//! - `Int8 { group }`: four signed 8-bit values per u32 along a row; element `4w + j` of a row
+//!   sits in bits `8j..8j + 8` of the row's word `w` (two's complement); a row has `cols / 4`
+//!   words. `scales` holds one f32 bit pattern per group of `group` consecutive elements of a
+//!   row (row `r`, group `g` at `r * (cols / group) + g`); `w = s * q`.
+//! - `Int4 { group, wide_scales }`: eight unsigned 4-bit values per u32 along a row; element
+//!   `8w + j` sits in bits `4j..4j + 4` (low nibble first); a row has `cols / 8` words. Each
+//!   group of `group` elements has a pair `(d, m)` and `w = d * q + m`, q in 0..15.
+//!   With `wide_scales == false` the pair is one u32, WGSL's `pack2x16float(d, m)`: f16 `d` in
+//!   the low 16 bits, f16 `m` in the high 16 bits (row `r`, group `g` at `r * (cols / group) + g`).
+//!   With `wide_scales == true` it is two u32, the f32 bits of `d` then of `m` (at
+//!   `2 * (r * (cols / group) + g)` and the word after).
+//!
+//! ## Exactness
+//! Dequantization is f32 arithmetic: `d * q + m` (Int4) and `s * q` (Int8). For every matrix
+//! that [`PackedMatrix::from_ggml`], GPTQ loading and [`PackedMatrix::quantize_int4`] produce,
+//! `d * q` is exact in f32 (`d` has at most 17 significant bits, `q` at most 4), so a fused
+//! multiply-add gives the same value as a multiply then an add: a kernel may use either.
+
+use crate::quant::ggml::{self, QK, QK_K};
+use crate::weights::{DType, Tensor};
+use crate::{Error, Result};
+use half::f16;
+
+/// How a [`PackedMatrix`] stores its values; see the module documentation for the bit layouts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Format {
+    /// `qs` holds f32 bit patterns, `rows * cols` of them; `scales` is empty.
+    F32,
+    /// 4 signed 8-bit values per u32 along a row (element `4w + j` in bits `8j..8j + 7`, two's
+    /// complement); a row has `cols / 4` words. `scales`: one f32 bit pattern per group of `group`
+    /// consecutive elements of a row (row `r`, group `g` at `r * (cols / group) + g`). `w = s * q`.
+    Int8 { group: usize },
+    /// 8 unsigned 4-bit values per u32 along a row (element `8w + j` in bits `4j..4j + 3`, low
+    /// nibble first); a row has `cols / 8` words. Per group of `group` elements: `(d, m)` with
+    /// `w = d * q + m`, q in 0..15.
+    /// `wide_scales == false`: one u32 per group = `pack2x16float(d, m)` (low 16 bits f16 `d`,
+    /// high 16 bits f16 `m`).
+    /// `wide_scales == true`: two u32 per group, f32 bits of `d` then `m` (row `r` group `g` at
+    /// `2 * (r * (cols / group) + g)`).
+    Int4 { group: usize, wide_scales: bool },
+}
+
+impl Format {
+    /// Checks that a `[rows, cols]` matrix can be stored in this format: for Int8, `cols` a
+    /// multiple of 4 and of `group`; for Int4, `cols` a multiple of 8 and of `group`; and
+    /// `rows * cols` must not overflow.
+    pub fn check_shape(self, rows: usize, cols: usize) -> std::result::Result<(), String> {
+        rows.checked_mul(cols).ok_or_else(|| format!("[{rows}, {cols}] has too many elements"))?;
+        let (group, per_word) = match self {
+            Format::F32 => return Ok(()),
+            Format::Int8 { group } => (group, 4),
+            Format::Int4 { group, .. } => (group, 8),
+        };
+        if group == 0 {
+            return Err(format!("{self:?}: a group of 0 elements"));
+        }
+        if !cols.is_multiple_of(group) || !cols.is_multiple_of(per_word) {
+            return Err(format!(
+                "{self:?} needs the row length to be a multiple of {group} (the group) and of {per_word} \
+                 (values per word); rows here have {cols} elements"
+            ));
+        }
+        Ok(())
+    }
+
+    /// u32 words of `scales` per group: 0 for F32, 1 for Int8 and narrow Int4, 2 for wide Int4.
+    pub fn scale_words_per_group(self) -> usize {
+        match self {
+            Format::F32 => 0,
+            Format::Int8 { .. } | Format::Int4 { wide_scales: false, .. } => 1,
+            Format::Int4 { wide_scales: true, .. } => 2,
+        }
+    }
+}
+
+/// A weight matrix as the GPU kernels read it: row-major `[rows, cols]`, rows = outputs,
+/// cols = inputs. See the module documentation for the layouts.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PackedMatrix {
+    pub rows: usize,
+    pub cols: usize,
+    pub format: Format,
+    pub qs: Vec<u32>,
+    pub scales: Vec<u32>,
+}
+
+/// WGSL's `pack2x16float(d, m)`: `d` in the low 16 bits, `m` in the high 16 bits.
+pub fn pack_f16_pair(d: f16, m: f16) -> u32 {
+    u32::from(d.to_bits()) | (u32::from(m.to_bits()) << 16)
+}
+
+/// WGSL's `unpack2x16float`, widened to f32 (exact): `(low half, high half)`.
+pub fn unpack_f16_pair(word: u32) -> (f32, f32) {
+    (f16::from_bits(word as u16).to_f32(), f16::from_bits((word >> 16) as u16).to_f32())
+}
+
+/// `x` as an f16 when the conversion is exact (a finite f16 with the same value), else `None`.
+pub(crate) fn exact_f16(x: f32) -> Option<f16> {
+    let h = f16::from_f32(x);
+    (h.is_finite() && h.to_f32() == x).then_some(h)
+}
+
+/// The name a matrix takes in errors before the caller knows the tensor's name.
+fn unnamed(dtype: impl std::fmt::Debug, rows: usize, cols: usize) -> String {
+    format!("{dtype:?} matrix [{rows}, {cols}]")
+}
+
+/// Replaces the name in an `Error::Tensor` (raised by a constructor that did not know it).
+pub(crate) fn rename(e: Error, name: &str) -> Error {
+    match e {
+        Error::Tensor { problem, .. } => Error::tensor(name, problem),
+        other => other,
+    }
+}
+
+/// Packs 8 nibbles (element order) into one word, element `j` in bits `4j..4j + 4`.
+pub(crate) fn nibble_word(q: &[u8]) -> u32 {
+    q.iter().take(8).enumerate().fold(0u32, |w, (j, &v)| w | (u32::from(v & 0x0F) << (4 * j)))
+}
+
+/// Packs 4 signed bytes (element order) into one word, element `j` in bits `8j..8j + 8`.
+fn byte_word(q: &[i8]) -> u32 {
+    u32::from_le_bytes([q[0] as u8, q[1] as u8, q[2] as u8, q[3] as u8])
+}
+
+fn read_f16_bits(bytes: &[u8], at: usize) -> u16 {
+    u16::from_le_bytes([bytes[at], bytes[at + 1]])
+}
+
+impl PackedMatrix {
+    /// A matrix from its parts, checked: the shape suits the format, and `qs` and `scales`
+    /// have exactly the lengths the format implies. Errors are `Error::Tensor`.
+    pub fn new(rows: usize, cols: usize, format: Format, qs: Vec<u32>, scales: Vec<u32>) -> Result<PackedMatrix> {
+        let m = PackedMatrix { rows, cols, format, qs, scales };
+        m.validate()?;
+        Ok(m)
+    }
+
+    /// Checks the invariants that [`PackedMatrix::new`] checks (the fields are public).
+    pub fn validate(&self) -> Result<()> {
+        let name = || unnamed(self.format, self.rows, self.cols);
+        self.format.check_shape(self.rows, self.cols).map_err(|p| Error::tensor(name(), p))?;
+        let words = self.rows * self.row_words();
+        let scales = self.rows * self.groups_per_row() * self.format.scale_words_per_group();
+        if self.qs.len() != words || self.scales.len() != scales {
+            return Err(Error::tensor(
+                name(),
+                format!(
+                    "expected {words} words of values and {scales} of scales, found {} and {}",
+                    self.qs.len(),
+                    self.scales.len()
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// An F32 matrix holding `data` (`rows * cols` values, row-major). Panics on a length mismatch.
+    pub fn from_f32(rows: usize, cols: usize, data: &[f32]) -> PackedMatrix {
+        assert_eq!(rows.checked_mul(cols), Some(data.len()), "from_f32: {} values for [{rows}, {cols}]", data.len());
+        PackedMatrix { rows, cols, format: Format::F32, qs: data.iter().map(|v| v.to_bits()).collect(), scales: vec![] }
+    }
+
+    /// An F32 matrix from a tensor of any rank: `cols` is the last dimension, `rows` the product
+    /// of the others (a 3-D stack `[E, R, C]` becomes `[E * R, C]`; a vector is one row).
+    pub fn from_tensor(t: &Tensor) -> PackedMatrix {
+        let cols = t.shape.last().copied().unwrap_or(1);
+        let rows = t.shape.iter().rev().skip(1).product();
+        PackedMatrix::from_f32(rows, cols, &t.data)
+    }
+
+    /// u32 words of `qs` per row: `cols` (F32), `cols / 4` (Int8), `cols / 8` (Int4).
+    pub fn row_words(&self) -> usize {
+        match self.format {
+            Format::F32 => self.cols,
+            Format::Int8 { .. } => self.cols / 4,
+            Format::Int4 { .. } => self.cols / 8,
+        }
+    }
+
+    /// Groups per row: `cols / group`; 0 for F32, which has no scales.
+    pub fn groups_per_row(&self) -> usize {
+        match self.format {
+            Format::F32 => 0,
+            Format::Int8 { group } | Format::Int4 { group, .. } => self.cols / group,
+        }
+    }
+
+    /// Bytes the matrix takes on the GPU: `4 * (qs.len() + scales.len())`.
+    pub fn size_in_bytes(&self) -> usize {
+        4 * (self.qs.len() + self.scales.len())
+    }
+
+    /// Dequantizes row `r` into `out` (`cols` values), in f32 exactly as the kernels do:
+    /// `d * q + m` for Int4, `s * q` for Int8. Panics when `r` or `out` is out of range.
+    pub fn dequantize_row(&self, r: usize, out: &mut [f32]) {
+        let out = &mut out[..self.cols];
+        let rw = self.row_words();
+        let words = &self.qs[r * rw..(r + 1) * rw];
+        match self.format {
+            Format::F32 => out.iter_mut().zip(words).for_each(|(o, &w)| *o = f32::from_bits(w)),
+            Format::Int8 { group } => {
+                let gpr = self.cols / group;
+                for (g, chunk) in out.chunks_exact_mut(group).enumerate() {
+                    let s = f32::from_bits(self.scales[r * gpr + g]);
+                    for (k, o) in chunk.iter_mut().enumerate() {
+                        let e = g * group + k;
+                        let q = (words[e / 4] >> (8 * (e % 4))) as u8 as i8;
+                        *o = s * f32::from(q);
+                    }
+                }
+            }
+            Format::Int4 { group, wide_scales } => {
+                let gpr = self.cols / group;
+                for (g, chunk) in out.chunks_exact_mut(group).enumerate() {
+                    let at = r * gpr + g;
+                    let (d, m) = match wide_scales {
+                        false => unpack_f16_pair(self.scales[at]),
+                        true => (f32::from_bits(self.scales[2 * at]), f32::from_bits(self.scales[2 * at + 1])),
+                    };
+                    for (k, o) in chunk.iter_mut().enumerate() {
+                        let e = g * group + k;
+                        let q = (words[e / 8] >> (4 * (e % 8))) & 0x0F;
+                        *o = d * q as f32 + m;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Every value in f32, row-major `[rows, cols]` (see [`PackedMatrix::dequantize_row`]).
+    pub fn dequantize(&self) -> Vec<f32> {
+        let mut out = vec![0.0f32; self.rows * self.cols];
+        if self.cols > 0 {
+            for (r, row) in out.chunks_exact_mut(self.cols).enumerate() {
+                self.dequantize_row(r, row);
+            }
+        }
+        out
+    }
+
+    /// `y = W x`, the CPU twin of the matrix-vector kernel: each weight is dequantized in f32
+    /// as [`PackedMatrix::dequantize_row`] does, and `y[r] = sum over c of w[r][c] * x[c]`
+    /// accumulates in f32 in increasing `c`. `x` has `cols` values; `y` has `rows`.
+    pub fn matvec(&self, x: &[f32]) -> Vec<f32> {
+        assert_eq!(x.len(), self.cols, "matvec: x has {} values, the matrix {} columns", x.len(), self.cols);
+        self.matmul_rows(x, 1)
+    }
+
+    /// `Y = X W^T` for `x` = `[T, cols]` row-major, giving `[T, rows]`: row `t` of the result
+    /// equals `matvec(x[t])` bit for bit (the CPU twin of the batched kernel).
+    pub fn matmul(&self, x: &[f32]) -> Vec<f32> {
+        if self.cols == 0 {
+            assert!(x.is_empty(), "matmul: a matrix without columns takes no input");
+            return vec![];
+        }
+        assert!(
+            x.len().is_multiple_of(self.cols),
+            "matmul: {} input values are not whole rows of {}",
+            x.len(),
+            self.cols
+        );
+        self.matmul_rows(x, x.len() / self.cols)
+    }
+
+    fn matmul_rows(&self, x: &[f32], t: usize) -> Vec<f32> {
+        let mut out = vec![0.0f32; t * self.rows];
+        let mut w = vec![0.0f32; self.cols];
+        for r in 0..self.rows {
+            self.dequantize_row(r, &mut w);
+            for ti in 0..t {
+                let xs = &x[ti * self.cols..(ti + 1) * self.cols];
+                let mut acc = 0.0f32;
+                for (a, b) in w.iter().zip(xs) {
+                    acc += a * b;
+                }
+                out[ti * self.rows + r] = acc;
+            }
+        }
+        out
+    }
+
+    /// Repacks ggml blocks (`rows` rows of `cols` elements, as a GGUF tensor with `ne[0] = cols`
+    /// stores them) without loss: `dequantize()` equals `quant::ggml::dequantize` value for
+    /// value (the one possible difference is the sign of a zero: ggml's `d * (q - 8)` gives -0
+    /// where `d * q + m` gives +0).
+    ///
+    /// - Q4_0 → `Int4 { 32 }` with `(d, -8d)` as f16 pairs (exact: `-8d` only shifts the
+    ///   exponent); wide scales only if some `-8d` overflows f16 (|d| > 8188).
+    /// - Q4_1 → `Int4 { 32 }` with the block's f16 `(d, m)`.
+    /// - Q4_K → `Int4 { 32, wide }`: per 32-element sub-block `d_sub = d * sc`,
+    ///   `m_sub = -(dmin * min)` in f32, as ggml's dequantization computes them.
+    /// - Q8_0 → `Int8 { 32 }` with `s = d`; Q6_K → `Int8 { 16 }` with `s = d * sc` in f32 and
+    ///   `q - 32` in -32..31.
+    /// - F32, F16, BF16 → `F32`.
+    ///
+    /// Errors (`Error::Tensor`): a non-ggml dtype, a row that is not whole blocks, a byte count
+    /// that does not match.
+    pub fn from_ggml(dtype: DType, rows: usize, cols: usize, bytes: &[u8]) -> Result<PackedMatrix> {
+        let err = |p: String| Error::tensor(unnamed(dtype, rows, cols), p);
+        let (per_block, block_bytes) =
+            ggml::block_info(dtype).ok_or_else(|| err(format!("{dtype:?} is not a ggml block format")))?;
+        let n = rows.checked_mul(cols).ok_or_else(|| err("too many elements".into()))?;
+        if !cols.is_multiple_of(per_block) {
+            return Err(err(format!("rows of {cols} elements are not whole {dtype:?} blocks of {per_block}")));
+        }
+        let expected = (n / per_block).checked_mul(block_bytes).ok_or_else(|| err("too many bytes".into()))?;
+        if bytes.len() != expected {
+            return Err(err(format!(
+                "{n} elements of {dtype:?} take {expected} bytes, but {} were given",
+                bytes.len()
+            )));
+        }
+        let blocks = bytes.chunks_exact(block_bytes);
+        let n_blocks = n / per_block;
+        let (format, qs, scales) = match dtype {
+            DType::F32 | DType::F16 | DType::BF16 => {
+                let values = ggml::dequantize(dtype, bytes, n).map_err(err)?;
+                (Format::F32, values.iter().map(|v| v.to_bits()).collect(), vec![])
+            }
+            DType::Q8_0 => {
+                let mut qs = Vec::with_capacity(n / 4);
+                let mut scales = Vec::with_capacity(n_blocks);
+                for b in blocks {
+                    scales.push(f16::from_bits(read_f16_bits(b, 0)).to_f32().to_bits());
+                    qs.extend(b[2..2 + QK].chunks_exact(4).map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]])));
+                }
+                (Format::Int8 { group: QK }, qs, scales)
+            }
+            DType::Q6_K => {
+                let mut qs = Vec::with_capacity(n / 4);
+                let mut scales = Vec::with_capacity(n_blocks * 16);
+                for b in blocks {
+                    let (q, s) = q6_k_values(b);
+                    qs.extend(q.chunks_exact(4).map(byte_word));
+                    scales.extend(s.iter().map(|v| v.to_bits()));
+                }
+                (Format::Int8 { group: 16 }, qs, scales)
+            }
+            DType::Q4_0 | DType::Q4_1 => {
+                let mut qs = Vec::with_capacity(n / 8);
+                let mut pairs = Vec::with_capacity(n_blocks);
+                for b in blocks {
+                    let d = f16::from_bits(read_f16_bits(b, 0));
+                    let (m, nib) = match dtype {
+                        DType::Q4_0 => (-8.0 * d.to_f32(), &b[2..2 + QK / 2]),
+                        _ => (f16::from_bits(read_f16_bits(b, 2)).to_f32(), &b[4..4 + QK / 2]),
+                    };
+                    pairs.push((d, m));
+                    let mut q = [0u8; QK];
+                    for (j, &byte) in nib.iter().enumerate() {
+                        q[j] = byte & 0x0F;
+                        q[j + QK / 2] = byte >> 4;
+                    }
+                    qs.extend(q.chunks_exact(8).map(nibble_word));
+                }
+                // Q4_1's m is an f16 already (its bits are kept as they are); Q4_0's -8d is an
+                // f16 unless it overflows, and then the whole matrix takes wide scales.
+                let narrow: Option<Vec<u32>> = match dtype {
+                    DType::Q4_0 => pairs.iter().map(|&(d, m)| Some(pack_f16_pair(d, exact_f16(m)?))).collect(),
+                    _ => Some(
+                        bytes.chunks_exact(block_bytes).map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect(),
+                    ),
+                };
+                match narrow {
+                    Some(scales) => (Format::Int4 { group: QK, wide_scales: false }, qs, scales),
+                    None => {
+                        let scales = pairs.iter().flat_map(|&(d, m)| [d.to_f32().to_bits(), m.to_bits()]).collect();
+                        (Format::Int4 { group: QK, wide_scales: true }, qs, scales)
+                    }
+                }
+            }
+            DType::Q4_K => {
+                let mut qs = Vec::with_capacity(n / 8);
+                let mut scales = Vec::with_capacity(n_blocks * 16);
+                for b in blocks {
+                    let (q, pairs) = q4_k_values(b);
+                    qs.extend(q.chunks_exact(8).map(nibble_word));
+                    scales.extend(pairs.iter().flat_map(|&(d, m)| [d.to_bits(), m.to_bits()]));
+                }
+                (Format::Int4 { group: QK, wide_scales: true }, qs, scales)
+            }
+            DType::Int4 => return Err(err("Int4 is not a ggml block format".into())),
+        };
+        PackedMatrix::new(rows, cols, format, qs, scales)
+    }
+}
+
+/// One Q4_K super-block: its 256 nibbles in element order and each 32-element sub-block's
+/// `(d * sc, -(dmin * min))`, computed in f32 as [`ggml::dequantize_block_q4_k`] computes them.
+fn q4_k_values(block: &[u8]) -> ([u8; QK_K], [(f32, f32); 8]) {
+    let d = f16::from_bits(read_f16_bits(block, 0)).to_f32();
+    let dmin = f16::from_bits(read_f16_bits(block, 2)).to_f32();
+    let packed_scales = &block[4..16];
+    let nib = &block[16..16 + QK_K / 2];
+    let mut pairs = [(0.0f32, 0.0f32); 8];
+    for (j, p) in pairs.iter_mut().enumerate() {
+        let (sc, min) = ggml::q4_k_scale_min(j, packed_scales);
+        *p = (d * f32::from(sc), -(dmin * f32::from(min)));
+    }
+    let mut q = [0u8; QK_K];
+    for run in 0..4 {
+        for l in 0..32 {
+            let byte = nib[32 * run + l];
+            q[64 * run + l] = byte & 0x0F;
+            q[64 * run + 32 + l] = byte >> 4;
+        }
+    }
+    (q, pairs)
+}
+
+/// One Q6_K super-block: its 256 values `q - 32` in element order and each 16-element
+/// sub-block's scale `d * sc` in f32 (ggml's `d * scale * (q - 32)` evaluates `d * scale` first).
+fn q6_k_values(block: &[u8]) -> ([i8; QK_K], [f32; 16]) {
+    let d = f16::from_bits(read_f16_bits(block, 208)).to_f32();
+    let mut scales = [0.0f32; 16];
+    for (j, s) in scales.iter_mut().enumerate() {
+        *s = d * f32::from(block[192 + j] as i8);
+    }
+    let mut q = [0i8; QK_K];
+    for half in 0..2 {
+        let ql = &block[64 * half..64 * half + 64];
+        let qh = &block[128 + 32 * half..128 + 32 * half + 32];
+        for l in 0..32 {
+            let h = qh[l];
+            let v = [
+                (ql[l] & 0x0F) | ((h & 0x03) << 4),
+                (ql[l + 32] & 0x0F) | (((h >> 2) & 0x03) << 4),
+                (ql[l] >> 4) | (((h >> 4) & 0x03) << 4),
+                (ql[l + 32] >> 4) | (((h >> 6) & 0x03) << 4),
+            ];
+            for (k, &vk) in v.iter().enumerate() {
+                q[128 * half + l + 32 * k] = vk as i8 - 32;
+            }
+        }
+    }
+    (q, scales)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn f16_pair_matches_wgsl_layout() {
+        let w = pack_f16_pair(f16::from_f32(1.0), f16::from_f32(-2.0));
+        assert_eq!(w, 0x3C00 | (0xC000 << 16));
+        assert_eq!(unpack_f16_pair(w), (1.0, -2.0));
+    }
+
+    #[test]
+    fn int4_layout_by_hand() {
+        // One row of 16: group 8; word 0 holds elements 0..8 (0x76543210), word 1 elements 8..16.
+        let m = PackedMatrix::new(
+            1,
+            16,
+            Format::Int4 { group: 8, wide_scales: false },
+            vec![0x7654_3210, 0xFEDC_BA98],
+            vec![
+                pack_f16_pair(f16::from_f32(0.5), f16::from_f32(-1.0)),
+                pack_f16_pair(f16::from_f32(2.0), f16::from_f32(1.0)),
+            ],
+        )
+        .unwrap();
+        let expected: Vec<f32> =
+            (0..16).map(|e| if e < 8 { 0.5 * e as f32 - 1.0 } else { 2.0 * e as f32 + 1.0 }).collect();
+        assert_eq!(m.dequantize(), expected);
+        assert_eq!((m.row_words(), m.groups_per_row(), m.size_in_bytes()), (2, 2, 16));
+        let wide = PackedMatrix::new(
+            1,
+            16,
+            Format::Int4 { group: 16, wide_scales: true },
+            m.qs.clone(),
+            vec![0.25f32.to_bits(), 3.0f32.to_bits()],
+        )
+        .unwrap();
+        assert_eq!(wide.dequantize(), (0..16).map(|e| 0.25 * e as f32 + 3.0).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn int8_layout_by_hand() {
+        // Elements 0..4 = 1, -1, 127, -128; 4..8 = 0, 2, -3, 4; one group of 8 with s = 0.5.
+        let word0 = u32::from_le_bytes([1, 0xFF, 0x7F, 0x80]);
+        let word1 = u32::from_le_bytes([0, 2, (-3i8) as u8, 4]);
+        let m = PackedMatrix::new(1, 8, Format::Int8 { group: 8 }, vec![word0, word1], vec![0.5f32.to_bits()]).unwrap();
+        assert_eq!(m.dequantize(), vec![0.5, -0.5, 63.5, -64.0, 0.0, 1.0, -1.5, 2.0]);
+    }
+
+    #[test]
+    fn bad_shapes_are_errors() {
+        assert!(Format::Int4 { group: 32, wide_scales: false }.check_shape(2, 48).is_err());
+        assert!(Format::Int4 { group: 4, wide_scales: false }.check_shape(2, 12).is_err());
+        assert!(Format::Int8 { group: 4 }.check_shape(2, 12).is_ok());
+        assert!(Format::Int8 { group: 0 }.check_shape(2, 12).is_err());
+        assert!(PackedMatrix::new(1, 8, Format::Int8 { group: 8 }, vec![0], vec![0]).is_err());
+        let e = PackedMatrix::from_ggml(DType::Q4_0, 1, 48, &[0u8; 27]).unwrap_err();
+        assert!(e.to_string().contains("not whole Q4_0 blocks"), "{e}");
+        assert!(PackedMatrix::from_ggml(DType::Int4, 1, 32, &[]).is_err());
+        assert!(PackedMatrix::from_ggml(DType::Q4_0, 1, 32, &[0u8; 17]).is_err());
+    }
+
+    #[test]
+    fn tensor_shapes_flatten_leading_dims() {
+        let t = Tensor::new(vec![2, 3, 4], (0..24).map(|v| v as f32).collect());
+        let m = PackedMatrix::from_tensor(&t);
+        assert_eq!((m.rows, m.cols, m.format), (6, 4, Format::F32));
+        assert_eq!(m.dequantize(), t.data);
+        let v = PackedMatrix::from_tensor(&Tensor::new(vec![5], vec![1.0; 5]));
+        assert_eq!((v.rows, v.cols), (1, 5));
+    }
+}

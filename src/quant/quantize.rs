@@ -1,0 +1,171 @@
+//! flint's own INT4 quantizer: f32 weights to `Format::Int4 { group, wide_scales: false }`.
+
+use super::packed::{exact_f16, nibble_word, pack_f16_pair, Format, PackedMatrix};
+use crate::{Error, Result};
+use half::f16;
+
+/// The group sizes [`PackedMatrix::quantize_int4`] accepts.
+pub const INT4_GROUP_SIZES: [usize; 3] = [32, 64, 128];
+
+/// Alternating-least-squares rounds after the min/max start (the iteration also stops as soon
+/// as a round leaves every q unchanged; on Gaussian data most groups settle in 2 to 4 rounds).
+const ALS_ROUNDS: usize = 8;
+
+impl PackedMatrix {
+    /// Quantizes `data` (`[rows, cols]` row-major) to INT4 with one f16 pair `(d, m)` per
+    /// `group` consecutive elements of a row (`group` in [`INT4_GROUP_SIZES`]), `w = d * q + m`.
+    ///
+    /// ## Method
+    /// Each group is fitted on its own, to minimise the squared error of the values the kernels
+    /// will compute (`d * q + m` in f32 with the *stored* f16 `d` and `m`):
+    /// 1. Start from min/max: `d = (max - min) / 15`, `m = min`.
+    /// 2. Alternate (least squares): given the q's, the best `(d, m)` is the linear regression
+    ///    of x on q (`d = cov(q, x) / var(q)`, `m = mean(x) - d * mean(q)`; `d = 0`,
+    ///    `m = mean(x)` when every q is equal); given `(d, m)`, the best q is the grid point
+    ///    nearest to each x, `clamp(round((x - m) / d), 0, 15)`. Stop after [`ALS_ROUNDS`] rounds
+    ///    or when the q's stop changing.
+    /// 3. Every candidate, the start included, is scored after rounding `d` and `m` to f16 and
+    ///    re-rounding the q's for those stored values; the group keeps the lowest-error one.
+    ///
+    /// A constant group (all elements equal to c) gets `d = 0, m = c` when c is an f16, which
+    /// is exact (so an all-zero group is exact, and no division by `d = 0` ever happens);
+    /// otherwise a search over q in 1..15 and the f16 neighbours m of c for `d = (c - m) / q`
+    /// in f16 finds a pair that represents c exactly when one exists (for c of ordinary weight
+    /// magnitude it does, in the tests), else the closest one.
+    ///
+    /// ## Error bound
+    /// Step 3 keeps a candidate only if it beats the min/max start, so each group's squared
+    /// error is at most that of min/max with stored values `d' = f16(R / 15)`, `m' = f16(min)`
+    /// (R = max - min). For those, the grid `m' + k d'` (k = 0..15) spans `[min, max]` up to
+    /// the rounding of `m'` and `d'`, so every element is within `d' / 2` of a grid point or
+    /// within `|m' - min| + 15 |d' - R / 15|` of an end of the grid, hence
+    /// `|error| <= R / 30 * (1 + 2^-11) + 2^-11 * (|min| + R)` (f16 rounds to 11 significant
+    /// bits), plus one f32 rounding of the result. That bounds the group's RMS error too.
+    /// When each element's position inside its grid cell is uniform, the min/max error is
+    /// uniform on `[-d / 2, d / 2]`, an RMS of `d / sqrt(12) = R / (15 sqrt(12))`; the least
+    /// squares rounds only lower it (for Gaussian data they shrink the range, trading a little
+    /// clipping of the two extremes for a finer grid over the bulk).
+    ///
+    /// Errors (`Error::Tensor`): a group size not in [`INT4_GROUP_SIZES`], `cols` not a
+    /// multiple of it, a length mismatch, a non-finite value or one beyond the f16 range
+    /// (|x| > 65504).
+    pub fn quantize_int4(rows: usize, cols: usize, data: &[f32], group: usize) -> Result<PackedMatrix> {
+        let err = |p: String| Error::tensor(format!("INT4 quantization of [{rows}, {cols}]"), p);
+        if !INT4_GROUP_SIZES.contains(&group) {
+            return Err(err(format!("group size {group} is not supported (32, 64 or 128 are)")));
+        }
+        let format = Format::Int4 { group, wide_scales: false };
+        format.check_shape(rows, cols).map_err(err)?;
+        if data.len() != rows * cols {
+            return Err(err(format!("{} values given", data.len())));
+        }
+        let mut qs = Vec::with_capacity(rows * cols / 8);
+        let mut scales = Vec::with_capacity(rows * cols / group);
+        let mut q = [0u8; 128];
+        for (i, x) in data.chunks_exact(group).enumerate() {
+            if let Some(k) = x.iter().position(|v| !v.is_finite() || v.abs() > f16::MAX.to_f32()) {
+                let e = i * group + k;
+                return Err(err(format!(
+                    "value {} at row {}, column {} is outside the f16 range",
+                    x[k],
+                    e / cols.max(1),
+                    e % cols.max(1)
+                )));
+            }
+            let (d, m) = quantize_group(x, &mut q[..group]);
+            scales.push(pack_f16_pair(d, m));
+            qs.extend(q[..group].chunks_exact(8).map(nibble_word));
+        }
+        PackedMatrix::new(rows, cols, format, qs, scales)
+    }
+}
+
+/// The stored pair's squared error over `x`, with each q set to the grid point nearest its x.
+fn score(x: &[f32], d: f16, m: f16, q: &mut [u8]) -> f64 {
+    let (df, mf) = (d.to_f32(), m.to_f32());
+    let mut err = 0.0f64;
+    for (qi, &xi) in q.iter_mut().zip(x) {
+        *qi = if df > 0.0 { ((xi - mf) / df).round().clamp(0.0, 15.0) as u8 } else { 0 };
+        let w = df * f32::from(*qi) + mf;
+        err += (f64::from(xi) - f64::from(w)).powi(2);
+    }
+    err
+}
+
+/// Fits one group (see [`PackedMatrix::quantize_int4`]); writes its q's and returns `(d, m)`.
+fn quantize_group(x: &[f32], q_out: &mut [u8]) -> (f16, f16) {
+    let (lo, hi) = x.iter().fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), &v| (lo.min(v), hi.max(v)));
+    if lo == hi {
+        return constant_group(lo, q_out);
+    }
+    let n = x.len();
+    let mut q = [0u8; 128];
+    let q = &mut q[..n];
+    // 1. min/max.
+    let (mut best_d, mut best_m) = (f16::from_f64((f64::from(hi) - f64::from(lo)) / 15.0), f16::from_f32(lo));
+    let mut best = score(x, best_d, best_m, q_out);
+    q.copy_from_slice(q_out);
+    // 2. Alternating least squares from the q's of the latest candidate.
+    for _ in 0..ALS_ROUNDS {
+        let (mut sq, mut sqq, mut sx, mut sqx) = (0.0f64, 0.0f64, 0.0f64, 0.0f64);
+        for (&qi, &xi) in q.iter().zip(x) {
+            let (qf, xf) = (f64::from(qi), f64::from(xi));
+            sq += qf;
+            sqq += qf * qf;
+            sx += xf;
+            sqx += qf * xf;
+        }
+        let nf = n as f64;
+        let var = nf * sqq - sq * sq;
+        let (d, m) = match var > 0.0 {
+            true => {
+                let d = ((nf * sqx - sq * sx) / var).max(0.0);
+                (d, (sx - d * sq) / nf)
+            }
+            false => (0.0, sx / nf),
+        };
+        // 3. Score the stored values.
+        let (d16, m16) = (f16::from_f64(d), f16::from_f64(m));
+        let previous = q.to_vec();
+        let err = score(x, d16, m16, q);
+        if err < best {
+            (best, best_d, best_m) = (err, d16, m16);
+            q_out.copy_from_slice(q);
+        }
+        if *q == previous[..] {
+            break;
+        }
+    }
+    (best_d, best_m)
+}
+
+/// A group whose elements all equal `c`: `(0, c)` when c is an f16, else the pair `(d, m)` and
+/// common q with `d * q + m` (f32) nearest to c, searching q in 1..15 and m among c's two f16
+/// neighbours, `d = f16((c - m) / q)`.
+fn constant_group(c: f32, q_out: &mut [u8]) -> (f16, f16) {
+    q_out.fill(0);
+    if let Some(m) = exact_f16(c) {
+        return (f16::ZERO, m);
+    }
+    let near = f16::from_f32(c);
+    let other = match near.to_f32() < c {
+        true => f16::from_bits(if near.is_sign_negative() { near.to_bits() - 1 } else { near.to_bits() + 1 }),
+        false => f16::from_bits(if near.is_sign_negative() { near.to_bits() + 1 } else { near.to_bits() - 1 }),
+    };
+    let mut best = (f16::ZERO, near, 0u8, (f64::from(near.to_f32()) - f64::from(c)).abs());
+    for m in [near, other].into_iter().filter(|m| m.is_finite()) {
+        for q in 1..=15u8 {
+            let d = f16::from_f64((f64::from(c) - f64::from(m.to_f32())) / f64::from(q));
+            let w = d.to_f32() * f32::from(q) + m.to_f32();
+            let err = (f64::from(w) - f64::from(c)).abs();
+            if err < best.3 {
+                best = (d, m, q, err);
+            }
+        }
+        if best.3 == 0.0 {
+            break;
+        }
+    }
+    q_out.fill(best.2);
+    (best.0, best.1)
+}
