@@ -24,15 +24,19 @@
 //   3 expert_ranges  storage rw     u32 [E, 2]   (offset, count)
 //   4 rows           storage rw     u32 [max_tokens * k]
 //   5 active_experts storage rw     u32 [1 + E]
-// Overrides: WG (threads, 256), E (= num_experts: sizes workgroup memory), CHUNK (ids staged at once).
+// Overrides: WG (threads, 256), E (= num_experts), WORDS (mask words per expert), MASKS (= E * WORDS).
 // Dispatch: (1, 1, 1), one workgroup. Phases: (1) counts with workgroup atomics (integer, so
-// order-free), (2) thread 0 forms offsets, ranges and the active list, (3) the ids pass through
-// workgroup memory CHUNK at a time; thread e (and e + WG, ...) scans each chunk in order and
-// appends its rows at its expert's cursor, which keeps each expert's rows ascending.
+// order-free); (2) thread 0 forms offsets, ranges and the active list, and each expert's
+// cursor = its offset; (3) per chunk of 32 * WORDS tokens: each (token, slot) pair sets its
+// token's bit in its expert's token mask (atomicOr: order-free), then writes its row at
+// cursor[e] + the number of mask bits below its token (so an expert's rows come out in token
+// order, whatever the thread schedule), and the cursors advance by the mask populations.
+// This needs each token's k experts to be distinct, as moe_route makes them.
 
 override WG: u32 = 256u;
 override E: u32 = 128u;
-override CHUNK: u32 = 1024u;
+override WORDS: u32 = 16u;
+override MASKS: u32 = 2048u;
 
 struct Params { num_experts: u32, top_k: u32, _pad0: u32, _pad1: u32 }
 struct Step { n_tokens: u32, position: u32, _pad0: u32, _pad1: u32 }
@@ -46,12 +50,14 @@ struct Step { n_tokens: u32, position: u32, _pad0: u32, _pad1: u32 }
 
 var<workgroup> counts: array<atomic<u32>, E>;
 var<workgroup> cursor: array<u32, E>;
-var<workgroup> chunk: array<u32, CHUNK>;
+var<workgroup> masks: array<atomic<u32>, MASKS>;
 
 @compute @workgroup_size(WG)
 fn main(@builtin(local_invocation_index) lid: u32) {
     let n_experts = params.num_experts;
-    let n = step.n_tokens * params.top_k;
+    let k = params.top_k;
+    let n_tokens = step.n_tokens;
+    let n = n_tokens * k;
 
     for (var e = lid; e < n_experts; e += WG) {
         atomicStore(&counts[e], 0u);
@@ -83,21 +89,41 @@ fn main(@builtin(local_invocation_index) lid: u32) {
     }
     workgroupBarrier();
 
-    for (var start = 0u; start < n; start += CHUNK) {
-        let len = min(CHUNK, n - start);
-        for (var j = lid; j < len; j += WG) {
-            chunk[j] = expert_ids[start + j];
+    let chunk = 32u * WORDS;
+    for (var t0 = 0u; t0 < n_tokens; t0 += chunk) {
+        let r_end = min(t0 + chunk, n_tokens) * k;
+        for (var i = lid; i < n_experts * WORDS; i += WG) {
+            atomicStore(&masks[i], 0u);
+        }
+        workgroupBarrier();
+        for (var r = t0 * k + lid; r < r_end; r += WG) {
+            let e = expert_ids[r];
+            if (e < n_experts) {
+                let tl = r / k - t0;
+                atomicOr(&masks[e * WORDS + tl / 32u], 1u << (tl % 32u));
+            }
+        }
+        workgroupBarrier();
+        for (var r = t0 * k + lid; r < r_end; r += WG) {
+            let e = expert_ids[r];
+            if (e < n_experts) {
+                let tl = r / k - t0;
+                let w = tl / 32u;
+                var pos = cursor[e];
+                for (var j = 0u; j < w; j++) {
+                    pos += countOneBits(atomicLoad(&masks[e * WORDS + j]));
+                }
+                pos += countOneBits(atomicLoad(&masks[e * WORDS + w]) & ((1u << (tl % 32u)) - 1u));
+                rows[pos] = r;
+            }
         }
         workgroupBarrier();
         for (var e = lid; e < n_experts; e += WG) {
-            var pos = cursor[e];
-            for (var j = 0u; j < len; j++) {
-                if (chunk[j] == e) {
-                    rows[pos] = start + j;
-                    pos += 1u;
-                }
+            var c = 0u;
+            for (var j = 0u; j < WORDS; j++) {
+                c += countOneBits(atomicLoad(&masks[e * WORDS + j]));
             }
-            cursor[e] = pos;
+            cursor[e] += c;
         }
         workgroupBarrier();
     }

@@ -16,8 +16,9 @@
 // Overrides: WG (threads per workgroup, a power of two), E (= num_experts: sizes workgroup memory).
 // Dispatch: (max_tokens, 1, 1) workgroups of WG threads, one workgroup per token; workgroups
 // past n_tokens return at once. Threads take experts e = lid, lid + WG, ...; max and sum are
-// tree reductions in workgroup memory; each of the k picks is an arg-max tree reduction over
-// (p, index) with ties to the lower index, after which the pick is masked out with p = -1.
+// tree reductions in workgroup memory; then each expert counts the experts before it in the
+// order (p descending, index ascending), and those of rank < k write their slot; threads
+// s < k then form the renormalising sum (each the same, in slot order) and write slot s.
 
 override WG: u32 = 64u;
 override E: u32 = 128u;
@@ -33,8 +34,7 @@ struct Step { n_tokens: u32, position: u32, _pad0: u32, _pad1: u32 }
 
 var<workgroup> probs: array<f32, E>;
 var<workgroup> red_v: array<f32, WG>;
-var<workgroup> red_i: array<u32, WG>;
-// The picks so far (k <= 64).
+// The picks, by slot (k <= 64 <= WG).
 var<workgroup> pick_id: array<u32, 64>;
 var<workgroup> pick_p: array<f32, 64>;
 
@@ -85,52 +85,33 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
     }
     workgroupBarrier();
 
-    // k rounds of arg-max; ties to the lower index.
-    for (var slot = 0u; slot < k; slot++) {
-        var bv = -2.0;
-        var bi = 0xffffffffu;
-        for (var e = lid; e < n; e += WG) {
-            let v = probs[e];
-            if (v > bv) { // ascending e: an equal value keeps the lower index
-                bv = v;
-                bi = e;
-            }
+    // Each expert's rank in the order (p descending, index ascending): the top k write
+    // themselves into their slot.
+    for (var e = lid; e < n; e += WG) {
+        let p = probs[e];
+        var rank = 0u;
+        for (var j = 0u; j < n; j++) {
+            let q = probs[j];
+            rank += select(0u, 1u, q > p || (q == p && j < e));
         }
-        red_v[lid] = bv;
-        red_i[lid] = bi;
-        workgroupBarrier();
-        for (var stride = WG / 2u; stride > 0u; stride /= 2u) {
-            if (lid < stride) {
-                let ov = red_v[lid + stride];
-                let oi = red_i[lid + stride];
-                if (ov > red_v[lid] || (ov == red_v[lid] && oi < red_i[lid])) {
-                    red_v[lid] = ov;
-                    red_i[lid] = oi;
-                }
-            }
-            workgroupBarrier();
+        if (rank < k) {
+            pick_id[rank] = e;
+            pick_p[rank] = p;
         }
-        if (lid == 0u) {
-            let id = red_i[0];
-            pick_id[slot] = id;
-            pick_p[slot] = red_v[0];
-            probs[id] = -1.0;
-        }
-        workgroupBarrier();
     }
+    workgroupBarrier();
 
-    if (lid == 0u) {
+    // Thread s < k writes slot s; each forms the same sum, in slot order.
+    if (lid < k) {
         var sum = 0.0;
         for (var slot = 0u; slot < k; slot++) {
             sum += pick_p[slot];
         }
-        for (var slot = 0u; slot < k; slot++) {
-            var w = pick_p[slot];
-            if (params.renormalize != 0u) {
-                w = w / sum;
-            }
-            expert_ids[t * k + slot] = pick_id[slot];
-            expert_weights[t * k + slot] = w;
+        var w = pick_p[lid];
+        if (params.renormalize != 0u) {
+            w = w / sum;
         }
+        expert_ids[t * k + lid] = pick_id[lid];
+        expert_weights[t * k + lid] = w;
     }
 }

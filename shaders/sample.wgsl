@@ -1,6 +1,7 @@
 // sample.wgsl — picks the next token from one row of logits, bit for bit as the CPU twin
 // `sampler::sample(logits, params, n)` does (see src/sampler.rs for the definitions), where n
-// is the generation step, kept on the GPU in state[0] and incremented here.
+// is the generation step, kept on the GPU in state[0] and incremented here. Runs after
+// sample_argmax.wgsl, whose per-block argmaxes it reduces first.
 //
 //   greedy:  token = argmax(logits), ties to the lowest id (float comparison).
 //   else:    key(l) = IEEE total-order image of l as u32; max = the greedy token's logit;
@@ -36,13 +37,18 @@
 //   5 state      storage rw     u32 [1]: the generation step n (the host zeroes it per request)
 //   6 token_ids  storage rw     u32 [>= 1]: [0] = the token (the next step's input)
 //   7 ring       storage rw     u32 [ring_len]: [n % ring_len] = the token (for readback)
+//   8 partials   storage read   u32 [2 * ceil(vocab / 4096)]: sample_argmax's (max bits, id) per block
 // Dispatch: (1, 1, 1), one workgroup of 256 threads. Passes over the vocabulary use strided
 // (coalesced) indexing, except those that need id order, which give each thread a contiguous
-// block. Workgroup memory ~12 KiB.
+// block; loads are issued 8 at a time. Workgroup memory ~11 KiB.
 
 const WG: u32 = 256u; // also the number of histogram bins
 override CAP: u32 = 1024u;
+// Tests only: instead of the ring slot, write [token, u, Z lo, Z hi, W lo, W hi, target lo,
+// target hi, K, tie_last, tau] to ring[0..11] (sampler::Trace).
+override DEBUG: bool = false;
 const NONE: u32 = 0xffffffffu;
+const BLOCK: u32 = 4096u; // sample_argmax.wgsl's
 
 struct Params { vocab: u32, ring_len: u32, last_row: u32, _pad: u32 }
 struct Step { n_tokens: u32, position: u32, _pad0: u32, _pad1: u32 }
@@ -59,6 +65,7 @@ struct Request {
 @group(0) @binding(5) var<storage, read_write> state: array<u32>;
 @group(0) @binding(6) var<storage, read_write> token_ids: array<u32>;
 @group(0) @binding(7) var<storage, read_write> ring: array<u32>;
+@group(0) @binding(8) var<storage, read> partials: array<u32>;
 
 var<workgroup> tab: array<u32, 512>;
 var<workgroup> hist_lo: array<atomic<u32>, WG>;
@@ -135,6 +142,49 @@ fn uniform_bits(seed: vec2<u32>, n: u32) -> u32 {
     return z.y >> 8u;
 }
 
+// Loads are issued 8 at a time (clamped into range, so unconditionally) into two vec4s, then
+// used: one workgroup has few threads to hide memory latency with.
+const U: u32 = 8u;
+
+fn load4(base: u32, i: u32, stride: u32, last: u32) -> vec4<f32> {
+    return vec4<f32>(
+        logits[base + min(i, last)],
+        logits[base + min(i + stride, last)],
+        logits[base + min(i + 2u * stride, last)],
+        logits[base + min(i + 3u * stride, last)],
+    );
+}
+
+// Item ids j, j + stride, ... (clamped to last), and their logits.
+fn ids4(j: u32, stride: u32, last: u32, compact: bool) -> vec4<u32> {
+    return vec4<u32>(
+        item_id(min(j, last), compact),
+        item_id(min(j + stride, last), compact),
+        item_id(min(j + 2u * stride, last), compact),
+        item_id(min(j + 3u * stride, last), compact),
+    );
+}
+
+fn gather4(base: u32, ids: vec4<u32>) -> vec4<f32> {
+    return vec4<f32>(logits[base + ids.x], logits[base + ids.y], logits[base + ids.z], logits[base + ids.w]);
+}
+
+fn pick(u: u32, a: vec4<f32>, b: vec4<f32>) -> f32 {
+    return select(b[u & 3u], a[u & 3u], u < 4u);
+}
+
+fn pick_id(u: u32, a: vec4<u32>, b: vec4<u32>) -> u32 {
+    return select(b[u & 3u], a[u & 3u], u < 4u);
+}
+
+// The id of item j: a compacted candidate, or the token j itself.
+fn item_id(j: u32, compact: bool) -> u32 {
+    if (compact) {
+        return cids[j];
+    }
+    return j;
+}
+
 fn key_of(v: f32) -> u32 {
     let b = bitcast<u32>(v);
     return select(b | 0x80000000u, ~b, (b & 0x80000000u) != 0u);
@@ -142,7 +192,7 @@ fn key_of(v: f32) -> u32 {
 
 fn weight(l: f32, mx: f32) -> u32 {
     let y = max((l - mx) * request.scale, -64.0);
-    let a = u32(-y * 65536.0 + 0.5);
+    let a = u32(-y * 65536.0);
     let n = a >> 16u;
     let f = a & 0xffffu;
     let p = mul_wide(tab[f >> 8u], tab[256u + (f & 255u)]);
@@ -164,14 +214,15 @@ fn main(@builtin(local_invocation_index) lid: u32) {
         tab[i] = tables[i];
     }
 
-    // ---- argmax, ties to the lowest id ----
+    // ---- argmax, ties to the lowest id: the blocks' (sample_argmax.wgsl) ----
     var bv = 0.0;
     var bi = NONE;
-    for (var i = lid; i < vocab; i += WG) {
-        let v = logits[base + i];
+    let n_blocks = (vocab + BLOCK - 1u) / BLOCK;
+    for (var b = lid; b < n_blocks; b += WG) {
+        let v = bitcast<f32>(partials[2u * b]);
         if (bi == NONE || v > bv) {
             bv = v;
-            bi = i;
+            bi = partials[2u * b + 1u];
         }
     }
     red_v[lid] = bv;
@@ -216,10 +267,14 @@ fn main(@builtin(local_invocation_index) lid: u32) {
             let shift = 24u - 8u * level;
             atomicStore(&hist_lo[lid], 0u);
             workgroupBarrier();
-            for (var i = lid; i < vocab; i += WG) {
-                let k = key_of(logits[base + i]);
-                if ((k & mask) == prefix) {
-                    atomicAdd(&hist_lo[(k >> shift) & 255u], 1u);
+            for (var i0 = lid; i0 < vocab; i0 += U * WG) {
+                let va = load4(base, i0, WG, vocab - 1u);
+                let vb = load4(base, i0 + 4u * WG, WG, vocab - 1u);
+                for (var u = 0u; u < U; u++) {
+                    let k = key_of(pick(u, va, vb));
+                    if (i0 + u * WG < vocab && (k & mask) == prefix) {
+                        atomicAdd(&hist_lo[(k >> shift) & 255u], 1u);
+                    }
                 }
             }
             workgroupBarrier();
@@ -252,10 +307,15 @@ fn main(@builtin(local_invocation_index) lid: u32) {
         let hi = min(lo + blk, vocab);
         var above = 0u;
         var ties = 0u;
-        for (var i = lo; i < hi; i++) {
-            let k = key_of(logits[base + i]);
-            above += select(0u, 1u, k > kth);
-            ties += select(0u, 1u, k == kth);
+        for (var i0 = lo; i0 < hi; i0 += U) {
+            let va = load4(base, i0, 1u, hi - 1u);
+            let vb = load4(base, i0 + 4u, 1u, hi - 1u);
+            for (var u = 0u; u < U; u++) {
+                let k = key_of(pick(u, va, vb));
+                let inside = i0 + u < hi;
+                above += select(0u, 1u, inside && k > kth);
+                ties += select(0u, 1u, inside && k == kth);
+            }
         }
         red_a[lid] = above;
         red_b[lid] = ties;
@@ -297,11 +357,16 @@ fn main(@builtin(local_invocation_index) lid: u32) {
         if (top_k <= CAP) {
             compact = true;
             var at = red_a[lid];
-            for (var i = lo; i < hi; i++) {
-                let k = key_of(logits[base + i]);
-                if (k > kth || (k == kth && i <= tie_last)) {
-                    cids[at] = i;
-                    at += 1u;
+            for (var i0 = lo; i0 < hi; i0 += U) {
+                let va = load4(base, i0, 1u, hi - 1u);
+                let vb = load4(base, i0 + 4u, 1u, hi - 1u);
+                for (var u = 0u; u < U; u++) {
+                    let i = i0 + u;
+                    let k = key_of(pick(u, va, vb));
+                    if (i < hi && (k > kth || (k == kth && i <= tie_last))) {
+                        cids[at] = i;
+                        at += 1u;
+                    }
                 }
             }
         }
@@ -315,15 +380,17 @@ fn main(@builtin(local_invocation_index) lid: u32) {
 
     // ---- Z: the candidates' weight ----
     var z = vec2<u32>(0u, 0u);
-    for (var j = lid; j < n_items; j += WG) {
-        var id = j;
-        if (compact) {
-            id = cids[j];
-        }
-        let l = logits[base + id];
-        let k = key_of(l);
-        if (compact || k > kth || (k == kth && id <= tie_last)) {
-            z = add64(z, vec2<u32>(weight(l, mx), 0u));
+    for (var j0 = lid; j0 < n_items; j0 += U * WG) {
+        let ia = ids4(j0, WG, n_items - 1u, compact);
+        let ib = ids4(j0 + 4u * WG, WG, n_items - 1u, compact);
+        let va = gather4(base, ia);
+        let vb = gather4(base, ib);
+        for (var u = 0u; u < U; u++) {
+            let l = pick(u, va, vb);
+            let k = key_of(l);
+            if (j0 + u * WG < n_items && (compact || k > kth || (k == kth && pick_id(u, ia, ib) <= tie_last))) {
+                z = add64(z, vec2<u32>(weight(l, mx), 0u));
+            }
         }
     }
     red_a[lid] = z.x;
@@ -359,20 +426,23 @@ fn main(@builtin(local_invocation_index) lid: u32) {
             atomicStore(&hist_lo[lid], 0u);
             atomicStore(&hist_hi[lid], 0u);
             workgroupBarrier();
-            for (var j = lid; j < n_items; j += WG) {
-                var id = j;
-                if (compact) {
-                    id = cids[j];
-                }
-                let l = logits[base + id];
-                let k = key_of(l);
-                if ((compact || k > kth || (k == kth && id <= tie_last)) && (k & mask) == prefix) {
-                    let w = weight(l, mx);
-                    if (w != 0u) {
-                        let d = (k >> shift) & 255u;
-                        let old = atomicAdd(&hist_lo[d], w);
-                        if (old + w < old) {
-                            atomicAdd(&hist_hi[d], 1u);
+            for (var j0 = lid; j0 < n_items; j0 += U * WG) {
+                let ia = ids4(j0, WG, n_items - 1u, compact);
+                let ib = ids4(j0 + 4u * WG, WG, n_items - 1u, compact);
+                let va = gather4(base, ia);
+                let vb = gather4(base, ib);
+                for (var u = 0u; u < U; u++) {
+                    let l = pick(u, va, vb);
+                    let k = key_of(l);
+                    let cand = compact || k > kth || (k == kth && pick_id(u, ia, ib) <= tie_last);
+                    if (j0 + u * WG < n_items && cand && (k & mask) == prefix) {
+                        let w = weight(l, mx);
+                        if (w != 0u) {
+                            let d = (k >> shift) & 255u;
+                            let old = atomicAdd(&hist_lo[d], w);
+                            if (old + w < old) {
+                                atomicAdd(&hist_hi[d], 1u);
+                            }
                         }
                     }
                 }
@@ -412,15 +482,18 @@ fn main(@builtin(local_invocation_index) lid: u32) {
     let lo = min(lid * blk, n_items);
     let hi = min(lo + blk, n_items);
     var s = vec2<u32>(0u, 0u);
-    for (var j = lo; j < hi; j++) {
-        var id = j;
-        if (compact) {
-            id = cids[j];
-        }
-        let l = logits[base + id];
-        let k = key_of(l);
-        if ((compact || k > kth || (k == kth && id <= tie_last)) && k >= tau) {
-            s = add64(s, vec2<u32>(weight(l, mx), 0u));
+    for (var j0 = lo; j0 < hi; j0 += U) {
+        let ia = ids4(j0, 1u, hi - 1u, compact);
+        let ib = ids4(j0 + 4u, 1u, hi - 1u, compact);
+        let va = gather4(base, ia);
+        let vb = gather4(base, ib);
+        for (var u = 0u; u < U; u++) {
+            let l = pick(u, va, vb);
+            let k = key_of(l);
+            let cand = compact || k > kth || (k == kth && pick_id(u, ia, ib) <= tie_last);
+            if (j0 + u < hi && cand && k >= tau) {
+                s = add64(s, vec2<u32>(weight(l, mx), 0u));
+            }
         }
     }
     red_a[lid] = s.x;
@@ -441,10 +514,7 @@ fn main(@builtin(local_invocation_index) lid: u32) {
     if (!less64(goal, start) && less64(goal, add64(start, s))) {
         var acc = start;
         for (var j = lo; j < hi; j++) {
-            var id = j;
-            if (compact) {
-                id = cids[j];
-            }
+            let id = item_id(j, compact);
             let l = logits[base + id];
             let k = key_of(l);
             if ((compact || k > kth || (k == kth && id <= tie_last)) && k >= tau) {
@@ -464,7 +534,21 @@ fn main(@builtin(local_invocation_index) lid: u32) {
             token = best;
         }
         token_ids[0] = token;
-        ring[n % params.ring_len] = token;
+        if (DEBUG) {
+            ring[0] = token;
+            ring[1] = uniform_bits(vec2<u32>(request.seed_lo, request.seed_hi), n);
+            ring[2] = sh_z.x;
+            ring[3] = sh_z.y;
+            ring[4] = sh_kept.x;
+            ring[5] = sh_kept.y;
+            ring[6] = sh_target.x;
+            ring[7] = sh_target.y;
+            ring[8] = kth;
+            ring[9] = tie_last;
+            ring[10] = tau;
+        } else {
+            ring[n % params.ring_len] = token;
+        }
         state[0] = n + 1u;
     }
 }

@@ -132,23 +132,54 @@ pub fn scale24(z: u64, u: u32) -> u64 {
 
 /// The token for generation step `step`.
 pub fn sample(logits: &[f32], params: &SamplingParams, step: u64) -> u32 {
+    match trace(logits, params, step) {
+        None => argmax(logits),
+        Some(t) => t.token,
+    }
+}
+
+/// The integers a non-greedy draw is decided by; the GPU sampler reports the same ones in its
+/// debug mode, and its tests compare them bit for bit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Trace {
+    pub token: u32,
+    /// The 24 random bits of the step.
+    pub u: u32,
+    /// Total weight of the top-k candidates.
+    pub z: u64,
+    /// Total weight of the kept tokens (the nucleus); `z` without top-p.
+    pub kept: u64,
+    pub target: u64,
+    /// Key of the k-th candidate (0 without top-k) and the highest id among the candidates
+    /// with that key (`u32::MAX` without top-k).
+    pub kth: u32,
+    pub tie_last: u32,
+    /// The nucleus threshold key (0 without top-p).
+    pub tau: u32,
+}
+
+/// [`sample`]'s workings for a non-greedy plan (`None` when greedy).
+pub fn trace(logits: &[f32], params: &SamplingParams, step: u64) -> Option<Trace> {
     let plan = Plan::new(params, logits.len());
     if plan.greedy {
-        return argmax(logits);
+        return None;
     }
     let max = logits[argmax(logits) as usize];
     // Candidates by descending key, ties to the lower id, cut to top-k.
     let mut order: Vec<u32> = (0..logits.len() as u32).collect();
     order.sort_by(|&a, &b| key(logits[b as usize]).cmp(&key(logits[a as usize])).then(a.cmp(&b)));
+    let (mut kth, mut tie_last) = (0, u32::MAX);
     if plan.top_k > 0 {
         order.truncate(plan.top_k as usize);
+        tie_last = *order.last().expect("top_k > 0");
+        kth = key(logits[tie_last as usize]);
     }
     let w = |i: u32| weight(logits[i as usize], max, plan.scale);
+    let z: u64 = order.iter().map(|&i| w(i) as u64).sum();
     // Nucleus: the largest key at or above which the candidates weigh at least M.
     let mut tau = 0;
     if let Some(p24) = plan.top_p24 {
-        let total: u64 = order.iter().map(|&i| w(i) as u64).sum();
-        let m = scale24(total, p24).max(1);
+        let m = scale24(z, p24).max(1);
         let mut mass = 0;
         for &i in &order {
             mass += w(i) as u64;
@@ -162,12 +193,13 @@ pub fn sample(logits: &[f32], params: &SamplingParams, step: u64) -> u32 {
     order.retain(|&i| key(logits[i as usize]) >= tau);
     order.sort_unstable();
     let kept: u64 = order.iter().map(|&i| w(i) as u64).sum();
-    let target = scale24(kept, uniform_bits(params.seed, step));
+    let u = uniform_bits(params.seed, step);
+    let target = scale24(kept, u);
     let mut acc = 0;
     for &i in &order {
         acc += w(i) as u64;
         if target < acc {
-            return i;
+            return Some(Trace { token: i, u, z, kept, target, kth, tie_last, tau });
         }
     }
     unreachable!("the top token weighs 2^31, so target < kept")

@@ -1,6 +1,8 @@
 //! `flint` subcommands: info, logits, run.
 
-use crate::engine::{generate, CpuGenerator, GenerateOptions};
+use crate::engine::{generate, CpuGenerator, GenerateOptions, Generator};
+use crate::gpu::generator::GpuGenerator;
+use crate::gpu::model::GpuModel;
 use crate::model::ModelFiles;
 use crate::sampler::SamplingParams;
 use crate::tokenizer::Message;
@@ -23,6 +25,8 @@ struct Cli {
 
 #[derive(Clone, Copy, ValueEnum)]
 enum Device {
+    /// The WGSL engine on the GPU (native Vulkan/Metal/DX12/GL through wgpu).
+    Gpu,
     /// The f32 CPU reference.
     Cpu,
 }
@@ -78,8 +82,13 @@ enum Command {
         /// Comma-separated token ids.
         #[arg(long, value_delimiter = ',', required = true)]
         tokens: Vec<u32>,
-        #[arg(long, value_enum, default_value = "cpu")]
+        #[arg(long, value_enum, default_value = "gpu")]
         device: Device,
+        #[arg(long, value_enum, default_value = "auto")]
+        backend: BackendArg,
+        /// Positions the GPU's KV cache holds (at most the model's context).
+        #[arg(long, default_value_t = 2048)]
+        ctx: usize,
     },
     /// Generate text from a prompt, streamed to stdout.
     #[command(
@@ -106,8 +115,13 @@ enum Command {
         /// Wrap the prompt in the model's chat template as a user message.
         #[arg(long)]
         chat: bool,
-        #[arg(long, value_enum, default_value = "cpu")]
+        #[arg(long, value_enum, default_value = "gpu")]
         device: Device,
+        #[arg(long, value_enum, default_value = "auto")]
+        backend: BackendArg,
+        /// Positions the GPU's KV cache holds (at most the model's context).
+        #[arg(long, default_value_t = 2048)]
+        ctx: usize,
     },
 }
 
@@ -139,16 +153,21 @@ fn run(cli: Cli) -> Result<()> {
         Command::Info { model, json, .. } => {
             info(&ModelFiles::open(&model.expect("clap requires --model without --device"))?, json)
         }
-        Command::Logits { model, tokens, device: Device::Cpu } => {
+        Command::Logits { model, tokens, device, backend, ctx } => {
             let files = ModelFiles::open(&model)?;
-            let reference = files.load_reference()?;
-            let mut cache = crate::reference::KvCache::new(&reference.config);
-            let logits = reference.forward(&mut cache, &tokens)?;
+            let logits = match device {
+                Device::Cpu => {
+                    let reference = files.load_reference()?;
+                    let mut cache = crate::reference::KvCache::new(&reference.config);
+                    reference.forward(&mut cache, &tokens)?
+                }
+                Device::Gpu => gpu_model(&files, backend, ctx.max(tokens.len()))?.forward(&tokens, 0)?,
+            };
             let out = serde_json::json!({ "tokens": tokens, "logits": logits });
             println!("{out}");
             Ok(())
         }
-        Command::Run { model, prompt, max_tokens, temperature, top_p, top_k, seed, chat, device: Device::Cpu } => {
+        Command::Run { model, prompt, max_tokens, temperature, top_p, top_k, seed, chat, device, backend, ctx } => {
             let path = match model {
                 Some(p) => p,
                 None => default_model()?,
@@ -178,12 +197,15 @@ fn run(cli: Cli) -> Result<()> {
                 stop: vec![],
                 stop_token_ids: files.stop_token_ids(),
             };
-            let mut forward = CpuGenerator::new(files.load_reference()?);
+            let mut forward: Box<dyn Generator> = match device {
+                Device::Cpu => Box::new(CpuGenerator::new(files.load_reference()?)),
+                Device::Gpu => Box::new(GpuGenerator::new(gpu_model(&files, backend, ctx)?)?),
+            };
             let mut stdout = std::io::stdout().lock();
             if !chat {
                 let _ = write!(stdout, "{text}");
             }
-            generate(&mut forward, tokenizer, &ids, &options, |piece| {
+            generate(forward.as_mut(), tokenizer, &ids, &options, |piece| {
                 let ok = write!(stdout, "{piece}").and_then(|_| stdout.flush());
                 // A closed stdout (`| head`) ends generation quietly.
                 if ok.is_ok() {
@@ -250,6 +272,16 @@ fn info(files: &ModelFiles, json: bool) -> Result<()> {
     println!("parameters  {} total, {} active per token", human(total), human(active));
     println!("on disk     {} bytes ({:.1} MiB)", bytes, bytes as f64 / (1 << 20) as f64);
     Ok(())
+}
+
+/// Tokens per prefill chunk on the GPU.
+const CHUNK_TOKENS: u32 = 64;
+
+/// Loads `files` onto the GPU with a KV cache of `ctx` positions (at most the model's context).
+fn gpu_model(files: &ModelFiles, backend: BackendArg, ctx: usize) -> Result<GpuModel> {
+    let gpu = std::sync::Arc::new(crate::gpu::Gpu::new_blocking(backend.into())?);
+    let ctx = ctx.clamp(1, files.config.max_position_embeddings) as u32;
+    GpuModel::new(gpu, &files.config, &files.load_weights()?, CHUNK_TOKENS.min(ctx), ctx)
 }
 
 fn device_info(backend: crate::gpu::Backend, json: bool) -> Result<()> {

@@ -194,18 +194,25 @@ impl Gpu {
         let mut encoder =
             self.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("readback") });
         encoder.copy_buffer_to_buffer(buffer, 0, &staging, 0, size);
-        self.queue.submit([encoder.finish()]);
-        self.map_and_read(&staging)
+        let index = self.queue.submit([encoder.finish()]);
+        self.map_and_read(&staging, index)
     }
 
-    /// Maps a MAP_READ buffer, waits, and copies its contents out.
-    pub fn map_and_read<T: bytemuck::Pod>(&self, staging: &wgpu::Buffer) -> Result<Vec<T>> {
+    /// Maps a MAP_READ buffer once submission `index` (which fills it) is done, waiting for
+    /// that submission only, and copies its contents out.
+    pub fn map_and_read<T: bytemuck::Pod>(
+        &self,
+        staging: &wgpu::Buffer,
+        index: wgpu::SubmissionIndex,
+    ) -> Result<Vec<T>> {
         let slice = staging.slice(..);
         let (tx, rx) = std::sync::mpsc::channel();
         slice.map_async(wgpu::MapMode::Read, move |r| {
             let _ = tx.send(r);
         });
-        self.device.poll(wgpu::PollType::wait_indefinitely()).map_err(|e| Error::Gpu(format!("device lost: {e}")))?;
+        self.device
+            .poll(wgpu::PollType::Wait { submission_index: Some(index), timeout: None })
+            .map_err(|e| Error::Gpu(format!("device lost: {e}")))?;
         rx.recv()
             .map_err(|_| Error::Gpu("readback callback never ran".into()))?
             .map_err(|e| Error::Gpu(format!("cannot map a readback buffer: {e}")))?;

@@ -6,6 +6,7 @@
 //! live in GPU buffers that kernels read, so no op and no buffer is created in the token loop.
 
 pub mod device;
+pub mod generator;
 pub mod kernels;
 pub mod matrix;
 pub mod model;
@@ -36,6 +37,12 @@ impl Op {
 /// Records `ops` in order into one compute pass of a new command buffer and submits it.
 /// (Within a pass, wgpu orders storage writes before later reads of the same buffer.)
 pub fn submit(gpu: &Gpu, ops: &[&Op]) -> wgpu::SubmissionIndex {
+    submit_then(gpu, ops, |_| {})
+}
+
+/// [`submit`], with `after` recording more commands (copies) after the pass, in the same
+/// command buffer.
+pub fn submit_then(gpu: &Gpu, ops: &[&Op], after: impl FnOnce(&mut wgpu::CommandEncoder)) -> wgpu::SubmissionIndex {
     let mut encoder = gpu.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("flint ops") });
     {
         let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor { label: None, timestamp_writes: None });
@@ -43,5 +50,6 @@ pub fn submit(gpu: &Gpu, ops: &[&Op]) -> wgpu::SubmissionIndex {
             op.encode(&mut pass);
         }
     }
+    after(&mut encoder);
     gpu.queue.submit([encoder.finish()])
 }

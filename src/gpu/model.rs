@@ -1,6 +1,7 @@
 //! The GPU forward pass: weights uploaded once, every activation buffer allocated once, and
-//! the whole forward of a chunk of up to `max_tokens` tokens recorded as a list of [`Op`]s
-//! that is replayed for every chunk (prefill) and every token (decode).
+//! the forward of a chunk recorded as a list of [`Op`]s replayed for every chunk. Two lists
+//! are built: one for decode (one token: no workgroup is dispatched for tokens that are not
+//! there) and one for prefill chunks of up to `max_tokens` tokens.
 //!
 //! Per layer (one compute pass for the whole model; wgpu orders each op after the writes it
 //! reads):
@@ -20,6 +21,7 @@ use super::matrix::GpuMatrix;
 use super::step::Step;
 use super::{Gpu, Op};
 use crate::config::{ModelConfig, QkNorm};
+use crate::quant::packed::PackedMatrix;
 use crate::weights::model::{FfnWeights, LinearWeights, MlpWeights, ModelWeights};
 use crate::{Error, Result};
 use std::sync::Arc;
@@ -28,7 +30,7 @@ use std::sync::Arc;
 pub struct GpuModel {
     pub gpu: Arc<Gpu>,
     pub config: ModelConfig,
-    /// Tokens per chunk the ops were built for.
+    /// Tokens per prefill chunk.
     pub max_tokens: u32,
     /// Positions the KV cache holds.
     pub max_ctx: u32,
@@ -37,15 +39,53 @@ pub struct GpuModel {
     pub token_ids: wgpu::Buffer,
     /// `f32 [max_tokens, vocab]`.
     pub logits: wgpu::Buffer,
-    /// The forward of one chunk.
-    pub ops: Vec<Op>,
+    /// The forward of one token.
+    pub decode_ops: Vec<Op>,
+    /// The forward of a chunk of up to `max_tokens` tokens.
+    pub prefill_ops: Vec<Op>,
     /// Bytes of weights and of KV cache on the GPU.
     pub weight_bytes: u64,
     pub kv_bytes: u64,
 }
 
-/// Scratch buffers shared by every layer (each layer's ops use them in turn).
-struct Scratch {
+/// A linear layer on the GPU.
+struct GpuLinear {
+    weight: GpuMatrix,
+    bias: Option<wgpu::Buffer>,
+}
+
+struct GpuMlp {
+    gate: GpuMatrix,
+    up: GpuMatrix,
+    down: GpuMatrix,
+}
+
+enum GpuFfn {
+    Dense(GpuMlp),
+    Moe { router: GpuMatrix, experts: GpuMlp, shared: Option<GpuMlp>, shared_gate: Option<GpuMatrix> },
+}
+
+struct GpuLayer {
+    attn_norm: wgpu::Buffer,
+    q: GpuLinear,
+    k: GpuLinear,
+    v: GpuLinear,
+    o: GpuLinear,
+    qk_norm: Option<(wgpu::Buffer, wgpu::Buffer)>,
+    k_cache: wgpu::Buffer,
+    v_cache: wgpu::Buffer,
+    ffn_norm: wgpu::Buffer,
+    ffn: GpuFfn,
+}
+
+/// Everything on the GPU the ops bind: weights, caches, and the scratch activations that every
+/// layer uses in turn (sized for `max_tokens`).
+struct Resident {
+    embed: GpuMatrix,
+    layers: Vec<GpuLayer>,
+    /// The final norm's weight times the logits multiplier.
+    final_norm: wgpu::Buffer,
+    lm_head: Option<GpuMatrix>,
     x: wgpu::Buffer,
     normed: wgpu::Buffer,
     q: wgpu::Buffer,
@@ -67,8 +107,8 @@ struct Scratch {
 }
 
 impl GpuModel {
-    /// Uploads `weights` and builds the ops for chunks of up to `max_tokens` tokens and a KV
-    /// cache of `max_ctx` positions.
+    /// Uploads `weights` and builds the ops for prefill chunks of up to `max_tokens` tokens,
+    /// for decode, and a KV cache of `max_ctx` positions.
     pub fn new(
         gpu: Arc<Gpu>,
         config: &ModelConfig,
@@ -76,14 +116,126 @@ impl GpuModel {
         max_tokens: u32,
         max_ctx: u32,
     ) -> Result<Self> {
-        let c = config;
         if max_tokens == 0 || max_ctx == 0 {
             return Err(Error::Gpu("a model needs room for at least one token".into()));
         }
         let g = &*gpu;
-        let t = max_tokens as u64;
-        let f32s = |n: usize| t * n as u64 * 4;
+        let (resident, weight_bytes, kv_bytes) = Resident::new(g, config, weights, max_tokens, max_ctx)?;
+        let step = Step::new(g);
+        let token_ids = g.storage_zeroed("token ids", u64::from(max_tokens) * 4);
+        let logits = g.storage_zeroed("logits", u64::from(max_tokens) * config.vocab_size as u64 * 4);
+        let build =
+            |t| Builder { gpu: g, config, step: &step, max_tokens: t, max_ctx }.ops(&resident, &token_ids, &logits);
+        let decode_ops = build(1)?;
+        let prefill_ops = build(max_tokens)?;
+        Ok(GpuModel {
+            gpu: gpu.clone(),
+            config: config.clone(),
+            max_tokens,
+            max_ctx,
+            step,
+            token_ids,
+            logits,
+            decode_ops,
+            prefill_ops,
+            weight_bytes,
+            kv_bytes,
+        })
+    }
+
+    /// The ops for a chunk of `n` tokens.
+    pub fn ops_for(&self, n: usize) -> &[Op] {
+        if n == 1 {
+            &self.decode_ops
+        } else {
+            &self.prefill_ops
+        }
+    }
+
+    /// Checks a chunk of host-given ids at `position`.
+    pub fn check_chunk(&self, tokens: &[u32], position: usize) -> Result<()> {
+        if tokens.is_empty() || tokens.len() > self.max_tokens as usize {
+            return Err(Error::Request(format!("a chunk holds 1 to {} tokens, not {}", self.max_tokens, tokens.len())));
+        }
+        if position + tokens.len() > self.max_ctx as usize {
+            return Err(Error::Request(format!(
+                "{} positions exceed the context of {}",
+                position + tokens.len(),
+                self.max_ctx
+            )));
+        }
+        if let Some(&bad) = tokens.iter().find(|&&t| t as usize >= self.config.vocab_size) {
+            return Err(Error::Request(format!(
+                "token id {bad} is outside the vocabulary of {}",
+                self.config.vocab_size
+            )));
+        }
+        Ok(())
+    }
+
+    /// Runs one chunk (at most `max_tokens` ids) at `position` and submits it.
+    pub fn run_chunk(&self, tokens: &[u32], position: usize) -> Result<wgpu::SubmissionIndex> {
+        self.check_chunk(tokens, position)?;
+        let g = &self.gpu;
+        g.queue.write_buffer(&self.token_ids, 0, bytemuck::cast_slice(tokens));
+        self.step.set(g, tokens.len() as u32, position as u32);
+        Ok(super::submit(g, &self.ops_for(tokens.len()).iter().collect::<Vec<_>>()))
+    }
+
+    /// The logits of every position of `tokens`, run after `position` cached ones, chunk by chunk.
+    pub fn forward(&self, tokens: &[u32], position: usize) -> Result<Vec<Vec<f32>>> {
+        let vocab = self.config.vocab_size;
+        let mut rows = Vec::with_capacity(tokens.len());
+        for (i, chunk) in tokens.chunks(self.max_tokens as usize).enumerate() {
+            self.run_chunk(chunk, position + i * self.max_tokens as usize)?;
+            let logits: Vec<f32> = self.gpu.read(&self.logits)?;
+            rows.extend(logits.chunks_exact(vocab).take(chunk.len()).map(|r| r.to_vec()));
+        }
+        Ok(rows)
+    }
+}
+
+impl Resident {
+    /// Uploads the weights and allocates caches and scratch; returns (self, weight bytes, KV bytes).
+    fn new(g: &Gpu, c: &ModelConfig, w: &ModelWeights, max_tokens: u32, max_ctx: u32) -> Result<(Resident, u64, u64)> {
+        let mut up = Uploader { gpu: g, bytes: 0 };
         let (h, q_dim, kv_dim) = (c.hidden_size, c.q_dim(), c.kv_dim());
+        let cache_bytes = u64::from(max_ctx) * kv_dim as u64 * 4;
+        let mut layers = Vec::with_capacity(w.layers.len());
+        for (l, layer) in w.layers.iter().enumerate() {
+            let (q, k, v, o) = (up.linear(&layer.q)?, up.linear(&layer.k)?, up.linear(&layer.v)?, up.linear(&layer.o)?);
+            let ffn = match &layer.ffn {
+                FfnWeights::Dense(m) => GpuFfn::Dense(up.mlp(m, 1, 1)?),
+                FfnWeights::Moe(m) => GpuFfn::Moe {
+                    router: up.matrix(&m.router, 1)?,
+                    // Stacked experts split only between experts.
+                    experts: up.mlp(&m.experts, m.experts.gate.rows / m.router.rows, h)?,
+                    shared: m.shared.as_ref().map(|s| up.mlp(s, 1, 1)).transpose()?,
+                    shared_gate: m.shared_gate.as_ref().map(|s| up.matrix(s, 1)).transpose()?,
+                },
+            };
+            layers.push(GpuLayer {
+                attn_norm: g.storage("attn norm", &layer.attn_norm),
+                q,
+                k,
+                v,
+                o,
+                qk_norm: match (&layer.q_norm, &layer.k_norm) {
+                    (Some(qn), Some(kn)) => Some((g.storage("q norm", qn), g.storage("k norm", kn))),
+                    _ => None,
+                },
+                k_cache: g.storage_zeroed(&format!("k cache {l}"), cache_bytes),
+                v_cache: g.storage_zeroed(&format!("v cache {l}"), cache_bytes),
+                ffn_norm: g.storage("ffn norm", &layer.ffn_norm),
+                ffn,
+            });
+        }
+        let final_norm: Vec<f32> = w.final_norm.iter().map(|v| v * c.logits_multiplier).collect();
+        let embed = up.matrix(&w.embed, 1)?;
+        let lm_head = w.lm_head.as_ref().map(|m| up.matrix(m, 1)).transpose()?;
+
+        let t = u64::from(max_tokens);
+        let f32s = |n: usize| t * n as u64 * 4;
         let moe = c.moe.as_ref();
         let k = moe.map_or(1, |m| m.top_k);
         // The widest FFN activation: a dense layer's, the routed experts' (k per token), the shared expert's.
@@ -95,7 +247,11 @@ impl GpuModel {
         .into_iter()
         .max()
         .unwrap_or(0);
-        let s = Scratch {
+        let resident = Resident {
+            embed,
+            layers,
+            final_norm: g.storage("final norm", &final_norm),
+            lm_head,
             x: g.storage_zeroed("x", f32s(h)),
             normed: g.storage_zeroed("normed", f32s(h)),
             q: g.storage_zeroed("q", f32s(q_dim)),
@@ -115,321 +271,212 @@ impl GpuModel {
             shared_out: g.storage_zeroed("shared expert out", f32s(h)),
             shared_gate_logit: g.storage_zeroed("shared expert gate", f32s(1)),
         };
-        let step = Step::new(g);
-        let token_ids = g.storage_zeroed("token ids", t * 4);
-        let logits = g.storage_zeroed("logits", f32s(c.vocab_size));
-        let mut ops = Vec::new();
-        let mut weight_bytes = 0u64;
-        let mut kv_bytes = 0u64;
-        let mut upload = |m: &crate::quant::packed::PackedMatrix, rows_per_unit: usize| -> Result<GpuMatrix> {
-            let gm = GpuMatrix::upload_with_limit(g, m, rows_per_unit, g.max_binding_bytes())?;
-            weight_bytes += gm.bytes();
-            Ok(gm)
-        };
-        let vector = |label: &str, v: &[f32]| g.storage(label, v);
+        Ok((resident, up.bytes, 2 * cache_bytes * c.num_layers as u64))
+    }
+}
 
-        // Embeddings.
-        let embed_table = upload(&weights.embed, 1)?;
-        ops.extend(embed::ops(g, &step.buffer, &token_ids, &embed_table, &s.x, max_tokens, c.embedding_multiplier)?);
+/// Uploads weights, counting their bytes.
+struct Uploader<'a> {
+    gpu: &'a Gpu,
+    bytes: u64,
+}
 
-        let linear = |ops: &mut Vec<Op>,
-                      m: &GpuMatrix,
-                      bias: Option<&wgpu::Buffer>,
-                      x: &wgpu::Buffer,
-                      out: &wgpu::Buffer|
-         -> Result<()> {
-            ops.extend(match bias {
-                Some(b) => matmul::ops_with_bias(g, &step.buffer, m, x, b, out, max_tokens)?,
-                None => matmul::ops(g, &step.buffer, m, x, out, max_tokens)?,
-            });
-            Ok(())
-        };
-
-        for (l, layer) in weights.layers.iter().enumerate() {
-            // Attention.
-            let attn_norm = vector("attn norm", &layer.attn_norm);
-            ops.push(rms_norm::op(
-                g,
-                &step.buffer,
-                &s.x,
-                &attn_norm,
-                &s.normed,
-                max_tokens,
-                1,
-                h as u32,
-                c.rms_norm_eps,
-            )?);
-            for (w, out) in [(&layer.q, &s.q), (&layer.k, &s.k), (&layer.v, &s.v)] {
-                let (m, bias) = (upload(&w.weight, 1)?, bias_buffer(g, w));
-                linear(&mut ops, &m, bias.as_ref(), &s.normed, out)?;
-            }
-            let (q, kk) = match (&layer.q_norm, &layer.k_norm, c.qk_norm) {
-                (Some(qn), Some(kn), mode) if mode != QkNorm::None => {
-                    // Per head: one weight of head_dim for every head; whole: one over the projection.
-                    let (q_rows, k_rows, q_width, k_width) = match mode {
-                        QkNorm::PerHead => (c.num_heads, c.num_kv_heads, c.head_dim, c.head_dim),
-                        _ => (1, 1, q_dim, kv_dim),
-                    };
-                    let (qn, kn) = (vector("q norm", qn), vector("k norm", kn));
-                    ops.push(rms_norm::op(
-                        g,
-                        &step.buffer,
-                        &s.q,
-                        &qn,
-                        &s.q_normed,
-                        max_tokens,
-                        q_rows as u32,
-                        q_width as u32,
-                        c.rms_norm_eps,
-                    )?);
-                    ops.push(rms_norm::op(
-                        g,
-                        &step.buffer,
-                        &s.k,
-                        &kn,
-                        &s.k_normed,
-                        max_tokens,
-                        k_rows as u32,
-                        k_width as u32,
-                        c.rms_norm_eps,
-                    )?);
-                    (&s.q_normed, &s.k_normed)
-                }
-                _ => (&s.q, &s.k),
-            };
-            let cache_bytes = max_ctx as u64 * kv_dim as u64 * 4;
-            let k_cache = g.storage_zeroed(&format!("k cache {l}"), cache_bytes);
-            let v_cache = g.storage_zeroed(&format!("v cache {l}"), cache_bytes);
-            kv_bytes += 2 * cache_bytes;
-            ops.push(rope::op(
-                g,
-                &step.buffer,
-                q,
-                kk,
-                &s.v,
-                &k_cache,
-                &v_cache,
-                max_tokens,
-                c.num_heads as u32,
-                c.num_kv_heads as u32,
-                c.head_dim as u32,
-                c.rope_theta,
-                c.rope_pairing,
-                max_ctx,
-            )?);
-            ops.push(attention::op(
-                g,
-                &step.buffer,
-                q,
-                &k_cache,
-                &v_cache,
-                &s.attn,
-                max_tokens,
-                c.num_heads as u32,
-                c.num_kv_heads as u32,
-                c.head_dim as u32,
-                c.attention_scale,
-            )?);
-            let o = upload(&layer.o.weight, 1)?;
-            linear(&mut ops, &o, bias_buffer(g, &layer.o).as_ref(), &s.attn, &s.proj)?;
-            ops.push(add_scaled::op(g, &step.buffer, &s.x, &s.proj, max_tokens, h as u32, c.residual_multiplier)?);
-
-            // FFN.
-            let ffn_norm = vector("ffn norm", &layer.ffn_norm);
-            ops.push(rms_norm::op(
-                g,
-                &step.buffer,
-                &s.x,
-                &ffn_norm,
-                &s.normed,
-                max_tokens,
-                1,
-                h as u32,
-                c.rms_norm_eps,
-            )?);
-            match &layer.ffn {
-                FfnWeights::Dense(mlp) => {
-                    mlp_ops(&mut ops, g, &step, &s, mlp, max_tokens, &mut upload, &s.proj)?;
-                    ops.push(add_scaled::op(
-                        g,
-                        &step.buffer,
-                        &s.x,
-                        &s.proj,
-                        max_tokens,
-                        h as u32,
-                        c.residual_multiplier,
-                    )?);
-                }
-                FfnWeights::Moe(m) => {
-                    let mc = moe.ok_or_else(|| Error::Gpu("an MoE layer in a dense config".into()))?;
-                    let (e, k, ie) = (mc.num_experts as u32, mc.top_k as u32, mc.expert_intermediate_size);
-                    let router = upload(&m.router, 1)?;
-                    linear(&mut ops, &router, None, &s.normed, &s.router_logits)?;
-                    ops.push(moe_route::op(
-                        g,
-                        &step.buffer,
-                        &s.router_logits,
-                        &s.expert_ids,
-                        &s.expert_weights,
-                        max_tokens,
-                        e,
-                        k,
-                        mc.renormalize,
-                    )?);
-                    let gate = upload(&m.experts.gate, ie)?;
-                    let up = upload(&m.experts.up, ie)?;
-                    let down = upload(&m.experts.down, h)?;
-                    ops.extend(matmul::expert_ops(
-                        g,
-                        &step.buffer,
-                        &gate,
-                        ie as u32,
-                        &s.expert_ids,
-                        k,
-                        &s.normed,
-                        &s.gate,
-                        max_tokens,
-                        false,
-                    )?);
-                    ops.extend(matmul::expert_ops(
-                        g,
-                        &step.buffer,
-                        &up,
-                        ie as u32,
-                        &s.expert_ids,
-                        k,
-                        &s.normed,
-                        &s.up,
-                        max_tokens,
-                        false,
-                    )?);
-                    ops.push(swiglu::op(g, &step.buffer, &s.gate, &s.up, &s.act, max_tokens, k, ie as u32)?);
-                    ops.extend(matmul::expert_ops(
-                        g,
-                        &step.buffer,
-                        &down,
-                        h as u32,
-                        &s.expert_ids,
-                        k,
-                        &s.act,
-                        &s.expert_out,
-                        max_tokens,
-                        true,
-                    )?);
-                    let shared = match &m.shared {
-                        Some(mlp) => {
-                            mlp_ops(&mut ops, g, &step, &s, mlp, max_tokens, &mut upload, &s.shared_out)?;
-                            Some(&s.shared_out)
-                        }
-                        None => None,
-                    };
-                    let shared_gate = match &m.shared_gate {
-                        Some(w) => {
-                            let gm = upload(w, 1)?;
-                            linear(&mut ops, &gm, None, &s.normed, &s.shared_gate_logit)?;
-                            Some(&s.shared_gate_logit)
-                        }
-                        None => None,
-                    };
-                    ops.push(moe_combine::op(
-                        g,
-                        &step.buffer,
-                        &s.x,
-                        &s.expert_out,
-                        &s.expert_weights,
-                        shared,
-                        shared_gate,
-                        max_tokens,
-                        h as u32,
-                        k,
-                        c.residual_multiplier,
-                    )?);
-                }
-            }
-        }
-
-        // Output: final norm (with the logits multiplier folded in), then the vocabulary matmul.
-        let final_norm: Vec<f32> = weights.final_norm.iter().map(|w| w * c.logits_multiplier).collect();
-        let final_norm = vector("final norm", &final_norm);
-        ops.push(rms_norm::op(g, &step.buffer, &s.x, &final_norm, &s.normed, max_tokens, 1, h as u32, c.rms_norm_eps)?);
-        let output = match &weights.lm_head {
-            Some(m) => upload(m, 1)?,
-            None => embed_table,
-        };
-        linear(&mut ops, &output, None, &s.normed, &logits)?;
-
-        Ok(GpuModel {
-            gpu,
-            config: config.clone(),
-            max_tokens,
-            max_ctx,
-            step,
-            token_ids,
-            logits,
-            ops,
-            weight_bytes,
-            kv_bytes,
-        })
+impl Uploader<'_> {
+    /// A matrix split (where a binding requires) only at multiples of `rows_per_unit` rows.
+    fn matrix(&mut self, m: &PackedMatrix, rows_per_unit: usize) -> Result<GpuMatrix> {
+        let gm = GpuMatrix::upload_with_limit(self.gpu, m, rows_per_unit, self.gpu.max_binding_bytes())?;
+        self.bytes += gm.bytes();
+        Ok(gm)
     }
 
-    /// Runs one chunk (at most `max_tokens` ids) at `position` and submits it.
-    pub fn run_chunk(&self, tokens: &[u32], position: usize) -> Result<()> {
-        if tokens.is_empty() || tokens.len() > self.max_tokens as usize {
-            return Err(Error::Request(format!("a chunk holds 1 to {} tokens, not {}", self.max_tokens, tokens.len())));
+    fn linear(&mut self, l: &LinearWeights) -> Result<GpuLinear> {
+        let bias = l.bias.as_ref().map(|b| self.gpu.storage("bias", b));
+        Ok(GpuLinear { weight: self.matrix(&l.weight, 1)?, bias })
+    }
+
+    fn mlp(&mut self, m: &MlpWeights, gate_rows: usize, down_rows: usize) -> Result<GpuMlp> {
+        Ok(GpuMlp {
+            gate: self.matrix(&m.gate, gate_rows)?,
+            up: self.matrix(&m.up, gate_rows)?,
+            down: self.matrix(&m.down, down_rows)?,
+        })
+    }
+}
+
+/// Records the ops of one chunk size.
+struct Builder<'a> {
+    gpu: &'a Gpu,
+    config: &'a ModelConfig,
+    step: &'a Step,
+    max_tokens: u32,
+    max_ctx: u32,
+}
+
+impl Builder<'_> {
+    fn ops(&self, r: &Resident, token_ids: &wgpu::Buffer, logits: &wgpu::Buffer) -> Result<Vec<Op>> {
+        let (g, c, t, step) = (self.gpu, self.config, self.max_tokens, &self.step.buffer);
+        let h = c.hidden_size as u32;
+        let mut ops = embed::ops(g, step, token_ids, &r.embed, &r.x, t, c.embedding_multiplier)?;
+        for layer in &r.layers {
+            self.attention(&mut ops, r, layer)?;
+            ops.push(rms_norm::op(g, step, &r.x, &layer.ffn_norm, &r.normed, t, 1, h, c.rms_norm_eps)?);
+            match &layer.ffn {
+                GpuFfn::Dense(mlp) => {
+                    self.mlp(&mut ops, r, mlp, &r.proj)?;
+                    ops.push(add_scaled::op(g, step, &r.x, &r.proj, t, h, c.residual_multiplier)?);
+                }
+                GpuFfn::Moe { router, experts, shared, shared_gate } => {
+                    let m = c.moe.as_ref().ok_or_else(|| Error::Gpu("an MoE layer in a dense config".into()))?;
+                    let (e, k, ie) = (m.num_experts as u32, m.top_k as u32, m.expert_intermediate_size as u32);
+                    ops.extend(matmul::ops(g, step, router, &r.normed, &r.router_logits, t)?);
+                    ops.push(moe_route::op(
+                        g,
+                        step,
+                        &r.router_logits,
+                        &r.expert_ids,
+                        &r.expert_weights,
+                        t,
+                        e,
+                        k,
+                        m.renormalize,
+                    )?);
+                    ops.extend(matmul::expert_ops(
+                        g,
+                        step,
+                        &experts.gate,
+                        ie,
+                        &r.expert_ids,
+                        k,
+                        &r.normed,
+                        &r.gate,
+                        t,
+                        false,
+                    )?);
+                    ops.extend(matmul::expert_ops(
+                        g,
+                        step,
+                        &experts.up,
+                        ie,
+                        &r.expert_ids,
+                        k,
+                        &r.normed,
+                        &r.up,
+                        t,
+                        false,
+                    )?);
+                    ops.push(swiglu::op(g, step, &r.gate, &r.up, &r.act, t, k, ie)?);
+                    ops.extend(matmul::expert_ops(
+                        g,
+                        step,
+                        &experts.down,
+                        h,
+                        &r.expert_ids,
+                        k,
+                        &r.act,
+                        &r.expert_out,
+                        t,
+                        true,
+                    )?);
+                    if let Some(mlp) = shared {
+                        self.mlp(&mut ops, r, mlp, &r.shared_out)?;
+                    }
+                    if let Some(gate) = shared_gate {
+                        ops.extend(matmul::ops(g, step, gate, &r.normed, &r.shared_gate_logit, t)?);
+                    }
+                    ops.push(moe_combine::op(
+                        g,
+                        step,
+                        &r.x,
+                        &r.expert_out,
+                        &r.expert_weights,
+                        shared.as_ref().map(|_| &r.shared_out),
+                        shared_gate.as_ref().map(|_| &r.shared_gate_logit),
+                        t,
+                        h,
+                        k,
+                        c.residual_multiplier,
+                    )?);
+                }
+            }
         }
-        if position + tokens.len() > self.max_ctx as usize {
-            return Err(Error::Request(format!(
-                "{} positions exceed the context of {}",
-                position + tokens.len(),
-                self.max_ctx
-            )));
+        ops.push(rms_norm::op(g, step, &r.x, &r.final_norm, &r.normed, t, 1, h, c.rms_norm_eps)?);
+        ops.extend(matmul::ops(g, step, r.lm_head.as_ref().unwrap_or(&r.embed), &r.normed, logits, t)?);
+        Ok(ops)
+    }
+
+    /// Attention block: norm, q/k/v, [q/k norms], RoPE + KV append, attention, o, residual.
+    fn attention(&self, ops: &mut Vec<Op>, r: &Resident, layer: &GpuLayer) -> Result<()> {
+        let (g, c, t, step) = (self.gpu, self.config, self.max_tokens, &self.step.buffer);
+        let h = c.hidden_size as u32;
+        ops.push(rms_norm::op(g, step, &r.x, &layer.attn_norm, &r.normed, t, 1, h, c.rms_norm_eps)?);
+        for (w, out) in [(&layer.q, &r.q), (&layer.k, &r.k), (&layer.v, &r.v)] {
+            self.linear(ops, w, &r.normed, out)?;
         }
-        if let Some(&bad) = tokens.iter().find(|&&t| t as usize >= self.config.vocab_size) {
-            return Err(Error::Request(format!(
-                "token id {bad} is outside the vocabulary of {}",
-                self.config.vocab_size
-            )));
-        }
-        let g = &self.gpu;
-        g.queue.write_buffer(&self.token_ids, 0, bytemuck::cast_slice(tokens));
-        self.step.set(g, tokens.len() as u32, position as u32);
-        super::submit(g, &self.ops.iter().collect::<Vec<_>>());
+        let (q, k) = match (&layer.qk_norm, c.qk_norm) {
+            (Some((qn, kn)), mode) if mode != QkNorm::None => {
+                // Per head: one weight of head_dim for every head; whole: one over the projection.
+                let (q_rows, k_rows, q_width, k_width) = match mode {
+                    QkNorm::PerHead => (c.num_heads, c.num_kv_heads, c.head_dim, c.head_dim),
+                    _ => (1, 1, c.q_dim(), c.kv_dim()),
+                };
+                let eps = c.rms_norm_eps;
+                ops.push(rms_norm::op(g, step, &r.q, qn, &r.q_normed, t, q_rows as u32, q_width as u32, eps)?);
+                ops.push(rms_norm::op(g, step, &r.k, kn, &r.k_normed, t, k_rows as u32, k_width as u32, eps)?);
+                (&r.q_normed, &r.k_normed)
+            }
+            _ => (&r.q, &r.k),
+        };
+        let (heads, kv_heads, hd) = (c.num_heads as u32, c.num_kv_heads as u32, c.head_dim as u32);
+        ops.push(rope::op(
+            g,
+            step,
+            q,
+            k,
+            &r.v,
+            &layer.k_cache,
+            &layer.v_cache,
+            t,
+            heads,
+            kv_heads,
+            hd,
+            c.rope_theta,
+            c.rope_pairing,
+            self.max_ctx,
+        )?);
+        ops.push(attention::op(
+            g,
+            step,
+            q,
+            &layer.k_cache,
+            &layer.v_cache,
+            &r.attn,
+            t,
+            heads,
+            kv_heads,
+            hd,
+            c.attention_scale,
+        )?);
+        self.linear(ops, &layer.o, &r.attn, &r.proj)?;
+        ops.push(add_scaled::op(g, step, &r.x, &r.proj, t, h, c.residual_multiplier)?);
         Ok(())
     }
 
-    /// The logits of every position of `tokens`, run after `position` cached ones, chunk by chunk.
-    pub fn forward(&self, tokens: &[u32], position: usize) -> Result<Vec<Vec<f32>>> {
-        let vocab = self.config.vocab_size;
-        let mut rows = Vec::with_capacity(tokens.len());
-        for (i, chunk) in tokens.chunks(self.max_tokens as usize).enumerate() {
-            self.run_chunk(chunk, position + i * self.max_tokens as usize)?;
-            let logits: Vec<f32> = self.gpu.read(&self.logits)?;
-            rows.extend(logits.chunks_exact(vocab).take(chunk.len()).map(|r| r.to_vec()));
-        }
-        Ok(rows)
+    fn linear(&self, ops: &mut Vec<Op>, w: &GpuLinear, x: &wgpu::Buffer, out: &wgpu::Buffer) -> Result<()> {
+        let (g, t, step) = (self.gpu, self.max_tokens, &self.step.buffer);
+        ops.extend(match &w.bias {
+            Some(b) => matmul::ops_with_bias(g, step, &w.weight, x, b, out, t)?,
+            None => matmul::ops(g, step, &w.weight, x, out, t)?,
+        });
+        Ok(())
     }
-}
 
-fn bias_buffer(gpu: &Gpu, w: &LinearWeights) -> Option<wgpu::Buffer> {
-    w.bias.as_ref().map(|b| gpu.storage("bias", b))
-}
-
-/// A dense SwiGLU FFN of `s.normed` into `out`.
-#[allow(clippy::too_many_arguments)]
-fn mlp_ops(
-    ops: &mut Vec<Op>,
-    g: &Gpu,
-    step: &Step,
-    s: &Scratch,
-    mlp: &MlpWeights,
-    max_tokens: u32,
-    upload: &mut impl FnMut(&crate::quant::packed::PackedMatrix, usize) -> Result<GpuMatrix>,
-    out: &wgpu::Buffer,
-) -> Result<()> {
-    let (gate, up, down) = (upload(&mlp.gate, 1)?, upload(&mlp.up, 1)?, upload(&mlp.down, 1)?);
-    ops.extend(matmul::ops(g, &step.buffer, &gate, &s.normed, &s.gate, max_tokens)?);
-    ops.extend(matmul::ops(g, &step.buffer, &up, &s.normed, &s.up, max_tokens)?);
-    ops.push(swiglu::op(g, &step.buffer, &s.gate, &s.up, &s.act, max_tokens, 1, mlp.gate.rows as u32)?);
-    ops.extend(matmul::ops(g, &step.buffer, &down, &s.act, out, max_tokens)?);
-    Ok(())
+    /// A dense SwiGLU FFN of `normed` into `out`.
+    fn mlp(&self, ops: &mut Vec<Op>, r: &Resident, mlp: &GpuMlp, out: &wgpu::Buffer) -> Result<()> {
+        let (g, t, step) = (self.gpu, self.max_tokens, &self.step.buffer);
+        ops.extend(matmul::ops(g, step, &mlp.gate, &r.normed, &r.gate, t)?);
+        ops.extend(matmul::ops(g, step, &mlp.up, &r.normed, &r.up, t)?);
+        ops.push(swiglu::op(g, step, &r.gate, &r.up, &r.act, t, 1, mlp.gate.rows as u32)?);
+        ops.extend(matmul::ops(g, step, &mlp.down, &r.act, out, t)?);
+        Ok(())
+    }
 }

@@ -295,11 +295,23 @@ mod tests {
     /// `sum_c |w_rc x_tc|`, is ten times the rounding noise and about 100 times below the
     /// smallest error a wrong index or scale would make (one product of `cols`, over 1e-3 of
     /// the magnitude for cols <= 1088).
-    fn check(what: &str, got: &[f32], want: &[f32], w: &[f32], x: &[f32], rows: usize, cols: usize) {
+    /// `sum_c |w_rc x_tc|` for each output `(t, r)` (`[tokens, rows]`), the scale of its rounding error.
+    fn magnitudes(w: &[f32], x: &[f32], rows: usize, cols: usize) -> Vec<f32> {
+        let tokens = x.len() / cols;
+        let mut mags = vec![0.0; tokens * rows];
+        for t in 0..tokens {
+            for r in 0..rows {
+                let (wr, xt) = (&w[r * cols..(r + 1) * cols], &x[t * cols..(t + 1) * cols]);
+                mags[t * rows + r] = wr.iter().zip(xt).map(|(a, b)| (a * b).abs()).sum();
+            }
+        }
+        mags
+    }
+
+    fn check(what: &str, got: &[f32], want: &[f32], mags: &[f32], rows: usize) {
         assert_eq!(got.len(), want.len(), "{what}: lengths");
-        for (i, (g, e)) in got.iter().zip(want).enumerate() {
+        for (i, ((g, e), mag)) in got.iter().zip(want).zip(mags).enumerate() {
             let (t, r) = (i / rows, i % rows);
-            let mag: f32 = (0..cols).map(|c| (w[r * cols + c] * x[t * cols + c]).abs()).sum();
             assert!((g - e).abs() <= 1e-5 * mag + 1e-30, "{what}: token {t} row {r}: got {g}, want {e} (terms {mag})");
         }
     }
@@ -327,12 +339,20 @@ mod tests {
         got[..tokens * m.rows].to_vec()
     }
 
-    /// The device's default shape first, then lavapipe's and real GPUs' candidates, and odd ones:
-    /// one row per workgroup, a whole workgroup of 128 threads on one row, a tile of 3 tokens.
+    /// Lavapipe's shape (one thread per row) and real GPUs' (32 threads per row, 4 rows), with
+    /// the token tile ops for `max_tokens` get.
+    fn main_shapes(max_tokens: usize) -> Vec<Shape> {
+        let tile = (max_tokens as u32).min(MAX_TILE);
+        vec![Shape { rows: 64, threads_per_row: 1, tile }, Shape { rows: 4, threads_per_row: 32, tile }]
+    }
+
+    /// Every shape the tests try: the main ones, the device's default, and odd ones (8 x 8, one row
+    /// per workgroup of 64, 128 threads per row, a tile of 3 tokens).
     fn shapes(max_tokens: usize) -> Vec<Shape> {
         let tile = (max_tokens as u32).min(MAX_TILE);
-        let mut v = vec![Shape::for_device(gpu(), max_tokens as u32)];
-        for (rows, threads_per_row) in [(64, 1), (8, 8), (4, 32), (1, 64), (2, 128)] {
+        let mut v = main_shapes(max_tokens);
+        v.push(Shape::for_device(gpu(), max_tokens as u32));
+        for (rows, threads_per_row) in [(8, 8), (1, 64), (2, 128)] {
             v.push(Shape { rows, threads_per_row, tile });
         }
         v.push(Shape { rows: 16, threads_per_row: 4, tile: tile.min(3) });
@@ -366,11 +386,16 @@ mod tests {
                     let w = m.dequantize();
                     for (tokens, max_tokens) in [(1, 1), (3, 3), (17, 20)] {
                         let x = &random(max_tokens * cols, 11)[..tokens * cols];
-                        let want = m.matmul(x);
-                        for shape in shapes(max_tokens) {
+                        let (want, mags) = (m.matmul(x), magnitudes(&w, x, rows, cols));
+                        for shape in main_shapes(max_tokens) {
                             let got = run_dense(&m, &gm, tokens, max_tokens, None, shape);
-                            let what = format!("{format:?} [{rows}, {cols}] T={tokens} {shape:?}");
-                            check(&what, &got, &want, &w, x, rows, cols);
+                            check(
+                                &format!("{format:?} [{rows}, {cols}] T={tokens} {shape:?}"),
+                                &got,
+                                &want,
+                                &mags,
+                                rows,
+                            );
                         }
                     }
                 }
@@ -379,23 +404,43 @@ mod tests {
     }
 
     #[test]
+    fn every_workgroup_shape_matches_cpu_twin() {
+        let gpu = gpu();
+        for (format, cols_list) in formats() {
+            let (rows, cols) = (37, cols_list[1]);
+            let m = random_matrix(format, rows, cols, 77);
+            let gm = GpuMatrix::upload(gpu, &m).unwrap();
+            let w = m.dequantize();
+            for (tokens, max_tokens) in [(1, 1), (3, 3), (17, 17)] {
+                let x = &random(max_tokens * cols, 11)[..tokens * cols];
+                let (want, mags) = (m.matmul(x), magnitudes(&w, x, rows, cols));
+                for shape in shapes(max_tokens) {
+                    let got = run_dense(&m, &gm, tokens, max_tokens, None, shape);
+                    check(&format!("{format:?} [{rows}, {cols}] T={tokens} {shape:?}"), &got, &want, &mags, rows);
+                }
+            }
+        }
+    }
+
+    #[test]
     fn one_token_with_prefill_ops_and_bias() {
-        // Ops built for 64 tokens (tile 8) run a single token; bias is added per row.
+        // Ops built for 64 tokens (tile 8) run 1 and 9 tokens; the bias is added to every row.
         let gpu = gpu();
         for format in [Format::F32, Format::Int8 { group: 32 }, Format::Int4 { group: 32, wide_scales: false }] {
             let (rows, cols) = (45, 96);
             let m = random_matrix(format, rows, cols, 5);
             let gm = GpuMatrix::upload(gpu, &m).unwrap();
-            let bias = random(rows, 6);
+            let (w, bias) = (m.dequantize(), random(rows, 6));
             for tokens in [1, 9] {
-                let got = run_dense(&m, &gm, tokens, 64, Some(&bias), Shape::for_device(gpu, 64));
                 let x = &random(64 * cols, 11)[..tokens * cols];
                 let want: Vec<f32> = m.matmul(x).iter().enumerate().map(|(i, v)| v + bias[i % rows]).collect();
-                let (w, xs) = (m.dequantize(), x.to_vec());
-                // The bias adds one more rounding of a value no larger than the result.
-                let got_nb: Vec<f32> = got.iter().enumerate().map(|(i, v)| v - bias[i % rows]).collect();
-                let want_nb: Vec<f32> = want.iter().enumerate().map(|(i, v)| v - bias[i % rows]).collect();
-                check(&format!("{format:?} bias T={tokens}"), &got_nb, &want_nb, &w, &xs, rows, cols);
+                // The bias is one more term of the sum.
+                let mags: Vec<f32> =
+                    magnitudes(&w, x, rows, cols).iter().enumerate().map(|(i, v)| v + bias[i % rows].abs()).collect();
+                for shape in main_shapes(64) {
+                    let got = run_dense(&m, &gm, tokens, 64, Some(&bias), shape);
+                    check(&format!("{format:?} bias T={tokens} {shape:?}"), &got, &want, &mags, rows);
+                }
             }
         }
     }
@@ -420,7 +465,7 @@ mod tests {
             assert!(split.chunks.len() >= 3, "{format:?}: {} chunks", split.chunks.len());
             assert_eq!(split.chunks.iter().map(|c| c.rows).sum::<usize>(), rows);
             for tokens in [1, 5] {
-                for shape in shapes(tokens) {
+                for shape in main_shapes(tokens) {
                     let a = run_dense(&m, &whole, tokens, tokens, None, shape);
                     let b = run_dense(&m, &split, tokens, tokens, None, shape);
                     // The same kernel computes each row the same way whatever chunk holds it.
@@ -499,15 +544,97 @@ mod tests {
                     };
                     let want = expert.matvec(xin);
                     for (shape, got) in &outs {
-                        check(
-                            &format!("{format:?} slot {slot} expert {e} x_per_slot {x_per_slot} {shape}"),
-                            &got[slot * r..(slot + 1) * r],
-                            &want,
-                            &w[e * r * cols..(e + 1) * r * cols],
-                            xin,
-                            r,
-                            cols,
+                        let mags = magnitudes(&w[e * r * cols..(e + 1) * r * cols], xin, r, cols);
+                        let what = format!("{format:?} slot {slot} expert {e} x_per_slot {x_per_slot} {shape}");
+                        check(&what, &got[slot * r..(slot + 1) * r], &want, &mags, r);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Seconds per run of `f` (which submits work), best of `reps` after a warm-up, timed to
+    /// the end of the GPU work with a blocking poll.
+    fn time_best(gpu: &Gpu, reps: usize, mut f: impl FnMut()) -> f64 {
+        let mut best = f64::INFINITY;
+        for i in 0..=reps {
+            let t = std::time::Instant::now();
+            f();
+            gpu.device.poll(wgpu::PollType::wait_indefinitely()).unwrap();
+            if i > 0 {
+                best = best.min(t.elapsed().as_secs_f64());
+            }
+        }
+        best
+    }
+
+    /// Weight-read throughput of the INT4 matvec (decode) and matmul (prefill) against the
+    /// device's buffer-copy bandwidth. Prints, asserts nothing:
+    /// `XDG_RUNTIME_DIR=/tmp cargo test --release --lib matmul::tests::throughput -- --ignored --nocapture`
+    /// (`FLINT_BENCH_MB`: weight bytes streamed per pass, default 512, more than the 480 MiB L3 of
+    /// the CI machines, so that weights come from DRAM as in a real model).
+    #[test]
+    #[ignore]
+    fn throughput() {
+        let gpu = gpu();
+        eprintln!("device: {}", gpu.describe());
+        let mib = 1 << 20;
+        let copy_bytes = 256 * mib as u64;
+        let (a, b) = (gpu.storage_zeroed("copy src", copy_bytes), gpu.storage_zeroed("copy dst", copy_bytes));
+        let t = time_best(gpu, 3, || {
+            let mut enc = gpu.device.create_command_encoder(&Default::default());
+            enc.copy_buffer_to_buffer(&a, 0, &b, 0, copy_bytes);
+            gpu.queue.submit([enc.finish()]);
+        });
+        let copy_gbs = copy_bytes as f64 / t / 1e9;
+        eprintln!("copy_buffer_to_buffer 256 MiB: {:.2} ms, {copy_gbs:.1} GB/s copied", t * 1e3);
+        drop((a, b));
+
+        let total: usize = std::env::var("FLINT_BENCH_MB").ok().and_then(|v| v.parse().ok()).unwrap_or(512) * mib;
+        let candidates: Vec<(u32, u32)> = match std::env::var("FLINT_BENCH_SHAPES") {
+            Ok(v) => v
+                .split(',')
+                .map(|p| {
+                    let (r, t) = p.split_once('x').expect("ROWSxTPR");
+                    (r.parse().unwrap(), t.parse().unwrap())
+                })
+                .collect(),
+            Err(_) => vec![(64, 1), (32, 1), (16, 4), (8, 8), (4, 32), (2, 64), (1, 64)],
+        };
+        for (rows, cols) in [(5632, 2048), (1536, 576)] {
+            let m = random_matrix(Format::Int4 { group: 32, wide_scales: false }, rows, cols, 3);
+            let one = GpuMatrix::upload(gpu, &m).unwrap();
+            let copies = total.div_ceil(one.bytes() as usize).max(1);
+            let mats: Vec<GpuMatrix> =
+                std::iter::once(one).chain((1..copies).map(|_| GpuMatrix::upload(gpu, &m).unwrap())).collect();
+            let bytes = mats.iter().map(|g| g.bytes()).sum::<u64>() as f64;
+            let step = Step::new(gpu);
+            let x = gpu.storage("x", &random(64 * cols, 1));
+            let out = gpu.storage_zeroed("out", (64 * rows * 4) as u64);
+            eprintln!("INT4 g32 [{rows}, {cols}] x {copies} matrices ({:.0} MB per pass):", bytes / 1e6);
+            for &(r, tpr) in &candidates {
+                for (tokens, tile) in [(1, 1), (64, 8)] {
+                    let shape = Shape { rows: r, threads_per_row: tpr, tile };
+                    step.set(gpu, tokens, 0);
+                    let ops: Vec<Op> = mats
+                        .iter()
+                        .flat_map(|g| build(gpu, &step.buffer, g, &x, None, &out, tokens, None, shape).unwrap())
+                        .collect();
+                    let refs: Vec<&Op> = ops.iter().collect();
+                    let reps = if tokens == 1 { 5 } else { 1 };
+                    let t = time_best(gpu, reps, || {
+                        crate::gpu::submit(gpu, &refs);
+                    });
+                    let gbs = bytes / t / 1e9;
+                    let per = t * 1e3 / copies as f64;
+                    if tokens == 1 {
+                        eprintln!(
+                            "  {r:>3} rows x {tpr:>2} threads, T=1: {per:.3} ms per matrix, {gbs:.1} GB/s ({:.0}% of copy)",
+                            100.0 * gbs / copy_gbs
                         );
+                    } else {
+                        let gflops = 2.0 * (rows * cols * copies) as f64 * tokens as f64 / t / 1e9;
+                        eprintln!("  {r:>3} rows x {tpr:>2} threads, T=64 tile 8: {per:.2} ms per matrix, {gflops:.1} GFLOP/s");
                     }
                 }
             }

@@ -7,7 +7,8 @@ use bytemuck::{Pod, Zeroable};
 
 const SOURCE: &str = include_str!("../../../shaders/moe_group.wgsl");
 const WG: u32 = 256;
-const CHUNK: u32 = 1024;
+/// Words of token masks in workgroup memory, shared among the experts.
+const MASK_WORDS: u32 = 2048;
 
 #[repr(C)]
 #[derive(Clone, Copy, Pod, Zeroable)]
@@ -31,11 +32,18 @@ pub fn op(
     num_experts: u32,
     top_k: u32,
 ) -> Result<Op> {
-    // Workgroup memory: counts and cursors (E words each) and the staged ids.
-    if num_experts == 0 || (2 * num_experts + CHUNK) * 4 > 16 * 1024 {
+    // Workgroup memory: counts and cursors (E words each) and E token masks of `words` words
+    // (tokens are grouped 32 * words at a time).
+    let words = (MASK_WORDS / num_experts.max(1)).clamp(1, 16);
+    if num_experts == 0 || (2 + words) * num_experts * 4 > 16 * 1024 {
         return Err(Error::Gpu(format!("moe_group: {num_experts} experts do not fit the workgroup memory")));
     }
-    let constants = [("WG", WG as f64), ("E", num_experts as f64), ("CHUNK", CHUNK as f64)];
+    let constants = [
+        ("WG", WG as f64),
+        ("E", num_experts as f64),
+        ("WORDS", words as f64),
+        ("MASKS", (words * num_experts) as f64),
+    ];
     let kernel = gpu.kernel("moe_group", SOURCE, &constants)?;
     let params = gpu.uniform("moe_group params", &Params { num_experts, top_k, _pad: [0; 2] });
     Ok(gpu.op("moe_group", &kernel, &[&params, step, expert_ids, expert_ranges, rows, active_experts], [1, 1, 1]))
@@ -116,10 +124,10 @@ mod tests {
     #[test]
     fn matches_cpu_twin_on_awkward_sizes() {
         let mut cases = 0;
-        for experts in [8usize, 60, 128] {
+        for experts in [8usize, 60, 128, 300] {
             for k in [1usize, 2, 4, 8] {
-                // 300 tokens * 8 > CHUNK: the ids pass through workgroup memory in 3 chunks.
-                for tokens in [1usize, 7, 33, 300] {
+                // 700 tokens: more than one chunk of tokens (512 for E <= 128).
+                for tokens in [1usize, 7, 33, 700] {
                     let ids = routed_ids(tokens, experts, k, (experts * 100 + k * 10 + tokens) as u64);
                     let want = group(&ids, experts);
                     assert_eq!(run(&ids, tokens, experts, k), want, "E {experts} k {k} T {tokens}");
@@ -127,7 +135,8 @@ mod tests {
                 }
             }
         }
-        assert_eq!(cases, 48);
+        // E 300 keeps 6 mask words per expert: chunks of 192 tokens.
+        assert_eq!(cases, 64);
     }
 
     #[test]

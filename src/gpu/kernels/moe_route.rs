@@ -38,8 +38,8 @@ pub fn op(
     if top_k == 0 || top_k > num_experts || top_k > MAX_TOP_K {
         return Err(Error::Gpu(format!("moe_route: top_k {top_k} with {num_experts} experts (at most {MAX_TOP_K})")));
     }
-    // Workgroup memory: E probabilities + 2 * WG reduction slots + 2 * 64 picks, in 4-byte words.
-    if (num_experts + 2 * WG + 2 * MAX_TOP_K) * 4 > 16 * 1024 {
+    // Workgroup memory: E probabilities + WG reduction slots + 2 * 64 picks, in 4-byte words.
+    if (num_experts + WG + 2 * MAX_TOP_K) * 4 > 16 * 1024 {
         return Err(Error::Gpu(format!("moe_route: {num_experts} experts exceed the workgroup memory")));
     }
     let kernel = gpu.kernel("moe_route", SOURCE, &[("WG", WG as f64), ("E", num_experts as f64)])?;

@@ -96,10 +96,25 @@ pub fn op(
     vocab: u32,
     last_row: bool,
 ) -> Result<Op> {
+    build(gpu, step, buffers, logits, token_ids, vocab, last_row, false)
+}
+
+/// `op`, or with `debug` the kernel's test mode (writes its workings to the ring).
+#[allow(clippy::too_many_arguments)]
+fn build(
+    gpu: &Gpu,
+    step: &wgpu::Buffer,
+    buffers: &SamplerBuffers,
+    logits: &wgpu::Buffer,
+    token_ids: &wgpu::Buffer,
+    vocab: u32,
+    last_row: bool,
+    debug: bool,
+) -> Result<Op> {
     if vocab == 0 {
         return Err(Error::Gpu("sample: an empty vocabulary".into()));
     }
-    let kernel = gpu.kernel("sample", SOURCE, &[("CAP", CAP as f64)])?;
+    let kernel = gpu.kernel("sample", SOURCE, &[("CAP", CAP as f64), ("DEBUG", debug as u32 as f64)])?;
     let params =
         gpu.uniform("sample params", &Params { vocab, ring_len: buffers.ring_len, last_row: last_row as u32, _pad: 0 });
     let tables = gpu.storage("sample exp2 tables", exp2_tables());
@@ -116,7 +131,7 @@ mod tests {
     use super::*;
     use crate::gpu::kernels::testing::{gpu, random};
     use crate::gpu::step::Step;
-    use crate::sampler::{key, sample};
+    use crate::sampler::{key, sample, trace, Trace};
 
     /// Runs `draws` samples (steps 0..draws, one op replayed `draws` times in one submission)
     /// and returns the ring (the token of each step) and the final token_ids[0] and counter.
@@ -137,6 +152,32 @@ mod tests {
         assert_eq!(state[0], draws as u32, "step counter");
         assert_eq!(ids, [ring[draws - 1], u32::MAX, u32::MAX, u32::MAX], "token_ids[0] holds the last token");
         ring
+    }
+
+    /// The kernel's workings at step `s` (debug mode), as a [`Trace`].
+    fn gpu_trace(logits: &[f32], params: &SamplingParams, s: u32) -> Trace {
+        let gpu = gpu();
+        let step = Step::new(gpu);
+        step.set(gpu, 1, 0);
+        let buffers = SamplerBuffers::new(gpu, 11);
+        let lb = gpu.storage("logits", logits);
+        let ids = gpu.storage_zeroed("token ids", 4);
+        let op = build(gpu, &step.buffer, &buffers, &lb, &ids, logits.len() as u32, false, true).unwrap();
+        start(gpu, &buffers, params, logits.len());
+        gpu.queue.write_buffer(&buffers.state, 0, bytemuck::bytes_of(&s));
+        crate::gpu::submit(gpu, &[&op]);
+        let r: Vec<u32> = gpu.read(&buffers.ring).unwrap();
+        let wide = |lo: u32, hi: u32| lo as u64 | (hi as u64) << 32;
+        Trace {
+            token: r[0],
+            u: r[1],
+            z: wide(r[2], r[3]),
+            kept: wide(r[4], r[5]),
+            target: wide(r[6], r[7]),
+            kth: r[8],
+            tie_last: r[9],
+            tau: r[10],
+        }
     }
 
     /// Logits like a language model's: a few strong tokens over a long tail, scaled.
@@ -275,6 +316,76 @@ mod tests {
     }
 
     #[test]
+    fn workings_match_the_cpu_twin_bit_for_bit() {
+        // Every integer the draw is decided by (the random bits, the candidates' and the
+        // nucleus' total weights, the target, the top-k and top-p thresholds): one unit off in
+        // any weight would show here, where it would almost never change a drawn token.
+        let mut checked = 0;
+        for (vocab, seed) in [(1000usize, 1u64), (3001, 2), (49152, 3)] {
+            let mut logits = lm_logits(vocab, seed);
+            // Some ties and -inf.
+            for i in (0..vocab).step_by(97) {
+                logits[i] = logits[i / 2].max(-3.0);
+            }
+            for i in (5..vocab).step_by(389) {
+                logits[i] = f32::NEG_INFINITY;
+            }
+            for (j, &(temperature, top_k, top_p)) in
+                [(1.0, 0, 1.0), (0.8, 0, 0.9), (1.3, 50, 1.0), (1.0, 600, 0.85), (2.0, 1100, 0.97), (0.5, 3, 0.2)]
+                    .iter()
+                    .enumerate()
+            {
+                let params = SamplingParams { temperature, top_k, top_p, seed: u64::MAX - j as u64 * 0x1234_5678_9abc };
+                for s in [0u32, 1, 0xffff_ffff] {
+                    let want = trace(&logits, &params, s as u64).expect("not greedy");
+                    assert_eq!(gpu_trace(&logits, &params, s), want, "vocab {vocab} {params:?} step {s}");
+                    checked += 1;
+                }
+            }
+        }
+        // Logits on a coarse grid: the k-th key is tied many times over, with top-k both
+        // compacted (37) and not (1100 > CAP), and the nucleus reaching down to it.
+        let grid: Vec<f32> = random(3001, 5).iter().map(|v| (v * 8.0).round() * 0.5).collect();
+        for (temperature, top_k, top_p) in [(1.0, 37, 1.0), (1.0, 37, 0.999), (1.0, 1100, 1.0), (3.0, 1100, 0.999)] {
+            let params = SamplingParams { temperature, top_k, top_p, seed: 42 };
+            let want = trace(&grid, &params, 9).expect("not greedy");
+            let k = top_k as usize;
+            let keys_at_kth = grid.iter().filter(|&&l| key(l) == want.kth).count();
+            let above = grid.iter().filter(|&&l| key(l) > want.kth).count();
+            assert!(above < k && above + keys_at_kth > k, "the k-th key must be tied beyond k");
+            assert_eq!(gpu_trace(&grid, &params, 9), want, "grid {params:?}");
+            checked += 1;
+        }
+        assert_eq!(checked, 58);
+    }
+
+    #[test]
+    fn nucleus_edge_is_inclusive() {
+        // Two tokens [0, x] and a top_p for which M equals the top token's weight exactly:
+        // "weigh at least M" keeps the top token alone (a strict comparison would keep both).
+        let w0 = 1u64 << 31;
+        let mut found = 0;
+        for step in 0..20_000u32 {
+            let x = -0.1 - step as f32 * 1e-4;
+            let z = w0 + crate::sampler::weight(x, 0.0, std::f32::consts::LOG2_E) as u64;
+            let p24 = ((w0 << 24) + z - 1) / z; // ceil(w0 * 2^24 / z)
+            if crate::sampler::scale24(z, p24 as u32) != w0 {
+                continue;
+            }
+            let params =
+                SamplingParams { temperature: 1.0, top_k: 0, top_p: p24 as f32 / (1u32 << 24) as f32, seed: 8 };
+            let want = trace(&[0.0, x], &params, 0).expect("not greedy");
+            assert_eq!((want.z, want.kept, want.token), (z, w0, 0));
+            assert_eq!(gpu_trace(&[0.0, x], &params, 0), want, "x {x}");
+            found += 1;
+            if found == 3 {
+                break;
+            }
+        }
+        assert_eq!(found, 3);
+    }
+
+    #[test]
     fn samples_the_last_row_and_wraps_the_ring() {
         let gpu = gpu();
         let (vocab, tokens) = (500usize, 3usize);
@@ -298,5 +409,79 @@ mod tests {
         crate::gpu::submit(gpu, &[&op]);
         assert_eq!(gpu.read::<u32>(&buffers.ring).unwrap()[0], sample(last, &params, 0));
         assert_eq!(gpu.read::<u32>(&buffers.state).unwrap(), vec![1]);
+    }
+
+    #[test]
+    #[ignore]
+    fn device_timing() {
+        use crate::gpu::kernels::{moe_combine, moe_group, moe_route};
+        use std::time::Instant;
+        let gpu = gpu();
+        eprintln!("adapter: {}", gpu.describe());
+        let time = |ops: &[&Op], reps: usize| -> f64 {
+            crate::gpu::submit(gpu, ops);
+            gpu.device.poll(wgpu::PollType::wait_indefinitely()).unwrap();
+            let list: Vec<&Op> = (0..reps).flat_map(|_| ops.iter().copied()).collect();
+            let t = Instant::now();
+            crate::gpu::submit(gpu, &list);
+            gpu.device.poll(wgpu::PollType::wait_indefinitely()).unwrap();
+            t.elapsed().as_secs_f64() * 1e6 / reps as f64
+        };
+        // Sampler at Qwen's vocabulary: timing, and GPU == CPU on 64 steps per setting.
+        for vocab in [151_936usize, 49152] {
+            let logits = lm_logits(vocab, 99);
+            let step = Step::new(gpu);
+            step.set(gpu, 1, 0);
+            let buffers = SamplerBuffers::new(gpu, 64);
+            let lb = gpu.storage("logits", &logits);
+            let ids = gpu.storage_zeroed("ids", 4);
+            let op = op(gpu, &step.buffer, &buffers, &lb, &ids, vocab as u32, false).unwrap();
+            for (temperature, top_k, top_p) in
+                [(0.0, 0, 1.0), (1.0, 0, 1.0), (0.7, 0, 0.9), (0.8, 40, 1.0), (0.8, 40, 0.9), (1.0, 2000, 0.95)]
+            {
+                let params = SamplingParams { temperature, top_k, top_p, seed: 0xABCD_EF01_2345_6789 };
+                start(gpu, &buffers, &params, vocab);
+                crate::gpu::submit(gpu, &vec![&op; 64]);
+                let ring: Vec<u32> = gpu.read(&buffers.ring).unwrap();
+                let want: Vec<u32> = (0..64).map(|s| sample(&logits, &params, s)).collect();
+                let agree = ring.iter().zip(&want).filter(|(a, b)| a == b).count();
+                let distinct = {
+                    let mut r = ring.clone();
+                    r.sort();
+                    r.dedup();
+                    r.len()
+                };
+                let us = time(&[&op], 50);
+                eprintln!("sample vocab {vocab} T {temperature} top_k {top_k} top_p {top_p}: {us:.1} us/draw, agree {agree}/64, distinct {distinct}");
+            }
+            let tr = trace(&logits, &SamplingParams { temperature: 0.7, top_k: 0, top_p: 0.9, seed: 5 }, 3).unwrap();
+            let g = gpu_trace(&logits, &SamplingParams { temperature: 0.7, top_k: 0, top_p: 0.9, seed: 5 }, 3);
+            eprintln!("trace equal: {}", tr == g);
+        }
+        // MoE kernels, E 128, k 8, hidden 2048.
+        let (e, k, h) = (128u32, 8u32, 2048u32);
+        for t in [1u32, 512] {
+            let step = Step::new(gpu);
+            step.set(gpu, t, 0);
+            let logits = gpu.storage("rl", &random((t * e) as usize, 1));
+            let ids = gpu.storage_zeroed("ids", (t * k * 4) as u64);
+            let w = gpu.storage_zeroed("w", (t * k * 4) as u64);
+            let route = moe_route::op(gpu, &step.buffer, &logits, &ids, &w, t, e, k, true).unwrap();
+            let ranges = gpu.storage_zeroed("ranges", (2 * e * 4) as u64);
+            let rows = gpu.storage_zeroed("rows", (t * k * 4) as u64);
+            let act = gpu.storage_zeroed("act", ((1 + e) * 4) as u64);
+            let group = moe_group::op(gpu, &step.buffer, &ids, &ranges, &rows, &act, e, k).unwrap();
+            let x = gpu.storage("x", &random((t * h) as usize, 2));
+            let eo = gpu.storage("eo", &random((t * k * h) as usize, 3));
+            let so = gpu.storage("so", &random((t * h) as usize, 4));
+            let g = gpu.storage("g", &random(t as usize, 5));
+            let comb = moe_combine::op(gpu, &step.buffer, &x, &eo, &w, Some(&so), Some(&g), t, h, k, 1.0).unwrap();
+            eprintln!(
+                "T {t}: route {:.1} us, group {:.1} us, combine {:.1} us",
+                time(&[&route], 100),
+                time(&[&group], 100),
+                time(&[&comb], 100)
+            );
+        }
     }
 }
