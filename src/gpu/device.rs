@@ -95,7 +95,7 @@ impl Gpu {
 
     /// The largest buffer one binding may cover (128 MiB on lavapipe and many phones).
     pub fn max_binding_bytes(&self) -> u64 {
-        u64::from(self.limits.max_storage_buffer_binding_size).min(self.limits.max_buffer_size)
+        self.limits.max_storage_buffer_binding_size.min(self.limits.max_buffer_size)
     }
 
     /// Compiles the WGSL `source` (entry point `main`) with pipeline-overridable `constants`,

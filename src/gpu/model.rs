@@ -60,9 +60,16 @@ struct GpuMlp {
     down: GpuMatrix,
 }
 
+struct GpuMoe {
+    router: GpuMatrix,
+    experts: GpuMlp,
+    shared: Option<GpuMlp>,
+    shared_gate: Option<GpuMatrix>,
+}
+
 enum GpuFfn {
     Dense(GpuMlp),
-    Moe { router: GpuMatrix, experts: GpuMlp, shared: Option<GpuMlp>, shared_gate: Option<GpuMatrix> },
+    Moe(Box<GpuMoe>),
 }
 
 struct GpuLayer {
@@ -206,13 +213,13 @@ impl Resident {
             let (q, k, v, o) = (up.linear(&layer.q)?, up.linear(&layer.k)?, up.linear(&layer.v)?, up.linear(&layer.o)?);
             let ffn = match &layer.ffn {
                 FfnWeights::Dense(m) => GpuFfn::Dense(up.mlp(m, 1, 1)?),
-                FfnWeights::Moe(m) => GpuFfn::Moe {
+                FfnWeights::Moe(m) => GpuFfn::Moe(Box::new(GpuMoe {
                     router: up.matrix(&m.router, 1)?,
                     // Stacked experts split only between experts.
                     experts: up.mlp(&m.experts, m.experts.gate.rows / m.router.rows, h)?,
                     shared: m.shared.as_ref().map(|s| up.mlp(s, 1, 1)).transpose()?,
                     shared_gate: m.shared_gate.as_ref().map(|s| up.matrix(s, 1)).transpose()?,
-                },
+                })),
             };
             layers.push(GpuLayer {
                 attn_norm: g.storage("attn norm", &layer.attn_norm),
@@ -325,7 +332,8 @@ impl Builder<'_> {
                     self.mlp(&mut ops, r, mlp, &r.proj)?;
                     ops.push(add_scaled::op(g, step, &r.x, &r.proj, t, h, c.residual_multiplier)?);
                 }
-                GpuFfn::Moe { router, experts, shared, shared_gate } => {
+                GpuFfn::Moe(moe) => {
+                    let GpuMoe { router, experts, shared, shared_gate } = &**moe;
                     let m = c.moe.as_ref().ok_or_else(|| Error::Gpu("an MoE layer in a dense config".into()))?;
                     let (e, k, ie) = (m.num_experts as u32, m.top_k as u32, m.expert_intermediate_size as u32);
                     ops.extend(matmul::ops(g, step, router, &r.normed, &r.router_logits, t)?);

@@ -41,7 +41,7 @@ pub struct MoeWeights {
 #[derive(Debug, Clone)]
 pub enum FfnWeights {
     Dense(MlpWeights),
-    Moe(MoeWeights),
+    Moe(Box<MoeWeights>),
 }
 
 #[derive(Debug, Clone)]
@@ -106,7 +106,7 @@ impl ModelWeights {
                         ),
                         None => (None, None),
                     };
-                    FfnWeights::Moe(MoeWeights {
+                    FfnWeights::Moe(Box::new(MoeWeights {
                         router: ld.matrix(&n.router, m.num_experts, h)?,
                         experts: ld.experts(
                             &names.expert_layouts(l, m.num_experts),
@@ -116,7 +116,7 @@ impl ModelWeights {
                         )?,
                         shared,
                         shared_gate,
-                    })
+                    }))
                 }
                 _ => FfnWeights::Dense(ld.mlp(&n.gate, &n.up, &n.down, h, config.intermediate_size)?),
             };
