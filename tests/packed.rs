@@ -35,6 +35,9 @@ impl Rng {
     fn byte(&mut self) -> u8 {
         self.u64() as u8
     }
+    fn coin(&mut self) -> bool {
+        self.u64() >> 63 == 1
+    }
     /// Uniform in [0, 1).
     fn unit(&mut self) -> f64 {
         (self.u64() >> 11) as f64 / (1u64 << 53) as f64
@@ -46,7 +49,7 @@ impl Rng {
     /// An f16 scale: mostly of weight magnitude (either sign), sometimes any finite f16
     /// (subnormals, huge values) to reach the corners.
     fn f16_scale(&mut self) -> f16 {
-        if self.u64() % 8 == 0 {
+        if self.u64() & 7 == 0 {
             loop {
                 let h = f16::from_bits(self.u64() as u16);
                 if h.is_finite() {
@@ -55,7 +58,7 @@ impl Rng {
             }
         }
         let mag = 10f64.powf(-4.0 + 3.0 * self.unit());
-        f16::from_f64(if self.u64() % 2 == 0 { mag } else { -mag })
+        f16::from_f64(if self.coin() { mag } else { -mag })
     }
 }
 
@@ -606,7 +609,7 @@ fn quantizer_constant_groups_above_one_half() {
     let mut rng = Rng(12);
     let (mut exact, n) = (0, 1000);
     for _ in 0..n {
-        let c = (0.5 + 63.5 * rng.unit()) as f32 * if rng.u64() % 2 == 0 { 1.0 } else { -1.0 };
+        let c = (0.5 + 63.5 * rng.unit()) as f32 * if rng.coin() { 1.0 } else { -1.0 };
         let w = PackedMatrix::quantize_int4(1, 32, &[c; 32], 32).unwrap().dequantize();
         let ulp16 = f32::powi(2.0, c.abs().log2().floor() as i32 - 10);
         assert!((w[0] - c).abs() <= ulp16 / 2.0, "{c}: {}", w[0]);

@@ -7,9 +7,9 @@ use half::f16;
 /// The group sizes [`PackedMatrix::quantize_int4`] accepts.
 pub const INT4_GROUP_SIZES: [usize; 3] = [32, 64, 128];
 
-/// Alternating-least-squares rounds after the min/max start (the iteration also stops as soon
-/// as a round leaves every q unchanged; on Gaussian data most groups settle in 2 to 4 rounds).
-const ALS_ROUNDS: usize = 8;
+/// Alternating-least-squares rounds after the min/max start; the iteration also stops as soon
+/// as a round leaves every q unchanged.
+pub const ALS_ROUNDS: usize = 8;
 
 impl PackedMatrix {
     /// Quantizes `data` (`[rows, cols]` row-major) to INT4 with one f16 pair `(d, m)` per
@@ -28,10 +28,12 @@ impl PackedMatrix {
     ///    re-rounding the q's for those stored values; the group keeps the lowest-error one.
     ///
     /// A constant group (all elements equal to c) gets `d = 0, m = c` when c is an f16, which
-    /// is exact (so an all-zero group is exact, and no division by `d = 0` ever happens);
-    /// otherwise a search over q in 1..15 and the f16 neighbours m of c for `d = (c - m) / q`
-    /// in f16 finds a pair that represents c exactly when one exists (for c of ordinary weight
-    /// magnitude it does, in the tests), else the closest one.
+    /// is exact (so an all-zero group is exact, and no division by `d = 0` ever happens).
+    /// Otherwise a search over q in 1..15 and the two f16 neighbours m of c, with
+    /// `d = f16((c - m) / q)`, keeps the pair nearest to c. Not every f32 constant can be held:
+    /// below 0.5 in magnitude every `d * q + m` is a multiple of 2^-24 (f16's finest step) and
+    /// exact in f32, so c is exact if and only if it is such a multiple (q = 1, `m = f16(c)`,
+    /// `d = c - m`, which is an f16 since |c - m| <= 2^-13); other constants come within 2^-25.
     ///
     /// ## Error bound
     /// Step 3 keeps a candidate only if it beats the min/max start, so each group's squared
