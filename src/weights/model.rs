@@ -280,3 +280,39 @@ pub fn concat_rows(parts: &[PackedMatrix]) -> Result<PackedMatrix> {
         scales: parts.iter().flat_map(|p| p.scales.iter().copied()).collect(),
     })
 }
+
+impl ModelWeights {
+    /// Quantizes every f32 weight of the decoder's linear layers (attention, dense and expert
+    /// FFNs, shared experts) to flint's INT4 with groups of `group`; tensors already quantized,
+    /// the embeddings, the output projection, routers and gates stay as they are. A matrix
+    /// whose rows are not a whole number of groups stays f32.
+    pub fn quantize_int4(&mut self, group: usize) -> Result<()> {
+        let quantize = |m: &mut PackedMatrix| -> Result<()> {
+            if m.format == crate::quant::packed::Format::F32 && m.cols.is_multiple_of(group) && m.cols.is_multiple_of(8)
+            {
+                *m = PackedMatrix::quantize_int4(m.rows, m.cols, &m.dequantize(), group)?;
+            }
+            Ok(())
+        };
+        let mlp = |m: &mut MlpWeights| -> Result<()> {
+            quantize(&mut m.gate)?;
+            quantize(&mut m.up)?;
+            quantize(&mut m.down)
+        };
+        for layer in &mut self.layers {
+            for l in [&mut layer.q, &mut layer.k, &mut layer.v, &mut layer.o] {
+                quantize(&mut l.weight)?;
+            }
+            match &mut layer.ffn {
+                FfnWeights::Dense(m) => mlp(m)?,
+                FfnWeights::Moe(moe) => {
+                    mlp(&mut moe.experts)?;
+                    if let Some(s) = &mut moe.shared {
+                        mlp(s)?;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
