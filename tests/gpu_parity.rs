@@ -53,13 +53,11 @@ fn check(name: &str) {
 
     // Greedy: prefill the prompt, then one token at a time (decode, T = 1).
     let mut last = model.forward(&reference.greedy_prompt, 0).unwrap().pop().unwrap();
-    let mut position = reference.greedy_prompt.len();
     let mut greedy = Vec::new();
-    for _ in 0..reference.greedy.len() {
+    for position in reference.greedy_prompt.len()..reference.greedy_prompt.len() + reference.greedy.len() {
         let next = flint::sampler::argmax(&last);
         greedy.push(next);
         last = model.forward(&[next], position).unwrap().pop().unwrap();
-        position += 1;
     }
     assert_eq!(greedy, reference.greedy, "{name}: greedy continuation on the GPU");
 }

@@ -67,6 +67,8 @@ struct GpuMoe {
     shared_gate: Option<GpuMatrix>,
 }
 
+// One per layer: the variants' sizes do not matter.
+#[allow(clippy::large_enum_variant)]
 enum GpuFfn {
     Dense(GpuMlp),
     Moe(Box<GpuMoe>),

@@ -39,6 +39,8 @@ pub struct MoeWeights {
 }
 
 #[derive(Debug, Clone)]
+// One per layer: the variants' sizes do not matter.
+#[allow(clippy::large_enum_variant)]
 pub enum FfnWeights {
     Dense(MlpWeights),
     Moe(Box<MoeWeights>),
