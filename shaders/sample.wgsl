@@ -1,7 +1,8 @@
 // sample.wgsl — picks the next token from one row of logits, bit for bit as the CPU twin
 // `sampler::sample(logits, params, n)` does (see src/sampler.rs for the definitions), where n
 // is the generation step, kept on the GPU in state[0] and incremented here. Runs after
-// sample_argmax.wgsl, whose per-block argmaxes it reduces first.
+// sample_argmax.wgsl, whose per-block argmaxes it reduces first (SPLIT; otherwise it makes
+// that pass itself, in one workgroup).
 //
 //   greedy:  token = argmax(logits), ties to the lowest id (float comparison).
 //   else:    key(l) = IEEE total-order image of l as u32; max = the greedy token's logit;
@@ -10,19 +11,23 @@
 //                     w = m >> (a >> 16), 0 when a >> 16 >= 32        (≈ 2^31 exp((l_i - max) / T))
 //            cand   = the top_k tokens of highest key, ties to the lower id (all when top_k 0);
 //                     found by a 4-round radix select of the k-th key K (256-bin histograms of
-//                     8 key bits), then ties at K taken in id order up to tie_last.
+//                     8 key bits); when the tokens at K are more than needed (rare), tie_last =
+//                     the id of the last one taken (through contiguous blocks of ids).
 //            Z      = sum of w over cand (exact: 64-bit integer);
 //            nucleus (use_top_p): M = max(1, floor(Z * top_p24 / 2^24)); tau = the largest key with
 //                     sum{w_i : i in cand, key_i >= tau} >= M, by a 4-round radix select over
 //                     histograms of weight (64-bit bins: a u32 atomic plus a carry counter);
 //                     kept = cand with key >= tau (tau = 0 without top-p); W = kept weight.
 //            u      = 24 bits of SplitMix64(seed, n) (64-bit arithmetic emulated in u32);
-//            target = floor(W * u / 2^24); token = the first kept id (ascending) at which the
-//                     running sum of w exceeds target (per-thread contiguous blocks: block sums,
-//                     a serial exclusive scan, then the one block holding target is rescanned).
+//            target = floor(W * u / 2^24); token = the first kept token, in the order
+//                     (id % 256, id / 256), at which the running sum of w exceeds target. Thread
+//                     t holds ids t, t + 256, ...: a serial scan of the threads' shares finds the
+//                     thread holding target, then the workgroup walks that thread's ids with
+//                     inclusive scans, 256 ids at a time.
 //   Then token_ids[0] = token, ring[n % ring_len] = token, state[0] = n + 1.
-// When top_k <= CAP the candidates are first compacted, in id order, into workgroup memory,
-// and everything after the top-k selection runs over them only.
+// When top_k <= CAP the candidates are first compacted into workgroup memory, in the draw
+// order, and everything after the top-k selection runs over them only (their draw walks
+// contiguous blocks of them).
 //
 // Bindings (group 0):
 //   0 params     uniform  { vocab: u32, ring_len: u32, last_row: u32, _pad: u32 }
@@ -37,13 +42,16 @@
 //   5 state      storage rw     u32 [1]: the generation step n (the host zeroes it per request)
 //   6 token_ids  storage rw     u32 [>= 1]: [0] = the token (the next step's input)
 //   7 ring       storage rw     u32 [ring_len]: [n % ring_len] = the token (for readback)
-//   8 partials   storage read   u32 [2 * ceil(vocab / 4096)]: sample_argmax's (max bits, id) per block
-// Dispatch: (1, 1, 1), one workgroup of 256 threads. Passes over the vocabulary use strided
-// (coalesced) indexing, except those that need id order, which give each thread a contiguous
-// block; loads are issued 8 at a time. Workgroup memory ~11 KiB.
+//   8 partials   storage read   u32 [2 * ceil(vocab / 4096)]: sample_argmax's (max bits, id) per
+//                block (SPLIT only)
+// Dispatch: (1, 1, 1), one workgroup of 256 threads. Passes over the vocabulary are strided
+// (coalesced), loads issued 8 at a time. Workgroup memory ~11 KiB.
 
 const WG: u32 = 256u; // also the number of histogram bins
 override CAP: u32 = 1024u;
+// true: the argmax comes from sample_argmax.wgsl's partials (binding 8); false: from a pass
+// over the logits here (binding 8 is then a placeholder).
+override SPLIT: bool = true;
 // Tests only: instead of the ring slot, write [token, u, Z lo, Z hi, W lo, W hi, target lo,
 // target hi, K, tie_last, tau] to ring[0..11] (sampler::Trace).
 override DEBUG: bool = false;
@@ -84,6 +92,9 @@ var<workgroup> sh_z: vec2<u32>;
 var<workgroup> sh_kept: vec2<u32>;
 var<workgroup> sh_target: vec2<u32>;
 var<workgroup> sh_token: u32;
+var<workgroup> sh_split: u32;
+var<workgroup> sh_tstar: u32;
+var<workgroup> sh_start: vec2<u32>;
 
 // ---- 64-bit unsigned arithmetic on vec2<u32>(lo, hi) ----
 
@@ -214,15 +225,30 @@ fn main(@builtin(local_invocation_index) lid: u32) {
         tab[i] = tables[i];
     }
 
-    // ---- argmax, ties to the lowest id: the blocks' (sample_argmax.wgsl) ----
+    // ---- argmax, ties to the lowest id: from sample_argmax's blocks, or a pass here ----
     var bv = 0.0;
     var bi = NONE;
-    let n_blocks = (vocab + BLOCK - 1u) / BLOCK;
-    for (var b = lid; b < n_blocks; b += WG) {
-        let v = bitcast<f32>(partials[2u * b]);
-        if (bi == NONE || v > bv) {
-            bv = v;
-            bi = partials[2u * b + 1u];
+    if (SPLIT) {
+        let n_blocks = (vocab + BLOCK - 1u) / BLOCK;
+        for (var b = lid; b < n_blocks; b += WG) {
+            let v = bitcast<f32>(partials[2u * b]);
+            if (bi == NONE || v > bv) {
+                bv = v;
+                bi = partials[2u * b + 1u];
+            }
+        }
+    } else {
+        for (var i0 = lid; i0 < vocab; i0 += U * WG) {
+            let va = load4(base, i0, WG, vocab - 1u);
+            let vb = load4(base, i0 + 4u * WG, WG, vocab - 1u);
+            for (var u = 0u; u < U; u++) {
+                let v = pick(u, va, vb);
+                let i = i0 + u * WG;
+                if (i < vocab && (bi == NONE || v > bv)) {
+                    bv = v;
+                    bi = i;
+                }
+            }
         }
     }
     red_v[lid] = bv;
@@ -291,6 +317,7 @@ fn main(@builtin(local_invocation_index) lid: u32) {
                 }
                 sh_digit = d;
                 sh_rem = rem - cum;
+                sh_split = select(0u, 1u, atomicLoad(&hist_lo[d]) > rem - cum);
             }
             workgroupBarrier();
             prefix |= sh_digit << shift;
@@ -301,84 +328,96 @@ fn main(@builtin(local_invocation_index) lid: u32) {
         kth = prefix;
         let need = rem; // ties at K to take, in id order (1 <= need <= ties)
 
-        // Contiguous blocks: count keys above K and at K per thread.
-        let blk = (vocab + WG - 1u) / WG;
-        let lo = min(lid * blk, vocab);
-        let hi = min(lo + blk, vocab);
-        var above = 0u;
-        var ties = 0u;
-        for (var i0 = lo; i0 < hi; i0 += U) {
-            let va = load4(base, i0, 1u, hi - 1u);
-            let vb = load4(base, i0 + 4u, 1u, hi - 1u);
-            for (var u = 0u; u < U; u++) {
-                let k = key_of(pick(u, va, vb));
-                let inside = i0 + u < hi;
-                above += select(0u, 1u, inside && k > kth);
-                ties += select(0u, 1u, inside && k == kth);
-            }
-        }
-        red_a[lid] = above;
-        red_b[lid] = ties;
-        workgroupBarrier();
-        if (lid == 0u) {
-            // Exclusive offsets of each block's candidates into cids; the block holding the
-            // need-th tie and its rank there.
-            var offset = 0u;
-            var ties_before = 0u;
-            sh_tie_thread = NONE;
-            for (var t = 0u; t < WG; t++) {
-                let a = red_a[t];
-                let e = red_b[t];
-                let take = min(e, need - min(need, ties_before));
-                if (sh_tie_thread == NONE && ties_before + e >= need) {
-                    sh_tie_thread = t;
-                    sh_tie_rank = need - ties_before;
-                }
-                red_a[t] = offset;
-                offset += a + take;
-                ties_before += e;
-            }
-        }
-        workgroupBarrier();
-        if (lid == sh_tie_thread) {
-            var seen = 0u;
+        // Only when the tokens at K are more than needed (rare): tie_last, the id of the
+        // need-th of them, through contiguous blocks of ids.
+        if (workgroupUniformLoad(&sh_split) != 0u) {
+            let blk = (vocab + WG - 1u) / WG;
+            let lo = min(lid * blk, vocab);
+            let hi = min(lo + blk, vocab);
+            var ties = 0u;
             for (var i = lo; i < hi; i++) {
-                if (key_of(logits[base + i]) == kth) {
-                    seen += 1u;
-                    if (seen == sh_tie_rank) {
-                        sh_tie_last = i;
+                ties += select(0u, 1u, key_of(logits[base + i]) == kth);
+            }
+            red_a[lid] = ties;
+            workgroupBarrier();
+            if (lid == 0u) {
+                var before = 0u;
+                for (var t = 0u; t < WG; t++) {
+                    let e = red_a[t];
+                    if (before + e >= need) {
+                        sh_tie_thread = t;
+                        sh_tie_rank = need - before;
                         break;
+                    }
+                    before += e;
+                }
+            }
+            workgroupBarrier();
+            if (lid == sh_tie_thread) {
+                var seen = 0u;
+                for (var i = lo; i < hi; i++) {
+                    if (key_of(logits[base + i]) == kth) {
+                        seen += 1u;
+                        if (seen == sh_tie_rank) {
+                            sh_tie_last = i;
+                            break;
+                        }
                     }
                 }
             }
+            workgroupBarrier();
+            tie_last = sh_tie_last;
         }
-        workgroupBarrier();
-        tie_last = sh_tie_last;
+
+        // Compaction into cids, in draw order (id % WG, id / WG): thread t's candidates
+        // (ids t, t + WG, ...) at the exclusive sum of the counts of threads before it.
         if (top_k <= CAP) {
             compact = true;
-            var at = red_a[lid];
-            for (var i0 = lo; i0 < hi; i0 += U) {
-                let va = load4(base, i0, 1u, hi - 1u);
-                let vb = load4(base, i0 + 4u, 1u, hi - 1u);
+            var count = 0u;
+            for (var i0 = lid; i0 < vocab; i0 += U * WG) {
+                let va = load4(base, i0, WG, vocab - 1u);
+                let vb = load4(base, i0 + 4u * WG, WG, vocab - 1u);
                 for (var u = 0u; u < U; u++) {
-                    let i = i0 + u;
+                    let i = i0 + u * WG;
                     let k = key_of(pick(u, va, vb));
-                    if (i < hi && (k > kth || (k == kth && i <= tie_last))) {
+                    count += select(0u, 1u, i < vocab && (k > kth || (k == kth && i <= tie_last)));
+                }
+            }
+            red_a[lid] = count;
+            workgroupBarrier();
+            if (lid == 0u) {
+                var offset = 0u;
+                for (var t = 0u; t < WG; t++) {
+                    let c = red_a[t];
+                    red_a[t] = offset;
+                    offset += c;
+                }
+            }
+            workgroupBarrier();
+            var at = red_a[lid];
+            for (var i0 = lid; i0 < vocab; i0 += U * WG) {
+                let va = load4(base, i0, WG, vocab - 1u);
+                let vb = load4(base, i0 + 4u * WG, WG, vocab - 1u);
+                for (var u = 0u; u < U; u++) {
+                    let i = i0 + u * WG;
+                    let k = key_of(pick(u, va, vb));
+                    if (i < vocab && (k > kth || (k == kth && i <= tie_last))) {
                         cids[at] = i;
                         at += 1u;
                     }
                 }
             }
+            workgroupBarrier();
         }
-        workgroupBarrier();
     }
-    // The items: the compacted candidates, or the whole vocabulary (id order either way).
+    // The items: the compacted candidates, or the whole vocabulary. Either way, the draw
+    // below walks the tokens in the order (id % WG, id / WG).
     var n_items = vocab;
     if (compact) {
         n_items = top_k;
     }
 
-    // ---- Z: the candidates' weight ----
+    // ---- Z: the candidates' weight (and, over the whole vocabulary, each thread's share) ----
     var z = vec2<u32>(0u, 0u);
     for (var j0 = lid; j0 < n_items; j0 += U * WG) {
         let ia = ids4(j0, WG, n_items - 1u, compact);
@@ -393,6 +432,7 @@ fn main(@builtin(local_invocation_index) lid: u32) {
             }
         }
     }
+    var share = z; // thread lid's tokens' weight
     red_a[lid] = z.x;
     red_b[lid] = z.y;
     workgroupBarrier();
@@ -470,60 +510,130 @@ fn main(@builtin(local_invocation_index) lid: u32) {
             workgroupBarrier();
         }
         tau = prefix;
+
+        // Each thread's share of the kept weight (full vocabulary only).
+        if (!compact) {
+            share = vec2<u32>(0u, 0u);
+            for (var i0 = lid; i0 < vocab; i0 += U * WG) {
+                let va = load4(base, i0, WG, vocab - 1u);
+                let vb = load4(base, i0 + 4u * WG, WG, vocab - 1u);
+                for (var u = 0u; u < U; u++) {
+                    let i = i0 + u * WG;
+                    let l = pick(u, va, vb);
+                    let k = key_of(l);
+                    if (i < vocab && (k > kth || (k == kth && i <= tie_last)) && k >= tau) {
+                        share = add64(share, vec2<u32>(weight(l, mx), 0u));
+                    }
+                }
+            }
+        }
     }
 
-    // ---- the draw: the target in the kept weight, found in id order ----
+    // ---- the draw: the target in the kept weight, walked in order (id % WG, id / WG) ----
     if (lid == 0u) {
         let u = uniform_bits(vec2<u32>(request.seed_lo, request.seed_hi), state[0]);
         sh_target = scale24(sh_kept, u);
         sh_token = NONE;
     }
-    let blk = (n_items + WG - 1u) / WG;
-    let lo = min(lid * blk, n_items);
-    let hi = min(lo + blk, n_items);
-    var s = vec2<u32>(0u, 0u);
-    for (var j0 = lo; j0 < hi; j0 += U) {
-        let ia = ids4(j0, 1u, hi - 1u, compact);
-        let ib = ids4(j0 + 4u, 1u, hi - 1u, compact);
-        let va = gather4(base, ia);
-        let vb = gather4(base, ib);
-        for (var u = 0u; u < U; u++) {
-            let l = pick(u, va, vb);
-            let k = key_of(l);
-            let cand = compact || k > kth || (k == kth && pick_id(u, ia, ib) <= tie_last);
-            if (j0 + u < hi && cand && k >= tau) {
+    workgroupBarrier();
+    let goal = sh_target; // (`target` is a reserved word)
+    if (compact) {
+        // cids is in draw order: contiguous blocks of items, a serial scan of the blocks'
+        // weights, then the block holding the target is walked.
+        let blk = (n_items + WG - 1u) / WG;
+        let lo = min(lid * blk, n_items);
+        let hi = min(lo + blk, n_items);
+        var s = vec2<u32>(0u, 0u);
+        for (var j = lo; j < hi; j++) {
+            let l = logits[base + cids[j]];
+            if (key_of(l) >= tau) {
                 s = add64(s, vec2<u32>(weight(l, mx), 0u));
             }
         }
-    }
-    red_a[lid] = s.x;
-    red_b[lid] = s.y;
-    workgroupBarrier();
-    if (lid == 0u) {
-        var acc = vec2<u32>(0u, 0u);
-        for (var t = 0u; t < WG; t++) {
-            let here = vec2<u32>(red_a[t], red_b[t]);
-            red_a[t] = acc.x;
-            red_b[t] = acc.y;
-            acc = add64(acc, here);
+        red_a[lid] = s.x;
+        red_b[lid] = s.y;
+        workgroupBarrier();
+        if (lid == 0u) {
+            var acc = vec2<u32>(0u, 0u);
+            for (var t = 0u; t < WG; t++) {
+                let here = vec2<u32>(red_a[t], red_b[t]);
+                red_a[t] = acc.x;
+                red_b[t] = acc.y;
+                acc = add64(acc, here);
+            }
         }
-    }
-    workgroupBarrier();
-    let start = vec2<u32>(red_a[lid], red_b[lid]);
-    let goal = sh_target; // (`target` is a reserved word)
-    if (!less64(goal, start) && less64(goal, add64(start, s))) {
-        var acc = start;
-        for (var j = lo; j < hi; j++) {
-            let id = item_id(j, compact);
-            let l = logits[base + id];
-            let k = key_of(l);
-            if ((compact || k > kth || (k == kth && id <= tie_last)) && k >= tau) {
-                acc = add64(acc, vec2<u32>(weight(l, mx), 0u));
-                if (less64(goal, acc)) {
-                    sh_token = id;
-                    break;
+        workgroupBarrier();
+        let start = vec2<u32>(red_a[lid], red_b[lid]);
+        if (!less64(goal, start) && less64(goal, add64(start, s))) {
+            var acc = start;
+            for (var j = lo; j < hi; j++) {
+                let id = cids[j];
+                let l = logits[base + id];
+                if (key_of(l) >= tau) {
+                    acc = add64(acc, vec2<u32>(weight(l, mx), 0u));
+                    if (less64(goal, acc)) {
+                        sh_token = id;
+                        break;
+                    }
                 }
             }
+        }
+    } else {
+        // Thread t holds ids t, t + WG, ...: a serial scan of the threads' shares finds the
+        // thread t* holding the target; then all threads walk t*'s ids, WG at a time, with an
+        // inclusive scan of their weights.
+        red_a[lid] = share.x;
+        red_b[lid] = share.y;
+        workgroupBarrier();
+        if (lid == 0u) {
+            var acc = vec2<u32>(0u, 0u);
+            for (var t = 0u; t < WG; t++) {
+                let next = add64(acc, vec2<u32>(red_a[t], red_b[t]));
+                if (less64(goal, next)) {
+                    sh_tstar = t;
+                    sh_start = acc;
+                    break;
+                }
+                acc = next;
+            }
+        }
+        workgroupBarrier();
+        let tstar = sh_tstar;
+        var start = sh_start;
+        let rows = (vocab + WG - 1u) / WG; // ids per thread, at most
+        for (var m0 = 0u; m0 < rows; m0 += WG) {
+            let i = tstar + (m0 + lid) * WG;
+            var w = 0u;
+            if (i < vocab) {
+                let l = logits[base + i];
+                let k = key_of(l);
+                if ((k > kth || (k == kth && i <= tie_last)) && k >= tau) {
+                    w = weight(l, mx);
+                }
+            }
+            // Inclusive scan of w over the workgroup (64-bit).
+            var incl = vec2<u32>(w, 0u);
+            workgroupBarrier();
+            red_a[lid] = incl.x;
+            red_b[lid] = incl.y;
+            workgroupBarrier();
+            for (var d = 1u; d < WG; d *= 2u) {
+                var add = vec2<u32>(0u, 0u);
+                if (lid >= d) {
+                    add = vec2<u32>(red_a[lid - d], red_b[lid - d]);
+                }
+                workgroupBarrier();
+                incl = add64(incl, add);
+                red_a[lid] = incl.x;
+                red_b[lid] = incl.y;
+                workgroupBarrier();
+            }
+            let before = add64(start, vec2<u32>(incl.x - w, incl.y - select(0u, 1u, incl.x < w)));
+            let after = add64(start, incl);
+            if (w != 0u && !less64(goal, before) && less64(goal, after)) {
+                sh_token = i;
+            }
+            start = add64(start, vec2<u32>(red_a[WG - 1u], red_b[WG - 1u]));
         }
     }
     workgroupBarrier();

@@ -18,8 +18,9 @@
 //!   such that the candidates at or above it weigh at least M. (Tokens tied at tau are all
 //!   kept: the nucleus is a threshold on the logit.)
 //! - Draw: target = floor(W * u / 2^24) with W the kept weight and u the 24 random bits of
-//!   [`uniform_bits`]; the token is the first kept one, in ascending id, at which the running
-//!   sum of weights exceeds target.
+//!   [`uniform_bits`]; the token is the first kept one at which the running sum of weights
+//!   exceeds target, the kept tokens taken in the order of `(id % 256, id / 256)` (the order
+//!   in which the GPU's 256 threads hold them; any fixed order gives the same distribution).
 
 /// Sampling settings. `temperature <= 0` means greedy.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -92,7 +93,7 @@ impl Plan {
         // A temperature so small that the scale overflows is greedy in all but name.
         let greedy = params.temperature <= 0.0 || params.top_k == 1 || !scale.is_finite() || vocab <= 1;
         let top_k = if params.top_k >= vocab { 0 } else { params.top_k as u32 };
-        let top_p24 = (params.top_p < 1.0).then(|| (params.top_p * (1u32 << 24) as f32) as u32);
+        let top_p24 = (params.top_p < 1.0).then_some((params.top_p * (1u32 << 24) as f32) as u32);
         Plan { greedy, scale, top_k, top_p24 }
     }
 }
@@ -125,6 +126,9 @@ pub fn exp2_tables() -> &'static [u32; 512] {
     })
 }
 
+/// The draw walks the kept tokens in the order of `(id % DRAW_THREADS, id / DRAW_THREADS)`.
+pub const DRAW_THREADS: u32 = 256;
+
 /// floor(z * u / 2^24), exactly.
 pub fn scale24(z: u64, u: u32) -> u64 {
     ((z as u128 * u as u128) >> 24) as u64
@@ -150,8 +154,8 @@ pub struct Trace {
     /// Total weight of the kept tokens (the nucleus); `z` without top-p.
     pub kept: u64,
     pub target: u64,
-    /// Key of the k-th candidate (0 without top-k) and the highest id among the candidates
-    /// with that key (`u32::MAX` without top-k).
+    /// Key of the k-th candidate (0 without top-k), and the highest id among the candidates
+    /// with that key when top-k leaves out some tokens of that key (`u32::MAX` otherwise).
     pub kth: u32,
     pub tie_last: u32,
     /// The nucleus threshold key (0 without top-p).
@@ -170,9 +174,12 @@ pub fn trace(logits: &[f32], params: &SamplingParams, step: u64) -> Option<Trace
     order.sort_by(|&a, &b| key(logits[b as usize]).cmp(&key(logits[a as usize])).then(a.cmp(&b)));
     let (mut kth, mut tie_last) = (0, u32::MAX);
     if plan.top_k > 0 {
-        order.truncate(plan.top_k as usize);
-        tie_last = *order.last().expect("top_k > 0");
-        kth = key(logits[tie_last as usize]);
+        let k = plan.top_k as usize;
+        kth = key(logits[order[k - 1] as usize]);
+        if key(logits[order[k] as usize]) == kth {
+            tie_last = order[k - 1];
+        }
+        order.truncate(k);
     }
     let w = |i: u32| weight(logits[i as usize], max, plan.scale);
     let z: u64 = order.iter().map(|&i| w(i) as u64).sum();
@@ -191,7 +198,7 @@ pub fn trace(logits: &[f32], params: &SamplingParams, step: u64) -> Option<Trace
         }
     }
     order.retain(|&i| key(logits[i as usize]) >= tau);
-    order.sort_unstable();
+    order.sort_unstable_by_key(|&i| (i % DRAW_THREADS, i / DRAW_THREADS));
     let kept: u64 = order.iter().map(|&i| w(i) as u64).sum();
     let u = uniform_bits(params.seed, step);
     let target = scale24(kept, u);

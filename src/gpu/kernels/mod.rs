@@ -11,6 +11,7 @@ pub mod moe_route;
 pub mod rms_norm;
 pub mod rope;
 pub mod sample;
+pub mod sample_argmax;
 pub mod swiglu;
 
 #[cfg(test)]

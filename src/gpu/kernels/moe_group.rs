@@ -22,6 +22,7 @@ struct Params {
 /// (u32 `[num_experts, 2]`: offset, count), `rows` (u32 `[max_tokens * top_k]`: rows
 /// `t * top_k + s`, by expert, ascending within one) and `active_experts` (u32 `[1 + num_experts]`:
 /// how many experts have rows, then those experts ascending).
+#[allow(clippy::too_many_arguments)]
 pub fn op(
     gpu: &Gpu,
     step: &wgpu::Buffer,

@@ -7,7 +7,6 @@ use crate::{Error, Result};
 use bytemuck::{Pod, Zeroable};
 
 const SOURCE: &str = include_str!("../../../shaders/moe_route.wgsl");
-const WG: u32 = 64;
 /// The kernel keeps the picks of one token in workgroup memory.
 pub const MAX_TOP_K: u32 = 64;
 
@@ -38,11 +37,14 @@ pub fn op(
     if top_k == 0 || top_k > num_experts || top_k > MAX_TOP_K {
         return Err(Error::Gpu(format!("moe_route: top_k {top_k} with {num_experts} experts (at most {MAX_TOP_K})")));
     }
+    // One thread per expert up to 256 (ranking costs each thread E comparisons per expert it
+    // holds), at least MAX_TOP_K (threads s < k write slot s).
+    let wg = num_experts.next_power_of_two().clamp(MAX_TOP_K, 256);
     // Workgroup memory: E probabilities + WG reduction slots + 2 * 64 picks, in 4-byte words.
-    if (num_experts + WG + 2 * MAX_TOP_K) * 4 > 16 * 1024 {
+    if (num_experts + wg + 2 * MAX_TOP_K) * 4 > 16 * 1024 {
         return Err(Error::Gpu(format!("moe_route: {num_experts} experts exceed the workgroup memory")));
     }
-    let kernel = gpu.kernel("moe_route", SOURCE, &[("WG", WG as f64), ("E", num_experts as f64)])?;
+    let kernel = gpu.kernel("moe_route", SOURCE, &[("WG", wg as f64), ("E", num_experts as f64)])?;
     let params =
         gpu.uniform("moe_route params", &Params { num_experts, top_k, renormalize: renormalize as u32, _pad: 0 });
     Ok(gpu.op("moe_route", &kernel, &[&params, step, router_logits, expert_ids, expert_weights], [max_tokens, 1, 1]))

@@ -1,13 +1,14 @@
-//! The GPU sampler (`shaders/sample.wgsl`): the next token from the last logits row, written
-//! where the next step's embedding reads it and into a readback ring. CPU twin:
-//! [`crate::sampler::sample`], which it matches bit for bit (integer weights and sums; see
-//! `src/sampler.rs`).
+//! The GPU sampler (`shaders/sample.wgsl`, after `shaders/sample_argmax.wgsl`): the next token
+//! from the last logits row, written where the next step's embedding reads it and into a
+//! readback ring. CPU twin: [`crate::sampler::sample`], which it matches bit for bit (integer
+//! weights and sums; see `src/sampler.rs`).
 //!
 //! Per request: [`start`] writes the request's settings and zeroes the step counter. Per
-//! generated token: the op (built once) reads the counter n, samples with the uniform of
-//! (seed, n) and increments it, so the k-th token of a request uses step k exactly as
-//! `engine::generate` calls the CPU sampler.
+//! generated token: the two ops of [`ops`] (or the one, slower, of [`op`]; built once) read the
+//! counter n, sample with the uniform of (seed, n) and increment it, so the k-th token of a
+//! request uses step k exactly as `engine::generate` calls the CPU sampler.
 
+use super::sample_argmax;
 use crate::gpu::{Gpu, Op};
 use crate::sampler::{exp2_tables, Plan, SamplingParams};
 use crate::{Error, Result};
@@ -56,7 +57,7 @@ impl Request {
     }
 }
 
-/// The buffers a sampler op reads and writes besides the logits and token ids.
+/// The buffers the sampler reads and writes besides the logits and token ids.
 pub struct SamplerBuffers {
     /// Uniform [`Request`], rewritten by [`start`].
     pub request: wgpu::Buffer,
@@ -68,6 +69,7 @@ pub struct SamplerBuffers {
 }
 
 impl SamplerBuffers {
+    /// For a ring of `ring_len` tokens.
     pub fn new(gpu: &Gpu, ring_len: u32) -> SamplerBuffers {
         SamplerBuffers {
             request: gpu.uniform("sample request", &Request::new(&SamplingParams::default(), 2)),
@@ -85,8 +87,25 @@ pub fn start(gpu: &Gpu, buffers: &SamplerBuffers, params: &SamplingParams, vocab
     gpu.queue.write_buffer(&buffers.state, 0, bytemuck::bytes_of(&0u32));
 }
 
-/// An op sampling from `logits` (f32 `[vocab]`; with `last_row`, f32 `[n_tokens, vocab]` of
-/// which the step's last row) into `token_ids[0]` and `buffers.ring[n % ring_len]`.
+/// The two ops (sample_argmax over many workgroups, then sample in one) drawing from `logits`
+/// (f32 `[vocab]`; with `last_row`, the step's last row of f32 `[n_tokens, vocab]`) into
+/// `token_ids[0]` and `buffers.ring[n % ring_len]`. Encode both, in order, once per token.
+pub fn ops(
+    gpu: &Gpu,
+    step: &wgpu::Buffer,
+    buffers: &SamplerBuffers,
+    logits: &wgpu::Buffer,
+    token_ids: &wgpu::Buffer,
+    vocab: u32,
+    last_row: bool,
+) -> Result<[Op; 2]> {
+    let mut ops = build(gpu, step, buffers, logits, token_ids, vocab, last_row, true, false)?;
+    let second = ops.pop().expect("two ops");
+    Ok([ops.pop().expect("two ops"), second])
+}
+
+/// The sampler as one op (one workgroup makes every pass; greedy draws are ~2x slower than
+/// with [`ops`] on a large GPU).
 pub fn op(
     gpu: &Gpu,
     step: &wgpu::Buffer,
@@ -96,10 +115,11 @@ pub fn op(
     vocab: u32,
     last_row: bool,
 ) -> Result<Op> {
-    build(gpu, step, buffers, logits, token_ids, vocab, last_row, false)
+    let mut ops = build(gpu, step, buffers, logits, token_ids, vocab, last_row, false, false)?;
+    Ok(ops.pop().expect("one op"))
 }
 
-/// `op`, or with `debug` the kernel's test mode (writes its workings to the ring).
+/// `ops` (`split`) or `op`, with `debug` in the kernel's test mode (its workings to the ring).
 #[allow(clippy::too_many_arguments)]
 fn build(
     gpu: &Gpu,
@@ -109,21 +129,27 @@ fn build(
     token_ids: &wgpu::Buffer,
     vocab: u32,
     last_row: bool,
+    split: bool,
     debug: bool,
-) -> Result<Op> {
+) -> Result<Vec<Op>> {
     if vocab == 0 {
         return Err(Error::Gpu("sample: an empty vocabulary".into()));
     }
-    let kernel = gpu.kernel("sample", SOURCE, &[("CAP", CAP as f64), ("DEBUG", debug as u32 as f64)])?;
+    let mut ops = Vec::new();
+    // The per-block argmaxes; a placeholder when not split.
+    let partials = gpu.storage_zeroed("sample partials", u64::from(sample_argmax::blocks(vocab)) * 8);
+    if split {
+        ops.push(sample_argmax::op(gpu, step, logits, &partials, vocab, last_row)?);
+    }
+    let constants = [("CAP", CAP as f64), ("SPLIT", split as u32 as f64), ("DEBUG", debug as u32 as f64)];
+    let kernel = gpu.kernel("sample", SOURCE, &constants)?;
     let params =
         gpu.uniform("sample params", &Params { vocab, ring_len: buffers.ring_len, last_row: last_row as u32, _pad: 0 });
     let tables = gpu.storage("sample exp2 tables", exp2_tables());
-    Ok(gpu.op(
-        "sample",
-        &kernel,
-        &[&params, step, &buffers.request, logits, &tables, &buffers.state, token_ids, &buffers.ring],
-        [1, 1, 1],
-    ))
+    let buffers =
+        [&params, step, &buffers.request, logits, &tables, &buffers.state, token_ids, &buffers.ring, &partials];
+    ops.push(gpu.op("sample", &kernel, &buffers, [1, 1, 1]));
+    Ok(ops)
 }
 
 #[cfg(test)]
@@ -136,6 +162,11 @@ mod tests {
     /// Runs `draws` samples (steps 0..draws, one op replayed `draws` times in one submission)
     /// and returns the ring (the token of each step) and the final token_ids[0] and counter.
     fn gpu_draws(logits: &[f32], params: &SamplingParams, draws: usize) -> Vec<u32> {
+        gpu_draws_with(logits, params, draws, true)
+    }
+
+    /// `gpu_draws` with the two ops (`split`) or the one.
+    fn gpu_draws_with(logits: &[f32], params: &SamplingParams, draws: usize, split: bool) -> Vec<u32> {
         let gpu = gpu();
         let vocab = logits.len();
         let step = Step::new(gpu);
@@ -143,9 +174,9 @@ mod tests {
         let buffers = SamplerBuffers::new(gpu, draws as u32);
         let lb = gpu.storage("logits", logits);
         let ids = gpu.storage("token ids", &[u32::MAX; 4]);
-        let op = op(gpu, &step.buffer, &buffers, &lb, &ids, vocab as u32, false).unwrap();
+        let ops = build(gpu, &step.buffer, &buffers, &lb, &ids, vocab as u32, false, split, false).unwrap();
         start(gpu, &buffers, params, vocab);
-        crate::gpu::submit(gpu, &vec![&op; draws]);
+        crate::gpu::submit(gpu, &repeat(&ops.iter().collect::<Vec<_>>(), draws));
         let ring: Vec<u32> = gpu.read(&buffers.ring).unwrap();
         let ids: Vec<u32> = gpu.read(&ids).unwrap();
         let state: Vec<u32> = gpu.read(&buffers.state).unwrap();
@@ -154,18 +185,24 @@ mod tests {
         ring
     }
 
+    /// `ops` `n` times over, in order.
+    fn repeat<'a>(ops: &[&'a Op], n: usize) -> Vec<&'a Op> {
+        (0..n).flat_map(|_| ops.iter().copied()).collect()
+    }
+
     /// The kernel's workings at step `s` (debug mode), as a [`Trace`].
-    fn gpu_trace(logits: &[f32], params: &SamplingParams, s: u32) -> Trace {
+    fn gpu_trace(logits: &[f32], params: &SamplingParams, s: u32, split: bool) -> Trace {
         let gpu = gpu();
         let step = Step::new(gpu);
         step.set(gpu, 1, 0);
         let buffers = SamplerBuffers::new(gpu, 11);
         let lb = gpu.storage("logits", logits);
         let ids = gpu.storage_zeroed("token ids", 4);
-        let op = build(gpu, &step.buffer, &buffers, &lb, &ids, logits.len() as u32, false, true).unwrap();
+        let vocab = logits.len() as u32;
+        let ops = build(gpu, &step.buffer, &buffers, &lb, &ids, vocab, false, split, true).unwrap();
         start(gpu, &buffers, params, logits.len());
         gpu.queue.write_buffer(&buffers.state, 0, bytemuck::bytes_of(&s));
-        crate::gpu::submit(gpu, &[&op]);
+        crate::gpu::submit(gpu, &ops.iter().collect::<Vec<_>>());
         let r: Vec<u32> = gpu.read(&buffers.ring).unwrap();
         let wide = |lo: u32, hi: u32| lo as u64 | (hi as u64) << 32;
         Trace {
@@ -205,8 +242,10 @@ mod tests {
             for params in
                 [SamplingParams::default(), SamplingParams { temperature: 0.8, top_k: 1, top_p: 0.9, seed: 3 }]
             {
-                let got = gpu_draws(&logits, &params, 2);
-                assert_eq!(got, vec![want; 2], "vocab {vocab}");
+                for split in [true, false] {
+                    let got = gpu_draws_with(&logits, &params, 2, split);
+                    assert_eq!(got, vec![want; 2], "vocab {vocab} split {split}");
+                }
                 assert_eq!(sample(&logits, &params, 0), want);
             }
         }
@@ -338,7 +377,7 @@ mod tests {
                 let params = SamplingParams { temperature, top_k, top_p, seed: u64::MAX - j as u64 * 0x1234_5678_9abc };
                 for s in [0u32, 1, 0xffff_ffff] {
                     let want = trace(&logits, &params, s as u64).expect("not greedy");
-                    assert_eq!(gpu_trace(&logits, &params, s), want, "vocab {vocab} {params:?} step {s}");
+                    assert_eq!(gpu_trace(&logits, &params, s, s != 1), want, "vocab {vocab} {params:?} step {s}");
                     checked += 1;
                 }
             }
@@ -349,14 +388,57 @@ mod tests {
         for (temperature, top_k, top_p) in [(1.0, 37, 1.0), (1.0, 37, 0.999), (1.0, 1100, 1.0), (3.0, 1100, 0.999)] {
             let params = SamplingParams { temperature, top_k, top_p, seed: 42 };
             let want = trace(&grid, &params, 9).expect("not greedy");
-            let k = top_k as usize;
+            let k = top_k;
             let keys_at_kth = grid.iter().filter(|&&l| key(l) == want.kth).count();
             let above = grid.iter().filter(|&&l| key(l) > want.kth).count();
             assert!(above < k && above + keys_at_kth > k, "the k-th key must be tied beyond k");
-            assert_eq!(gpu_trace(&grid, &params, 9), want, "grid {params:?}");
+            assert_eq!(gpu_trace(&grid, &params, 9, top_k != 37), want, "grid {params:?}");
             checked += 1;
         }
         assert_eq!(checked, 58);
+    }
+
+    #[test]
+    fn target_exactly_on_a_boundary() {
+        // A target equal to a running sum of the kept weights (the walk must then take the
+        // next token) happens for one u in ~2^24 * 512: a logit is nudged until such a u
+        // exists, and seeds are searched for it; then the GPU draws at that seed. Cases: the
+        // whole vocabulary (5 tokens: the threads' shares meet at each boundary), compacted
+        // top-k (3 of 5), and compacted top-k with 3 items per thread (600 of 700, boundary
+        // inside a thread's block).
+        use crate::sampler::{scale24, uniform_bits, weight, DRAW_THREADS};
+        for (vocab, top_k, interior) in [(5usize, 0usize, false), (5, 3, false), (700, 600, true)] {
+            let mut logits = random(vocab, 31);
+            logits[..5].copy_from_slice(&[0.3, -0.2, 0.9, 0.0, -1.1]);
+            let u = (0..5000)
+                .find_map(|j| {
+                    logits[3] = j as f32 * 1e-4;
+                    let max = logits[crate::sampler::argmax(&logits) as usize];
+                    let w = |i: u32| weight(logits[i as usize], max, std::f32::consts::LOG2_E) as u64;
+                    // The kept tokens (top-k by key, ties to the lower id) in draw order.
+                    let mut kept: Vec<u32> = (0..vocab as u32).collect();
+                    kept.sort_by(|&a, &b| key(logits[b as usize]).cmp(&key(logits[a as usize])).then(a.cmp(&b)));
+                    kept.truncate(if top_k == 0 { vocab } else { top_k });
+                    kept.sort_by_key(|&i| (i % DRAW_THREADS, i / DRAW_THREADS));
+                    let total: u64 = kept.iter().map(|&i| w(i)).sum();
+                    let per_thread = (kept.len() as u32).div_ceil(DRAW_THREADS);
+                    let mut acc = 0;
+                    (0..kept.len() - 1).find_map(|p| {
+                        acc += w(kept[p]);
+                        if interior && p as u32 % per_thread == per_thread - 1 {
+                            return None;
+                        }
+                        let u = (acc << 24).div_ceil(total);
+                        (u < 1 << 24 && scale24(total, u as u32) == acc).then_some(u as u32)
+                    })
+                })
+                .expect("some nudge puts a target on a boundary");
+            let seed = (0u64..1 << 28).find(|&seed| uniform_bits(seed, 0) == u).expect("a seed for u");
+            let params = SamplingParams { temperature: 1.0, top_k, top_p: 1.0, seed };
+            let want = trace(&logits, &params, 0).expect("not greedy");
+            assert_eq!(want.u, u);
+            assert_eq!(gpu_trace(&logits, &params, 0, true), want, "vocab {vocab} top_k {top_k}");
+        }
     }
 
     #[test]
@@ -368,7 +450,7 @@ mod tests {
         for step in 0..20_000u32 {
             let x = -0.1 - step as f32 * 1e-4;
             let z = w0 + crate::sampler::weight(x, 0.0, std::f32::consts::LOG2_E) as u64;
-            let p24 = ((w0 << 24) + z - 1) / z; // ceil(w0 * 2^24 / z)
+            let p24 = (w0 << 24).div_ceil(z);
             if crate::sampler::scale24(z, p24 as u32) != w0 {
                 continue;
             }
@@ -376,7 +458,7 @@ mod tests {
                 SamplingParams { temperature: 1.0, top_k: 0, top_p: p24 as f32 / (1u32 << 24) as f32, seed: 8 };
             let want = trace(&[0.0, x], &params, 0).expect("not greedy");
             assert_eq!((want.z, want.kept, want.token), (z, w0, 0));
-            assert_eq!(gpu_trace(&[0.0, x], &params, 0), want, "x {x}");
+            assert_eq!(gpu_trace(&[0.0, x], &params, 0, true), want, "x {x}");
             found += 1;
             if found == 3 {
                 break;
@@ -397,91 +479,19 @@ mod tests {
         let buffers = SamplerBuffers::new(gpu, 4);
         let lb = gpu.storage("logits", &logits);
         let ids = gpu.storage_zeroed("ids", 4);
-        let op = op(gpu, &step.buffer, &buffers, &lb, &ids, vocab as u32, true).unwrap();
+        let [first, second] = ops(gpu, &step.buffer, &buffers, &lb, &ids, vocab as u32, true).unwrap();
         // Ten steps into a ring of four: it holds steps 8, 9, 6, 7.
         start(gpu, &buffers, &params, vocab);
-        crate::gpu::submit(gpu, &vec![&op; 10]);
+        crate::gpu::submit(gpu, &repeat(&[&first, &second], 10));
         let ring: Vec<u32> = gpu.read(&buffers.ring).unwrap();
         let want: Vec<u32> = [8, 9, 6, 7].iter().map(|&s| sample(last, &params, s)).collect();
         assert_eq!(ring, want);
         // A new request restarts at step 0.
+        // The one-op sampler agrees, and a new request restarts at step 0.
+        let single = op(gpu, &step.buffer, &buffers, &lb, &ids, vocab as u32, true).unwrap();
         start(gpu, &buffers, &params, vocab);
-        crate::gpu::submit(gpu, &[&op]);
+        crate::gpu::submit(gpu, &[&single]);
         assert_eq!(gpu.read::<u32>(&buffers.ring).unwrap()[0], sample(last, &params, 0));
         assert_eq!(gpu.read::<u32>(&buffers.state).unwrap(), vec![1]);
-    }
-
-    #[test]
-    #[ignore]
-    fn device_timing() {
-        use crate::gpu::kernels::{moe_combine, moe_group, moe_route};
-        use std::time::Instant;
-        let gpu = gpu();
-        eprintln!("adapter: {}", gpu.describe());
-        let time = |ops: &[&Op], reps: usize| -> f64 {
-            crate::gpu::submit(gpu, ops);
-            gpu.device.poll(wgpu::PollType::wait_indefinitely()).unwrap();
-            let list: Vec<&Op> = (0..reps).flat_map(|_| ops.iter().copied()).collect();
-            let t = Instant::now();
-            crate::gpu::submit(gpu, &list);
-            gpu.device.poll(wgpu::PollType::wait_indefinitely()).unwrap();
-            t.elapsed().as_secs_f64() * 1e6 / reps as f64
-        };
-        // Sampler at Qwen's vocabulary: timing, and GPU == CPU on 64 steps per setting.
-        for vocab in [151_936usize, 49152] {
-            let logits = lm_logits(vocab, 99);
-            let step = Step::new(gpu);
-            step.set(gpu, 1, 0);
-            let buffers = SamplerBuffers::new(gpu, 64);
-            let lb = gpu.storage("logits", &logits);
-            let ids = gpu.storage_zeroed("ids", 4);
-            let op = op(gpu, &step.buffer, &buffers, &lb, &ids, vocab as u32, false).unwrap();
-            for (temperature, top_k, top_p) in
-                [(0.0, 0, 1.0), (1.0, 0, 1.0), (0.7, 0, 0.9), (0.8, 40, 1.0), (0.8, 40, 0.9), (1.0, 2000, 0.95)]
-            {
-                let params = SamplingParams { temperature, top_k, top_p, seed: 0xABCD_EF01_2345_6789 };
-                start(gpu, &buffers, &params, vocab);
-                crate::gpu::submit(gpu, &vec![&op; 64]);
-                let ring: Vec<u32> = gpu.read(&buffers.ring).unwrap();
-                let want: Vec<u32> = (0..64).map(|s| sample(&logits, &params, s)).collect();
-                let agree = ring.iter().zip(&want).filter(|(a, b)| a == b).count();
-                let distinct = {
-                    let mut r = ring.clone();
-                    r.sort();
-                    r.dedup();
-                    r.len()
-                };
-                let us = time(&[&op], 50);
-                eprintln!("sample vocab {vocab} T {temperature} top_k {top_k} top_p {top_p}: {us:.1} us/draw, agree {agree}/64, distinct {distinct}");
-            }
-            let tr = trace(&logits, &SamplingParams { temperature: 0.7, top_k: 0, top_p: 0.9, seed: 5 }, 3).unwrap();
-            let g = gpu_trace(&logits, &SamplingParams { temperature: 0.7, top_k: 0, top_p: 0.9, seed: 5 }, 3);
-            eprintln!("trace equal: {}", tr == g);
-        }
-        // MoE kernels, E 128, k 8, hidden 2048.
-        let (e, k, h) = (128u32, 8u32, 2048u32);
-        for t in [1u32, 512] {
-            let step = Step::new(gpu);
-            step.set(gpu, t, 0);
-            let logits = gpu.storage("rl", &random((t * e) as usize, 1));
-            let ids = gpu.storage_zeroed("ids", (t * k * 4) as u64);
-            let w = gpu.storage_zeroed("w", (t * k * 4) as u64);
-            let route = moe_route::op(gpu, &step.buffer, &logits, &ids, &w, t, e, k, true).unwrap();
-            let ranges = gpu.storage_zeroed("ranges", (2 * e * 4) as u64);
-            let rows = gpu.storage_zeroed("rows", (t * k * 4) as u64);
-            let act = gpu.storage_zeroed("act", ((1 + e) * 4) as u64);
-            let group = moe_group::op(gpu, &step.buffer, &ids, &ranges, &rows, &act, e, k).unwrap();
-            let x = gpu.storage("x", &random((t * h) as usize, 2));
-            let eo = gpu.storage("eo", &random((t * k * h) as usize, 3));
-            let so = gpu.storage("so", &random((t * h) as usize, 4));
-            let g = gpu.storage("g", &random(t as usize, 5));
-            let comb = moe_combine::op(gpu, &step.buffer, &x, &eo, &w, Some(&so), Some(&g), t, h, k, 1.0).unwrap();
-            eprintln!(
-                "T {t}: route {:.1} us, group {:.1} us, combine {:.1} us",
-                time(&[&route], 100),
-                time(&[&group], 100),
-                time(&[&comb], 100)
-            );
-        }
     }
 }
