@@ -19,20 +19,22 @@
 //   5 out         storage rw    f32: dense [T, out_stride] (this chunk writes columns row0..row0+rows);
 //                                    expert [T*k, out_stride = rows_per_expert]
 //   6 w           storage read  vec4<f32> [rows, row_vec4s]: one vec4 unit = 4 columns
-// Dispatch: (blocks_x, items, ceil(row blocks / blocks_x)) workgroups of WG = ROWS*TPR threads.
+// Dispatch: (blocks_x, items, ceil(row blocks / blocks_x)) workgroups of WG = ROWS/RPT*TPR threads.
 //   Row block b = wg.x + wg.z * blocks_x covers ROWS rows (of the chunk, or of one expert);
 //   item wg.y is a tile of TT tokens (dense) or one slot (expert, TT = 1); tiles past n_tokens, slots
 //   past n_tokens*k or routed to another chunk, and rows past the end do no work and write nothing.
-//   Each row is handled by TPR threads: thread `lane` reads vec4 units lane, lane+TPR, ... (4
-//   columns each, 4 units per loop trip), so TPR neighbouring threads stream one contiguous piece of
-//   the row; it multiplies each unit into TT per-token sums. The TPR partial
-//   sums of a row are added in workgroup memory.
+//   A row block is handled by WG / TPR groups of TPR threads, each group computing RPT rows: thread
+//   `lane` of a group reads vec4 units lane, lane+TPR, ... (4 columns each, 4 units per loop trip)
+//   of its RPT rows, so TPR neighbouring threads stream contiguous pieces of the rows; each x vec4
+//   it loads serves RPT rows. Each thread keeps RPT x TT sums; the TPR partial sums of a row are
+//   added in workgroup memory.
 
-override ROWS: u32 = 8u;      // rows per workgroup
+override ROWS: u32 = 8u;      // rows per workgroup = (WG / TPR) * RPT
 override TPR: u32 = 8u;       // threads per row
-override WG: u32 = 64u;       // = ROWS * TPR
+override RPT: u32 = 1u;       // rows per thread, at most 4
+override WG: u32 = 64u;       // threads per workgroup
 override TT: u32 = 1u;        // tokens per tile, at most 8
-override PARTIAL: u32 = 64u;  // = WG * TT
+override PARTIAL: u32 = 64u;  // = WG * RPT * TT
 
 struct Params {
     rows: u32,            // rows in this chunk
@@ -64,12 +66,23 @@ struct Step { n_tokens: u32, position: u32, _pad0: u32, _pad1: u32 }
 
 var<workgroup> partial: array<f32, PARTIAL>;
 
-// Adds unit u (columns 4u .. 4u+4) of the row at w[qbase..] to the sums of the tile's tokens,
-// whose x rows start at vec4 index xrow[j].
-fn unit(qbase: u32, u: u32, xrow: ptr<function, array<u32, 8>>, acc: ptr<function, array<f32, 8>>) {
-    let v = w[qbase + u];
+// The invocation's rows and tokens: where its rows start in w, where its tokens' x rows start
+// (vec4 index), and its sums acc[i * 8 + j] (row i < RPT, token j < TT).
+var<private> qb: array<u32, 4>;
+var<private> xr: array<u32, 8>;
+var<private> acc: array<f32, 32>;
+
+// Adds unit u (columns 4u .. 4u+4) of the invocation's rows to the sums of every token.
+fn unit(u: u32) {
+    var v: array<vec4<f32>, 4>;
+    for (var i = 0u; i < RPT; i++) {
+        v[i] = w[qb[i] + u];
+    }
     for (var j = 0u; j < TT; j++) {
-        (*acc)[j] += dot(v, x[(*xrow)[j] + u]);
+        let xv = x[xr[j] + u];
+        for (var i = 0u; i < RPT; i++) {
+            acc[i * 8u + j] += dot(v[i], xv);
+        }
     }
 }
 
@@ -112,57 +125,65 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
         nrows = min(ROWS, row_limit - first_row);
     }
 
-    let rl = lid / TPR;
+    let g = lid / TPR;
     let lane = lid % TPR;
-    var acc: array<f32, 8>;
-    var xrow: array<u32, 8>;
+    // Rows past nrows compute a copy of the last row (never written): the loops then run in
+    // workgroup-uniform control flow.
+    for (var i = 0u; i < RPT; i++) {
+        let row = first_row + min(g * RPT + i, max(nrows, 1u) - 1u);
+        qb[i] = row * params.row_vec4s;
+    }
     let xstride = params.cols / 4u;
     for (var j = 0u; j < TT; j++) {
-        acc[j] = 0.0;
         // Tokens past nt repeat the last one (read, never written) so the loops need no test.
-        xrow[j] = (x0 + min(j, max(nt, 1u) - 1u)) * xstride;
+        xr[j] = (x0 + min(j, max(nt, 1u) - 1u)) * xstride;
     }
-    if (nt > 0u && rl < nrows) {
-        let row = first_row + rl;
-        let qbase = row * params.row_vec4s;
+    for (var i = 0u; i < 32u; i++) {
+        acc[i] = 0.0;
+    }
+    if (nt > 0u && nrows > 0u) {
         let full = params.cols / 4u;
         var u = lane;
         for (; u + 3u * TPR < full; u += 4u * TPR) {
-            unit(qbase, u, &xrow, &acc);
-            unit(qbase, u + TPR, &xrow, &acc);
-            unit(qbase, u + 2u * TPR, &xrow, &acc);
-            unit(qbase, u + 3u * TPR, &xrow, &acc);
+            unit(u);
+            unit(u + TPR);
+            unit(u + 2u * TPR);
+            unit(u + 3u * TPR);
         }
         for (; u < full; u += TPR) {
-            unit(qbase, u, &xrow, &acc);
+            unit(u);
         }
     }
 
     if (TPR == 1u) {
-        if (rl < nrows) {
+        for (var i = 0u; i < RPT; i++) {
+            let r = g * RPT + i;
             for (var j = 0u; j < TT; j++) {
-                if (j < nt) {
-                    var v = acc[j];
+                if (r < nrows && j < nt) {
+                    var v = acc[i * 8u + j];
                     if (params.has_bias != 0u) {
-                        v += bias[params.row0 + first_row + rl];
+                        v += bias[params.row0 + first_row + r];
                     }
-                    out[o0 + j * params.out_stride + rl] = v;
+                    out[o0 + j * params.out_stride + r] = v;
                 }
             }
         }
         return;
     }
-    for (var j = 0u; j < TT; j++) {
-        partial[lid * TT + j] = acc[j];
+    for (var i = 0u; i < RPT; i++) {
+        for (var j = 0u; j < TT; j++) {
+            partial[(lid * RPT + i) * TT + j] = acc[i * 8u + j];
+        }
     }
     workgroupBarrier();
-    for (var i = lid; i < ROWS * TT; i += WG) {
-        let r = i / TT;
-        let j = i % TT;
+    for (var n = lid; n < ROWS * TT; n += WG) {
+        let r = n / TT;
+        let j = n % TT;
         if (r < nrows && j < nt) {
+            let first = ((r / RPT) * TPR * RPT + r % RPT) * TT + j;
             var v = 0.0;
             for (var l = 0u; l < TPR; l++) {
-                v += partial[((r * TPR) + l) * TT + j];
+                v += partial[first + l * RPT * TT];
             }
             if (params.has_bias != 0u) {
                 v += bias[params.row0 + first_row + r];

@@ -23,20 +23,22 @@
 //                               4j..4j+3; rows padded with zero words to a whole vec4 (32 columns)
 //   7 scales      storage read  u32 [rows, scale_stride]: per group g, WIDE = 0: pack2x16float(d, m)
 //                               at g; WIDE = 1: f32 bits of d at 2g, of m at 2g+1
-// Dispatch: (blocks_x, items, ceil(row blocks / blocks_x)) workgroups of WG = ROWS*TPR threads.
+// Dispatch: (blocks_x, items, ceil(row blocks / blocks_x)) workgroups of WG = ROWS/RPT*TPR threads.
 //   Row block b = wg.x + wg.z * blocks_x covers ROWS rows (of the chunk, or of one expert);
 //   item wg.y is a tile of TT tokens (dense) or one slot (expert, TT = 1); tiles past n_tokens, slots
 //   past n_tokens*k or routed to another chunk, and rows past the end do no work and write nothing.
-//   Each row is handled by TPR threads: thread `lane` reads vec4 units lane, lane+TPR, ... (32
-//   columns each, 4 units per loop trip), so TPR neighbouring threads stream one contiguous piece of
-//   the row; it dequantizes each unit once and multiplies it into TT per-token sums. The TPR partial
-//   sums of a row are added in workgroup memory.
+//   A row block is handled by WG / TPR groups of TPR threads, each group computing RPT rows: thread
+//   `lane` of a group reads vec4 units lane, lane+TPR, ... (32 columns each, 4 units per loop trip)
+//   of its RPT rows, so TPR neighbouring threads stream contiguous pieces of the rows; it
+//   dequantizes each unit once per token tile, and each x vec4 it loads serves RPT rows. Each
+//   thread keeps RPT x TT sums; the TPR partial sums of a row are added in workgroup memory.
 
-override ROWS: u32 = 8u;      // rows per workgroup
+override ROWS: u32 = 8u;      // rows per workgroup = (WG / TPR) * RPT
 override TPR: u32 = 8u;       // threads per row
-override WG: u32 = 64u;       // = ROWS * TPR
+override RPT: u32 = 1u;       // rows per thread, at most 4
+override WG: u32 = 64u;       // threads per workgroup
 override TT: u32 = 1u;        // tokens per tile, at most 8
-override PARTIAL: u32 = 64u;  // = WG * TT
+override PARTIAL: u32 = 64u;  // = WG * RPT * TT
 override GROUP: u32 = 32u;    // columns per (d, m) group: 16, 32, 64 or 128
 override WIDE: u32 = 0u;      // 1: f32 (d, m) pairs; 0: packed f16 pairs
 
@@ -86,31 +88,51 @@ fn nibbles(w: u32, shifts: vec4<u32>, dm: vec2<f32>) -> vec4<f32> {
     return fma(vec4<f32>((vec4<u32>(w) >> shifts) & vec4<u32>(15u)), vec4<f32>(dm.x), vec4<f32>(dm.y));
 }
 
-// Adds unit u (columns 32u .. 32u+32, or the first 16 when `half`) of the row at qs[qbase..] to the
-// sums of the tile's tokens, whose x rows start at vec4 index xrow[j].
-fn unit(qbase: u32, sbase: u32, u: u32, xrow: ptr<function, array<u32, 8>>, acc: ptr<function, array<f32, 8>>,
-        half: bool) {
-    let q = qs[qbase + u];
-    let dm0 = scale(sbase, (32u * u) / GROUP);
-    var dm1 = dm0;
-    if (GROUP == 16u) {
-        dm1 = scale(sbase, 2u * u + 1u);
+// The invocation's rows and tokens: where its rows start in qs and scales, where its tokens' x
+// rows start (vec4 index), and its sums acc[i * 8 + j] (row i < RPT, token j < TT).
+var<private> qb: array<u32, 4>;
+var<private> sb: array<u32, 4>;
+var<private> xr: array<u32, 8>;
+var<private> acc: array<f32, 32>;
+
+// Adds columns 32u + 8w + 4h .. +4 (nibbles 4h..4h+4 of word w of unit u) of the invocation's
+// rows, whose unit-u words are q[i] and scales dm[i], to the sums of every token.
+fn part(q: array<vec4<u32>, 4>, dm: array<vec2<f32>, 4>, u: u32, w: u32, h: u32) {
+    var wv: array<vec4<f32>, 4>;
+    let shifts = select(LO, HI, h == 1u);
+    for (var i = 0u; i < RPT; i++) {
+        wv[i] = nibbles(q[i][w], shifts, dm[i]);
     }
-    let w0 = nibbles(q.x, LO, dm0);
-    let w1 = nibbles(q.x, HI, dm0);
-    let w2 = nibbles(q.y, LO, dm0);
-    let w3 = nibbles(q.y, HI, dm0);
-    let w4 = nibbles(q.z, LO, dm1);
-    let w5 = nibbles(q.z, HI, dm1);
-    let w6 = nibbles(q.w, LO, dm1);
-    let w7 = nibbles(q.w, HI, dm1);
     for (var j = 0u; j < TT; j++) {
-        let xo = (*xrow)[j] + 8u * u;
-        var s = dot(w0, x[xo]) + dot(w1, x[xo + 1u]) + dot(w2, x[xo + 2u]) + dot(w3, x[xo + 3u]);
-        if (!half) {
-            s += dot(w4, x[xo + 4u]) + dot(w5, x[xo + 5u]) + dot(w6, x[xo + 6u]) + dot(w7, x[xo + 7u]);
+        let xv = x[xr[j] + 8u * u + 2u * w + h];
+        for (var i = 0u; i < RPT; i++) {
+            acc[i * 8u + j] += dot(wv[i], xv);
         }
-        (*acc)[j] += s;
+    }
+}
+
+// Adds unit u (columns 32u .. 32u+32, or the first 16 when `half`) of the invocation's rows.
+fn unit(u: u32, half: bool) {
+    var q: array<vec4<u32>, 4>;
+    var dm0: array<vec2<f32>, 4>;
+    var dm1: array<vec2<f32>, 4>;
+    for (var i = 0u; i < RPT; i++) {
+        q[i] = qs[qb[i] + u];
+        dm0[i] = scale(sb[i], (32u * u) / GROUP);
+        dm1[i] = dm0[i];
+        if (GROUP == 16u) {
+            dm1[i] = scale(sb[i], 2u * u + 1u);
+        }
+    }
+    part(q, dm0, u, 0u, 0u);
+    part(q, dm0, u, 0u, 1u);
+    part(q, dm0, u, 1u, 0u);
+    part(q, dm0, u, 1u, 1u);
+    if (!half) {
+        part(q, dm1, u, 2u, 0u);
+        part(q, dm1, u, 2u, 1u);
+        part(q, dm1, u, 3u, 0u);
+        part(q, dm1, u, 3u, 1u);
     }
 }
 
@@ -153,62 +175,70 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
         nrows = min(ROWS, row_limit - first_row);
     }
 
-    let rl = lid / TPR;
+    let g = lid / TPR;
     let lane = lid % TPR;
-    var acc: array<f32, 8>;
-    var xrow: array<u32, 8>;
+    // Rows past nrows compute a copy of the last row (never written): the loops then run in
+    // workgroup-uniform control flow.
+    for (var i = 0u; i < RPT; i++) {
+        let row = first_row + min(g * RPT + i, max(nrows, 1u) - 1u);
+        qb[i] = row * params.row_vec4s;
+        sb[i] = row * params.scale_stride;
+    }
     let xstride = params.cols / 4u;
     for (var j = 0u; j < TT; j++) {
-        acc[j] = 0.0;
         // Tokens past nt repeat the last one (read, never written) so the loops need no test.
-        xrow[j] = (x0 + min(j, max(nt, 1u) - 1u)) * xstride;
+        xr[j] = (x0 + min(j, max(nt, 1u) - 1u)) * xstride;
     }
-    if (nt > 0u && rl < nrows) {
-        let row = first_row + rl;
-        let qbase = row * params.row_vec4s;
-        let sbase = row * params.scale_stride;
+    for (var i = 0u; i < 32u; i++) {
+        acc[i] = 0.0;
+    }
+    if (nt > 0u && nrows > 0u) {
         let full = params.cols / 32u;
         var u = lane;
         for (; u + 3u * TPR < full; u += 4u * TPR) {
-            unit(qbase, sbase, u, &xrow, &acc, false);
-            unit(qbase, sbase, u + TPR, &xrow, &acc, false);
-            unit(qbase, sbase, u + 2u * TPR, &xrow, &acc, false);
-            unit(qbase, sbase, u + 3u * TPR, &xrow, &acc, false);
+            unit(u, false);
+            unit(u + TPR, false);
+            unit(u + 2u * TPR, false);
+            unit(u + 3u * TPR, false);
         }
         for (; u < full; u += TPR) {
-            unit(qbase, sbase, u, &xrow, &acc, false);
+            unit(u, false);
         }
         // cols = 16 (mod 32) (GROUP 16 only): the last unit holds 16 columns.
         if (params.cols % 32u != 0u && lane == 0u) {
-            unit(qbase, sbase, full, &xrow, &acc, true);
+            unit(full, true);
         }
     }
 
     if (TPR == 1u) {
-        if (rl < nrows) {
+        for (var i = 0u; i < RPT; i++) {
+            let r = g * RPT + i;
             for (var j = 0u; j < TT; j++) {
-                if (j < nt) {
-                    var v = acc[j];
+                if (r < nrows && j < nt) {
+                    var v = acc[i * 8u + j];
                     if (params.has_bias != 0u) {
-                        v += bias[params.row0 + first_row + rl];
+                        v += bias[params.row0 + first_row + r];
                     }
-                    out[o0 + j * params.out_stride + rl] = v;
+                    out[o0 + j * params.out_stride + r] = v;
                 }
             }
         }
         return;
     }
-    for (var j = 0u; j < TT; j++) {
-        partial[lid * TT + j] = acc[j];
+    for (var i = 0u; i < RPT; i++) {
+        for (var j = 0u; j < TT; j++) {
+            partial[(lid * RPT + i) * TT + j] = acc[i * 8u + j];
+        }
     }
     workgroupBarrier();
-    for (var i = lid; i < ROWS * TT; i += WG) {
-        let r = i / TT;
-        let j = i % TT;
+    for (var n = lid; n < ROWS * TT; n += WG) {
+        let r = n / TT;
+        let j = n % TT;
         if (r < nrows && j < nt) {
+            let first = ((r / RPT) * TPR * RPT + r % RPT) * TT + j;
             var v = 0.0;
             for (var l = 0u; l < TPR; l++) {
-                v += partial[((r * TPR) + l) * TT + j];
+                v += partial[first + l * RPT * TT];
             }
             if (params.has_bias != 0u) {
                 v += bias[params.row0 + first_row + r];

@@ -22,20 +22,22 @@
 //   6 qs          storage read  vec4<u32> [rows, row_vec4s]: 4 bytes per u32, element 4w+j in bits
 //                               8j..8j+7 (two's complement); one vec4 unit = 16 columns
 //   7 scales      storage read  u32 [rows, scale_stride]: f32 bits of s, one per group
-// Dispatch: (blocks_x, items, ceil(row blocks / blocks_x)) workgroups of WG = ROWS*TPR threads.
+// Dispatch: (blocks_x, items, ceil(row blocks / blocks_x)) workgroups of WG = ROWS/RPT*TPR threads.
 //   Row block b = wg.x + wg.z * blocks_x covers ROWS rows (of the chunk, or of one expert);
 //   item wg.y is a tile of TT tokens (dense) or one slot (expert, TT = 1); tiles past n_tokens, slots
 //   past n_tokens*k or routed to another chunk, and rows past the end do no work and write nothing.
-//   Each row is handled by TPR threads: thread `lane` reads vec4 units lane, lane+TPR, ... (16
-//   columns each, 4 units per loop trip), so TPR neighbouring threads stream one contiguous piece of
-//   the row; it dequantizes each unit once and multiplies it into TT per-token sums. The TPR partial
-//   sums of a row are added in workgroup memory.
+//   A row block is handled by WG / TPR groups of TPR threads, each group computing RPT rows: thread
+//   `lane` of a group reads vec4 units lane, lane+TPR, ... (16 columns each, 4 units per loop trip)
+//   of its RPT rows, so TPR neighbouring threads stream contiguous pieces of the rows; each x vec4
+//   it loads serves RPT rows. Each thread keeps RPT x TT sums; the TPR partial sums of a row are
+//   added in workgroup memory.
 
-override ROWS: u32 = 8u;      // rows per workgroup
+override ROWS: u32 = 8u;      // rows per workgroup = (WG / TPR) * RPT
 override TPR: u32 = 8u;       // threads per row
-override WG: u32 = 64u;       // = ROWS * TPR
+override RPT: u32 = 1u;       // rows per thread, at most 4
+override WG: u32 = 64u;       // threads per workgroup
 override TT: u32 = 1u;        // tokens per tile, at most 8
-override PARTIAL: u32 = 64u;  // = WG * TT
+override PARTIAL: u32 = 64u;  // = WG * RPT * TT
 override GROUP: u32 = 32u;    // columns per scale: a multiple of 16
 
 struct Params {
@@ -71,22 +73,38 @@ var<workgroup> partial: array<f32, PARTIAL>;
 
 const SHIFTS = vec4<u32>(24u, 16u, 8u, 0u);
 
+// The invocation's rows and tokens: where its rows start in qs and scales, where its tokens' x
+// rows start (vec4 index), and its sums acc[i * 8 + j] (row i < RPT, token j < TT).
+var<private> qb: array<u32, 4>;
+var<private> sb: array<u32, 4>;
+var<private> xr: array<u32, 8>;
+var<private> acc: array<f32, 32>;
+
+// The 4 signed bytes of w times s.
 fn bytes(w: u32, s: f32) -> vec4<f32> {
     return vec4<f32>(bitcast<vec4<i32>>(vec4<u32>(w) << SHIFTS) >> vec4<u32>(24u)) * s;
 }
 
-// Adds unit u (columns 16u .. 16u+16) of the row at qs[qbase..] to the sums of the tile's
-// tokens, whose x rows start at vec4 index xrow[j].
-fn unit(qbase: u32, sbase: u32, u: u32, xrow: ptr<function, array<u32, 8>>, acc: ptr<function, array<f32, 8>>) {
-    let q = qs[qbase + u];
-    let s = bitcast<f32>(scales[sbase + (16u * u) / GROUP]);
-    let w0 = bytes(q.x, s);
-    let w1 = bytes(q.y, s);
-    let w2 = bytes(q.z, s);
-    let w3 = bytes(q.w, s);
+// Adds unit u (columns 16u .. 16u+16) of the invocation's rows to the sums of every token.
+fn unit(u: u32) {
+    var w: array<array<vec4<f32>, 4>, 4>;
+    for (var i = 0u; i < RPT; i++) {
+        let q = qs[qb[i] + u];
+        let s = bitcast<f32>(scales[sb[i] + (16u * u) / GROUP]);
+        w[i][0] = bytes(q.x, s);
+        w[i][1] = bytes(q.y, s);
+        w[i][2] = bytes(q.z, s);
+        w[i][3] = bytes(q.w, s);
+    }
     for (var j = 0u; j < TT; j++) {
-        let xo = (*xrow)[j] + 4u * u;
-        (*acc)[j] += dot(w0, x[xo]) + dot(w1, x[xo + 1u]) + dot(w2, x[xo + 2u]) + dot(w3, x[xo + 3u]);
+        let xo = xr[j] + 4u * u;
+        let x0 = x[xo];
+        let x1 = x[xo + 1u];
+        let x2 = x[xo + 2u];
+        let x3 = x[xo + 3u];
+        for (var i = 0u; i < RPT; i++) {
+            acc[i * 8u + j] += dot(w[i][0], x0) + dot(w[i][1], x1) + dot(w[i][2], x2) + dot(w[i][3], x3);
+        }
     }
 }
 
@@ -129,58 +147,66 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
         nrows = min(ROWS, row_limit - first_row);
     }
 
-    let rl = lid / TPR;
+    let g = lid / TPR;
     let lane = lid % TPR;
-    var acc: array<f32, 8>;
-    var xrow: array<u32, 8>;
+    // Rows past nrows compute a copy of the last row (never written): the loops then run in
+    // workgroup-uniform control flow.
+    for (var i = 0u; i < RPT; i++) {
+        let row = first_row + min(g * RPT + i, max(nrows, 1u) - 1u);
+        qb[i] = row * params.row_vec4s;
+        sb[i] = row * params.scale_stride;
+    }
     let xstride = params.cols / 4u;
     for (var j = 0u; j < TT; j++) {
-        acc[j] = 0.0;
         // Tokens past nt repeat the last one (read, never written) so the loops need no test.
-        xrow[j] = (x0 + min(j, max(nt, 1u) - 1u)) * xstride;
+        xr[j] = (x0 + min(j, max(nt, 1u) - 1u)) * xstride;
     }
-    if (nt > 0u && rl < nrows) {
-        let row = first_row + rl;
-        let qbase = row * params.row_vec4s;
-        let sbase = row * params.scale_stride;
+    for (var i = 0u; i < 32u; i++) {
+        acc[i] = 0.0;
+    }
+    if (nt > 0u && nrows > 0u) {
         let full = params.cols / 16u;
         var u = lane;
         for (; u + 3u * TPR < full; u += 4u * TPR) {
-            unit(qbase, sbase, u, &xrow, &acc);
-            unit(qbase, sbase, u + TPR, &xrow, &acc);
-            unit(qbase, sbase, u + 2u * TPR, &xrow, &acc);
-            unit(qbase, sbase, u + 3u * TPR, &xrow, &acc);
+            unit(u);
+            unit(u + TPR);
+            unit(u + 2u * TPR);
+            unit(u + 3u * TPR);
         }
         for (; u < full; u += TPR) {
-            unit(qbase, sbase, u, &xrow, &acc);
+            unit(u);
         }
     }
 
     if (TPR == 1u) {
-        if (rl < nrows) {
+        for (var i = 0u; i < RPT; i++) {
+            let r = g * RPT + i;
             for (var j = 0u; j < TT; j++) {
-                if (j < nt) {
-                    var v = acc[j];
+                if (r < nrows && j < nt) {
+                    var v = acc[i * 8u + j];
                     if (params.has_bias != 0u) {
-                        v += bias[params.row0 + first_row + rl];
+                        v += bias[params.row0 + first_row + r];
                     }
-                    out[o0 + j * params.out_stride + rl] = v;
+                    out[o0 + j * params.out_stride + r] = v;
                 }
             }
         }
         return;
     }
-    for (var j = 0u; j < TT; j++) {
-        partial[lid * TT + j] = acc[j];
+    for (var i = 0u; i < RPT; i++) {
+        for (var j = 0u; j < TT; j++) {
+            partial[(lid * RPT + i) * TT + j] = acc[i * 8u + j];
+        }
     }
     workgroupBarrier();
-    for (var i = lid; i < ROWS * TT; i += WG) {
-        let r = i / TT;
-        let j = i % TT;
+    for (var n = lid; n < ROWS * TT; n += WG) {
+        let r = n / TT;
+        let j = n % TT;
         if (r < nrows && j < nt) {
+            let first = ((r / RPT) * TPR * RPT + r % RPT) * TT + j;
             var v = 0.0;
             for (var l = 0u; l < TPR; l++) {
-                v += partial[((r * TPR) + l) * TT + j];
+                v += partial[first + l * RPT * TT];
             }
             if (params.has_bias != 0u) {
                 v += bias[params.row0 + first_row + r];

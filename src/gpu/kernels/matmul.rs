@@ -1,15 +1,20 @@
-//! Weight matrix times activations (`shaders/matmul_{f32,int8,int4}.wgsl`), dense and per expert;
-//! CPU twin: `quant::packed::PackedMatrix::matmul`.
+//! Weight matrix times activations (`shaders/matmul_{f32,int8,int4,int4_sg}.wgsl`), dense and per
+//! expert; CPU twin: `quant::packed::PackedMatrix::matmul`.
 //!
 //! One kernel per weight format serves decode (1 token: a matvec that streams the weights),
 //! prefill (T tokens in tiles of [`Shape::tile`]: each weight is read once per tile) and the
 //! routed experts (one matvec per (token, slot), the expert id read on the GPU). A matrix split
 //! into several bindings ([`GpuMatrix`]) gets one op per chunk.
 //!
-//! Workgroup shape ([`Shape`]): `rows` rows per workgroup, `threads_per_row` threads per row.
-//! The threads of a row read neighbouring 16-byte units (`vec4<u32>`), four per loop trip, so
-//! every group of `threads_per_row` threads streams one contiguous piece of a row; partial sums
-//! meet in workgroup memory. See [`Shape::for_device`] for the measured choice.
+//! Two kernel designs, chosen by [`Shape`] ([`Shape::for_device`] has the measurements):
+//! - portable (`matmul_{f32,int8,int4}.wgsl`, no optional feature): `threads_per_row` threads
+//!   share a row, reading neighbouring 16-byte units (`vec4<u32>`), four per loop trip; each
+//!   thread computes `rows_per_thread` rows, so each activation vec4 it loads serves that many
+//!   rows; partial sums meet in workgroup memory.
+//! - subgroup (`matmul_int4_sg.wgsl`, Int4, needs subgroups of 8 or more): one invocation per 4
+//!   rows over all columns; each lane loads one vec4 of a 32-column unit of x and takes the other
+//!   seven from its neighbours with `subgroupBroadcast`. On lavapipe every per-lane load is a
+//!   scalar gather, so this removes most of the loads; on an H100 it also streams fastest.
 
 use crate::gpu::matrix::GpuMatrix;
 use crate::gpu::{Gpu, Op};
@@ -20,9 +25,12 @@ use bytemuck::{Pod, Zeroable};
 const SOURCE_F32: &str = include_str!("../../../shaders/matmul_f32.wgsl");
 const SOURCE_INT8: &str = include_str!("../../../shaders/matmul_int8.wgsl");
 const SOURCE_INT4: &str = include_str!("../../../shaders/matmul_int4.wgsl");
+const SOURCE_INT4_SG: &str = include_str!("../../../shaders/matmul_int4_sg.wgsl");
 
-/// Largest token tile (the kernels keep `array<f32, 8>` accumulators).
+/// Largest token tile (the kernels keep accumulators for 4 rows x 8 tokens per thread).
 pub const MAX_TILE: u32 = 8;
+/// Most rows per thread.
+pub const MAX_ROWS_PER_THREAD: u32 = 4;
 
 /// The kernels' `Params` uniform.
 #[repr(C)]
@@ -47,33 +55,51 @@ struct Params {
 /// The workgroup shape of a matmul op.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Shape {
-    /// Rows per workgroup.
+    /// Rows per workgroup (a multiple of `rows_per_thread`).
     pub rows: u32,
     /// Threads per row (a power of two).
     pub threads_per_row: u32,
+    /// Rows each thread computes (1..=4): every activation it loads serves that many rows.
+    pub rows_per_thread: u32,
     /// Tokens per tile (1..=8): each weight is read once per tile.
     pub tile: u32,
+    /// Int4 only: the subgroup kernel (`matmul_int4_sg.wgsl`, needs `Features::SUBGROUP` and
+    /// subgroups of at least 8; `threads_per_row` must be 1).
+    pub subgroup: bool,
 }
 
 impl Shape {
-    /// The shape for `gpu` and ops built for `max_tokens`.
-    ///
-    /// On lavapipe (a CPU: each workgroup runs on one core, 8 invocations per SIMD subgroup) one
-    /// thread per row and 64 rows per workgroup measured fastest: each SIMD lane streams its own
-    /// row, the activation loads are the same address in every lane, and no workgroup memory or
-    /// barrier is needed (`throughput` below, numbers in its comment). On a real GPU, a row is
-    /// shared by 32 threads (a warp on NVIDIA, half a wave on AMD) so that loads coalesce, with
-    /// 4 rows per workgroup of 128.
-    pub fn for_device(gpu: &Gpu, max_tokens: u32) -> Shape {
+    /// The shape ops for `format` and `max_tokens` get on `gpu`. Measured with `throughput`
+    /// below (INT4 g32 matvec of [5632, 2048] and [1536, 576], weights streamed from memory; see
+    /// its comment for the numbers):
+    /// - Int4 where subgroups of 8 or more exist: the subgroup kernel, 4 rows per invocation,
+    ///   workgroups of max(16, subgroup size) invocations: on lavapipe 2-4x the best portable
+    ///   shape, on an H100 1.5x-4x.
+    /// - otherwise on a CPU (lavapipe without subgroups, SwiftShader): one thread per row, 4 rows
+    ///   per thread, 64 rows per workgroup (each lane streams its own rows; 3-5x 8 threads per row
+    ///   on lavapipe).
+    /// - otherwise (GPUs without subgroups, as WebGPU in browsers): 32 threads per row, 2 rows per
+    ///   thread, 8 rows per workgroup of 128 (coalesced row reads; the best portable decode shape
+    ///   on the H100).
+    pub fn for_device(gpu: &Gpu, format: Format, max_tokens: u32) -> Shape {
         let tile = max_tokens.clamp(1, MAX_TILE);
+        if matches!(format, Format::Int4 { .. }) && Self::subgroups(gpu) {
+            let wg = gpu.info.subgroup_max_size.max(16);
+            return Shape { rows: 4 * wg, threads_per_row: 1, rows_per_thread: 4, tile, subgroup: true };
+        }
         match gpu.info.device_type {
-            wgpu::DeviceType::Cpu => Shape { rows: 64, threads_per_row: 1, tile },
-            _ => Shape { rows: 4, threads_per_row: 32, tile },
+            wgpu::DeviceType::Cpu => Shape { rows: 64, threads_per_row: 1, rows_per_thread: 4, tile, subgroup: false },
+            _ => Shape { rows: 8, threads_per_row: 32, rows_per_thread: 2, tile, subgroup: false },
         }
     }
 
+    /// Whether `gpu` can run the subgroup kernel.
+    pub fn subgroups(gpu: &Gpu) -> bool {
+        gpu.features.contains(wgpu::Features::SUBGROUP) && gpu.info.subgroup_min_size >= 8
+    }
+
     fn workgroup_size(self) -> u32 {
-        self.rows * self.threads_per_row
+        self.rows / self.rows_per_thread.max(1) * self.threads_per_row
     }
 }
 
@@ -100,7 +126,7 @@ pub fn ops(
     out: &wgpu::Buffer,
     max_tokens: u32,
 ) -> Result<Vec<Op>> {
-    build(gpu, step, m, x, None, out, max_tokens, None, Shape::for_device(gpu, max_tokens))
+    build(gpu, step, m, x, None, out, max_tokens, None, Shape::for_device(gpu, m.format, max_tokens))
 }
 
 /// [`ops`] plus `bias` (`f32 [rows]`) added to every output row.
@@ -113,7 +139,7 @@ pub fn ops_with_bias(
     out: &wgpu::Buffer,
     max_tokens: u32,
 ) -> Result<Vec<Op>> {
-    build(gpu, step, m, x, Some(bias), out, max_tokens, None, Shape::for_device(gpu, max_tokens))
+    build(gpu, step, m, x, Some(bias), out, max_tokens, None, Shape::for_device(gpu, m.format, max_tokens))
 }
 
 /// Ops running the routed experts of a stacked matrix `m` (`[E * rows_per_expert, cols]`, uploaded
@@ -137,7 +163,7 @@ pub fn expert_ops(
     x_per_slot: bool,
 ) -> Result<Vec<Op>> {
     let experts = Experts { rows_per_expert, ids: expert_ids, k, x_per_slot };
-    build(gpu, step, m, x, None, out, max_tokens, Some(experts), Shape::for_device(gpu, 1))
+    build(gpu, step, m, x, None, out, max_tokens, Some(experts), Shape::for_device(gpu, m.format, 1))
 }
 
 /// The general constructor behind [`ops`], [`ops_with_bias`] and [`expert_ops`], with an explicit
@@ -157,36 +183,57 @@ pub fn build(
     let bad = |p: String| Error::Gpu(format!("matmul of a {:?} [{}, {}] matrix: {p}", m.format, m.rows, m.cols));
     let wg = shape.workgroup_size();
     let max_wg = gpu.limits.max_compute_invocations_per_workgroup.min(256);
-    if shape.rows == 0 || !shape.threads_per_row.is_power_of_two() || wg > max_wg {
+    if shape.rows == 0
+        || !shape.threads_per_row.is_power_of_two()
+        || !(1..=MAX_ROWS_PER_THREAD).contains(&shape.rows_per_thread)
+        || !shape.rows.is_multiple_of(shape.rows_per_thread)
+        || wg > max_wg
+        || wg * shape.rows_per_thread * shape.tile > 4096
+    {
         return Err(bad(format!("workgroup shape {shape:?} (at most {max_wg} threads)")));
     }
     let tile = if experts.is_some() { 1 } else { shape.tile };
     if !(1..=MAX_TILE).contains(&tile) {
         return Err(bad(format!("token tile {tile} (1 to {MAX_TILE})")));
     }
-    let (label, source, mut constants): (&'static str, &str, Vec<(&str, f64)>) = match m.format {
-        Format::F32 if m.cols.is_multiple_of(4) => ("matmul_f32", SOURCE_F32, vec![]),
-        Format::Int8 { group } if group.is_multiple_of(16) => {
-            ("matmul_int8", SOURCE_INT8, vec![("GROUP", group as f64)])
-        }
-        Format::Int4 { group, wide_scales } if group == 16 || group.is_multiple_of(32) => {
-            ("matmul_int4", SOURCE_INT4, vec![("GROUP", group as f64), ("WIDE", if wide_scales { 1.0 } else { 0.0 })])
-        }
-        _ => {
-            return Err(bad(
+    let (label, source, mut constants): (&'static str, &str, Vec<(&str, f64)>) =
+        match m.format {
+            Format::F32 if m.cols.is_multiple_of(4) => ("matmul_f32", SOURCE_F32, vec![]),
+            Format::Int8 { group } if group.is_multiple_of(16) => {
+                ("matmul_int8", SOURCE_INT8, vec![("GROUP", group as f64)])
+            }
+            Format::Int4 { group, wide_scales } if group == 16 || group.is_multiple_of(32) => {
+                let (label, source) =
+                    if shape.subgroup { ("matmul_int4_sg", SOURCE_INT4_SG) } else { ("matmul_int4", SOURCE_INT4) };
+                (label, source, vec![("GROUP", group as f64), ("WIDE", if wide_scales { 1.0 } else { 0.0 })])
+            }
+            _ => return Err(bad(
                 "the kernels need F32 rows of a multiple of 4, groups of a multiple of 16 (Int8) or of 16, 32*n (Int4)"
                     .into(),
-            ))
+            )),
+        };
+    constants.extend([("ROWS", shape.rows as f64), ("WG", wg as f64), ("TT", tile as f64)]);
+    if label == "matmul_int4_sg" {
+        // Every subgroup must be full: lanes broadcast their x to the others.
+        if shape.threads_per_row != 1 || !Shape::subgroups(gpu) || !wg.is_multiple_of(gpu.info.subgroup_max_size) {
+            return Err(bad(format!(
+                "the subgroup kernel needs subgroups of 8 or more, 1 thread per row and workgroups of whole \
+                 subgroups ({}): {shape:?}",
+                gpu.info.subgroup_max_size
+            )));
         }
-    };
-    constants.extend([
-        ("ROWS", shape.rows as f64),
-        ("TPR", shape.threads_per_row as f64),
-        ("WG", wg as f64),
-        ("TT", tile as f64),
-        ("PARTIAL", (wg * tile) as f64),
-    ]);
-    let kernel = gpu.kernel(label, source, &constants)?;
+        constants.push(("RPT", shape.rows_per_thread as f64));
+    } else {
+        constants.extend([
+            ("TPR", shape.threads_per_row as f64),
+            ("RPT", shape.rows_per_thread as f64),
+            ("PARTIAL", (wg * shape.rows_per_thread * tile) as f64),
+        ]);
+    }
+    // DEV-ONLY (remove): FLINT_SHADER_<label>=path reads the kernel source at run time.
+    let dev = std::env::var(format!("FLINT_SHADER_{label}")).ok().map(|p| std::fs::read_to_string(p).unwrap());
+    let source = dev.as_deref().unwrap_or(source);
+    let kernel = gpu.kernel(&format!("{label}{}", source.len()), source, &constants)?;
 
     let (items, rows_per_block_space, out_stride) = match experts {
         None => (max_tokens.div_ceil(tile), None, m.rows as u32),
@@ -249,7 +296,7 @@ mod tests {
     use super::*;
     use crate::gpu::kernels::testing::{gpu, random};
     use crate::gpu::step::Step;
-    use crate::quant::packed::{pack_f16_pair, PackedMatrix};
+    use crate::quant::packed::{pack_f16_pair, unpack_f16_pair, PackedMatrix};
     use half::f16;
 
     /// A random matrix of `format`: random values/nibbles/bytes and random scales (f16-exact for
@@ -286,28 +333,50 @@ mod tests {
         PackedMatrix::new(rows, cols, format, qs, scales).unwrap()
     }
 
-    /// Checks `got` against `want` = CPU twin of W x (`[tokens, rows]`): each output is a sum of
-    /// `cols` f32 products, summed in increasing c on the CPU and in a tree of per-thread partial
-    /// sums on the GPU, so the two differ by rounding only: a few units of 2^-24 times the size of
-    /// the terms, `sum_c |w_rc x_tc|`, times at most ~sqrt(cols) for a random walk of roundings
-    /// (under 1e-6 of that magnitude for cols <= 1088), and a fused multiply-add in the
-    /// dequantization changes a weight by at most half an ulp. The tolerance, 1e-5 of
-    /// `sum_c |w_rc x_tc|`, is ten times the rounding noise and about 100 times below the
-    /// smallest error a wrong index or scale would make (one product of `cols`, over 1e-3 of
-    /// the magnitude for cols <= 1088).
-    /// `sum_c |w_rc x_tc|` for each output `(t, r)` (`[tokens, rows]`), the scale of its rounding error.
-    fn magnitudes(w: &[f32], x: &[f32], rows: usize, cols: usize) -> Vec<f32> {
+    /// A bound on the size of each weight's terms as the kernels may compute them, `[rows, cols]`:
+    /// `|w|`, and for Int4 `|d| q + |m|` (the subgroup kernel sums `d * sum(q x) + m * sum(x)`).
+    fn term_sizes(m: &PackedMatrix) -> Vec<f32> {
+        let Format::Int4 { group, wide_scales } = m.format else {
+            return m.dequantize().iter().map(|v| v.abs()).collect();
+        };
+        let mut out = vec![0.0; m.rows * m.cols];
+        for (i, o) in out.iter_mut().enumerate() {
+            let (r, c) = (i / m.cols, i % m.cols);
+            let g = r * (m.cols / group) + c / group;
+            let (d, mm) = match wide_scales {
+                false => unpack_f16_pair(m.scales[g]),
+                true => (f32::from_bits(m.scales[2 * g]), f32::from_bits(m.scales[2 * g + 1])),
+            };
+            let q = (m.qs[i / 8] >> (4 * (i % 8))) & 15;
+            *o = d.abs() * q as f32 + mm.abs();
+        }
+        out
+    }
+
+    /// `sum_c size_rc |x_tc|` for each output `(t, r)` (`[tokens, rows]`), the scale of its rounding
+    /// error (`sizes` from [`term_sizes`]).
+    fn magnitudes(sizes: &[f32], x: &[f32], rows: usize, cols: usize) -> Vec<f32> {
         let tokens = x.len() / cols;
         let mut mags = vec![0.0; tokens * rows];
         for t in 0..tokens {
             for r in 0..rows {
-                let (wr, xt) = (&w[r * cols..(r + 1) * cols], &x[t * cols..(t + 1) * cols]);
-                mags[t * rows + r] = wr.iter().zip(xt).map(|(a, b)| (a * b).abs()).sum();
+                let (wr, xt) = (&sizes[r * cols..(r + 1) * cols], &x[t * cols..(t + 1) * cols]);
+                mags[t * rows + r] = wr.iter().zip(xt).map(|(a, b)| a * b.abs()).sum();
             }
         }
         mags
     }
 
+    /// Checks `got` against `want` (the CPU twin, `[tokens, rows]`). Each output is a sum of `cols`
+    /// f32 products, summed in increasing c on the CPU and in per-thread partial sums on the GPU
+    /// (the subgroup kernel as `d * sum(q x) + m * sum(x)` per group), so the two differ by
+    /// rounding only: each rounding is at most 2^-24 of a partial sum, itself at most the
+    /// magnitude `mag = sum_c size_rc |x_tc|` ([`magnitudes`]); with random signs the roundings
+    /// add up like a random walk, ~sqrt(cols) * 2^-24 * mag, under 3e-6 * mag for cols <= 1152
+    /// (and far less in practice, as partial sums are much smaller than mag). A fused
+    /// multiply-add in the dequantization moves a weight by at most half an ulp. The tolerance,
+    /// 1e-5 of mag, is well above that noise and about 100 times below the smallest error a wrong
+    /// index or scale makes (one term of `cols` wrong, of order mag / cols >= 8e-4 mag).
     fn check(what: &str, got: &[f32], want: &[f32], mags: &[f32], rows: usize) {
         assert_eq!(got.len(), want.len(), "{what}: lengths");
         for (i, ((g, e), mag)) in got.iter().zip(want).zip(mags).enumerate() {
@@ -339,23 +408,39 @@ mod tests {
         got[..tokens * m.rows].to_vec()
     }
 
-    /// Lavapipe's shape (one thread per row) and real GPUs' (32 threads per row, 4 rows), with
-    /// the token tile ops for `max_tokens` get.
-    fn main_shapes(max_tokens: usize) -> Vec<Shape> {
+    /// The device's default shape for `format`, and the portable defaults for CPUs (one thread per
+    /// row, 4 rows each) and GPUs (32 threads per row, 2 rows each), with the token tile ops for
+    /// `max_tokens` get.
+    fn main_shapes(format: Format, max_tokens: usize) -> Vec<Shape> {
         let tile = (max_tokens as u32).min(MAX_TILE);
-        vec![Shape { rows: 64, threads_per_row: 1, tile }, Shape { rows: 4, threads_per_row: 32, tile }]
+        let mut v = vec![Shape::for_device(gpu(), format, max_tokens as u32)];
+        for s in [
+            Shape { rows: 64, threads_per_row: 1, rows_per_thread: 4, tile, subgroup: false },
+            Shape { rows: 8, threads_per_row: 32, rows_per_thread: 2, tile, subgroup: false },
+        ] {
+            if !v.contains(&s) {
+                v.push(s);
+            }
+        }
+        v
     }
 
-    /// Every shape the tests try: the main ones, the device's default, and odd ones (8 x 8, one row
-    /// per workgroup of 64, 128 threads per row, a tile of 3 tokens).
-    fn shapes(max_tokens: usize) -> Vec<Shape> {
+    /// Every shape the tests try: the main ones and odd ones (8 x 8, 128 threads per row, 3 rows
+    /// per thread, a tile of 3 tokens), and the subgroup kernel's.
+    fn shapes(format: Format, max_tokens: usize) -> Vec<Shape> {
         let tile = (max_tokens as u32).min(MAX_TILE);
-        let mut v = main_shapes(max_tokens);
-        v.push(Shape::for_device(gpu(), max_tokens as u32));
-        for (rows, threads_per_row) in [(8, 8), (1, 64), (2, 128)] {
-            v.push(Shape { rows, threads_per_row, tile });
+        let mut v = main_shapes(format, max_tokens);
+        for (rows, threads_per_row, rows_per_thread) in [(8, 8, 1), (2, 128, 1), (9, 1, 3)] {
+            v.push(Shape { rows, threads_per_row, rows_per_thread, tile, subgroup: false });
         }
-        v.push(Shape { rows: 16, threads_per_row: 4, tile: tile.min(3) });
+        v.push(Shape { rows: 16, threads_per_row: 4, rows_per_thread: 2, tile: tile.min(3), subgroup: false });
+        if matches!(format, Format::Int4 { .. }) && Shape::subgroups(gpu()) {
+            // Workgroups of 1 and 2 subgroups.
+            let sg = gpu().info.subgroup_max_size;
+            for (rows, rows_per_thread) in [(2 * sg, 2), (8 * sg, 4)] {
+                v.push(Shape { rows, threads_per_row: 1, rows_per_thread, tile, subgroup: true });
+            }
+        }
         v
     }
 
@@ -383,11 +468,12 @@ mod tests {
                 for &cols in &cols_list {
                     let m = random_matrix(format, rows, cols, (rows * 10_000 + cols) as u64);
                     let gm = GpuMatrix::upload(gpu, &m).unwrap();
-                    let w = m.dequantize();
-                    for (tokens, max_tokens) in [(1, 1), (3, 3), (17, 20)] {
+                    let w = term_sizes(&m);
+                    // Ops for 1 token (tile 1) and for 20 (tile 8) running 3 and 17.
+                    for (tokens, max_tokens) in [(1, 1), (3, 20), (17, 20)] {
                         let x = &random(max_tokens * cols, 11)[..tokens * cols];
                         let (want, mags) = (m.matmul(x), magnitudes(&w, x, rows, cols));
-                        for shape in main_shapes(max_tokens) {
+                        for shape in main_shapes(format, max_tokens) {
                             let got = run_dense(&m, &gm, tokens, max_tokens, None, shape);
                             check(
                                 &format!("{format:?} [{rows}, {cols}] T={tokens} {shape:?}"),
@@ -406,15 +492,18 @@ mod tests {
     #[test]
     fn every_workgroup_shape_matches_cpu_twin() {
         let gpu = gpu();
-        for (format, cols_list) in formats() {
-            let (rows, cols) = (37, cols_list[1]);
+        let int4 = |group, wide_scales| Format::Int4 { group, wide_scales };
+        for (format, cols) in
+            [(Format::F32, 96), (Format::Int8 { group: 16 }, 48), (int4(32, false), 96), (int4(16, true), 48)]
+        {
+            let rows = 37;
             let m = random_matrix(format, rows, cols, 77);
             let gm = GpuMatrix::upload(gpu, &m).unwrap();
-            let w = m.dequantize();
-            for (tokens, max_tokens) in [(1, 1), (3, 3), (17, 17)] {
+            let w = term_sizes(&m);
+            for (tokens, max_tokens) in [(1, 1), (17, 17)] {
                 let x = &random(max_tokens * cols, 11)[..tokens * cols];
                 let (want, mags) = (m.matmul(x), magnitudes(&w, x, rows, cols));
-                for shape in shapes(max_tokens) {
+                for shape in shapes(format, max_tokens) {
                     let got = run_dense(&m, &gm, tokens, max_tokens, None, shape);
                     check(&format!("{format:?} [{rows}, {cols}] T={tokens} {shape:?}"), &got, &want, &mags, rows);
                 }
@@ -430,14 +519,14 @@ mod tests {
             let (rows, cols) = (45, 96);
             let m = random_matrix(format, rows, cols, 5);
             let gm = GpuMatrix::upload(gpu, &m).unwrap();
-            let (w, bias) = (m.dequantize(), random(rows, 6));
+            let (w, bias) = (term_sizes(&m), random(rows, 6));
             for tokens in [1, 9] {
                 let x = &random(64 * cols, 11)[..tokens * cols];
                 let want: Vec<f32> = m.matmul(x).iter().enumerate().map(|(i, v)| v + bias[i % rows]).collect();
                 // The bias is one more term of the sum.
                 let mags: Vec<f32> =
                     magnitudes(&w, x, rows, cols).iter().enumerate().map(|(i, v)| v + bias[i % rows].abs()).collect();
-                for shape in main_shapes(64) {
+                for shape in main_shapes(format, 64) {
                     let got = run_dense(&m, &gm, tokens, 64, Some(&bias), shape);
                     check(&format!("{format:?} bias T={tokens} {shape:?}"), &got, &want, &mags, rows);
                 }
@@ -465,7 +554,7 @@ mod tests {
             assert!(split.chunks.len() >= 3, "{format:?}: {} chunks", split.chunks.len());
             assert_eq!(split.chunks.iter().map(|c| c.rows).sum::<usize>(), rows);
             for tokens in [1, 5] {
-                for shape in main_shapes(tokens) {
+                for shape in main_shapes(format, tokens) {
                     let a = run_dense(&m, &whole, tokens, tokens, None, shape);
                     let b = run_dense(&m, &split, tokens, tokens, None, shape);
                     // The same kernel computes each row the same way whatever chunk holds it.
@@ -491,7 +580,7 @@ mod tests {
         ] {
             let cols = if matches!(format, Format::Int4 { group: 64, .. }) { 192 } else { 96 };
             let m = random_matrix(format, n_experts * r, cols, 21);
-            let w = m.dequantize();
+            let w = term_sizes(&m);
             let whole = GpuMatrix::upload_experts(gpu, &m, r).unwrap();
             assert_eq!(whole.chunks.len(), 1);
             // Room for two and a half experts per chunk: 4 chunks of 2, 2, 2, 1 experts.
@@ -525,7 +614,7 @@ mod tests {
                 };
                 let mut outs = vec![("default".to_string(), run(&split, None))];
                 assert_eq!(outs[0].1, run(&whole, None), "{format:?}: split and whole differ");
-                for shape in shapes(1) {
+                for shape in shapes(format, 1) {
                     outs.push((format!("{shape:?}"), run(&split, Some(shape))));
                 }
                 for slot in 0..tokens * k {
@@ -572,7 +661,20 @@ mod tests {
     /// device's buffer-copy bandwidth. Prints, asserts nothing:
     /// `XDG_RUNTIME_DIR=/tmp cargo test --release --lib matmul::tests::throughput -- --ignored --nocapture`
     /// (`FLINT_BENCH_MB`: weight bytes streamed per pass, default 512, more than the 480 MiB L3 of
-    /// the CI machines, so that weights come from DRAM as in a real model).
+    /// the CI machines, so that weights come from DRAM as in a real model; `FLINT_BENCH_SHAPES`,
+    /// `FLINT_BENCH_PREFILL=0`: see below).
+    ///
+    /// Measured 2026-11-26 (T=1: weight GB/s and share of the copy bandwidth measured in the same
+    /// run; T=64: GFLOP/s), INT4 g32, rows x threads/row x rows/thread:
+    /// - lavapipe, 2 cores shared with other jobs (copy 4.8-6.5 GB/s, so figures swing ~2x):
+    ///   subgroup kernel 64x1x4: [5632, 2048] 2.3-4.0 GB/s (49-62% of copy), 8.9 GFLOP/s;
+    ///   [1536, 576] 1.6-2.0 GB/s (25-33%), 8.3 GFLOP/s. Portable 64x1x4: 1.1-1.4 GB/s (19-29%),
+    ///   2.9 GFLOP/s; 8x8x1 0.4 GB/s; 8x32x2 0.4 GB/s; 4x32x1 0.2 GB/s. (A first version, one row
+    ///   per thread without register blocking, read 0.3-0.6 GB/s.)
+    /// - H100 (Vulkan; wgpu's buffer copy measured 200 GB/s, far under HBM peak, so the share is of
+    ///   that): subgroup kernel 128x1x4 (one warp): [5632, 2048] 197 GB/s (99%), 2400 GFLOP/s;
+    ///   [1536, 576] 256 GB/s, 1500 GFLOP/s. Portable 8x32x2: 94-129 GB/s, 260-290 GFLOP/s;
+    ///   4x32x1 35-59 GB/s; 2x64x1 42-120 GB/s (noisy between runs).
     #[test]
     #[ignore]
     fn throughput() {
@@ -581,26 +683,37 @@ mod tests {
         let mib = 1 << 20;
         let copy_bytes = 256 * mib as u64;
         let (a, b) = (gpu.storage_zeroed("copy src", copy_bytes), gpu.storage_zeroed("copy dst", copy_bytes));
+        // Four copies per submission, so that submission latency (large on real GPUs) counts little.
         let t = time_best(gpu, 3, || {
             let mut enc = gpu.device.create_command_encoder(&Default::default());
-            enc.copy_buffer_to_buffer(&a, 0, &b, 0, copy_bytes);
+            for _ in 0..4 {
+                enc.copy_buffer_to_buffer(&a, 0, &b, 0, copy_bytes);
+            }
             gpu.queue.submit([enc.finish()]);
-        });
+        }) / 4.0;
         let copy_gbs = copy_bytes as f64 / t / 1e9;
         eprintln!("copy_buffer_to_buffer 256 MiB: {:.2} ms, {copy_gbs:.1} GB/s copied", t * 1e3);
         drop((a, b));
 
         let total: usize = std::env::var("FLINT_BENCH_MB").ok().and_then(|v| v.parse().ok()).unwrap_or(512) * mib;
-        let candidates: Vec<(u32, u32)> = match std::env::var("FLINT_BENCH_SHAPES") {
+        // FLINT_BENCH_SHAPES: ROWSxTPRxRPTxSG,... (rows per workgroup, threads per row, rows per thread,
+        // 1 for the subgroup kernel).
+        let candidates: Vec<(u32, u32, u32, u32)> = match std::env::var("FLINT_BENCH_SHAPES") {
             Ok(v) => v
                 .split(',')
                 .map(|p| {
-                    let (r, t) = p.split_once('x').expect("ROWSxTPR");
-                    (r.parse().unwrap(), t.parse().unwrap())
+                    let n: Vec<u32> = p.split('x').map(|v| v.parse().unwrap()).collect();
+                    (n[0], n[1], n[2], n.get(3).copied().unwrap_or(0))
                 })
                 .collect(),
-            Err(_) => vec![(64, 1), (32, 1), (16, 4), (8, 8), (4, 32), (2, 64), (1, 64)],
+            Err(_) => {
+                let d = Shape::for_device(gpu, Format::Int4 { group: 32, wide_scales: false }, 1);
+                let mut v = vec![(d.rows, d.threads_per_row, d.rows_per_thread, d.subgroup as u32)];
+                v.extend([(64, 1, 4, 0), (8, 8, 1, 0), (8, 32, 2, 0), (4, 32, 1, 0)]);
+                v
+            }
         };
+        let prefill = std::env::var("FLINT_BENCH_PREFILL").map(|v| v != "0").unwrap_or(true);
         for (rows, cols) in [(5632, 2048), (1536, 576)] {
             let m = random_matrix(Format::Int4 { group: 32, wide_scales: false }, rows, cols, 3);
             let one = GpuMatrix::upload(gpu, &m).unwrap();
@@ -610,15 +723,24 @@ mod tests {
             let bytes = mats.iter().map(|g| g.bytes()).sum::<u64>() as f64;
             let step = Step::new(gpu);
             let x = gpu.storage("x", &random(64 * cols, 1));
-            let out = gpu.storage_zeroed("out", (64 * rows * 4) as u64);
+            // One output per matrix: ops that share no written buffer need no barrier between them.
+            let outs: Vec<wgpu::Buffer> =
+                (0..copies).map(|_| gpu.storage_zeroed("out", (64 * rows * 4) as u64)).collect();
             eprintln!("INT4 g32 [{rows}, {cols}] x {copies} matrices ({:.0} MB per pass):", bytes / 1e6);
-            for &(r, tpr) in &candidates {
+            for &(r, tpr, rpt, sg) in &candidates {
                 for (tokens, tile) in [(1, 1), (64, 8)] {
-                    let shape = Shape { rows: r, threads_per_row: tpr, tile };
+                    if tokens > 1 && !prefill {
+                        continue;
+                    }
+                    let shape = Shape { rows: r, threads_per_row: tpr, rows_per_thread: rpt, tile, subgroup: sg == 1 };
                     step.set(gpu, tokens, 0);
-                    let ops: Vec<Op> = mats
+                    // Prefill is compute-bound on lavapipe: a few matrices suffice.
+                    let n = if tokens == 1 { copies } else { copies.min(4) };
+                    let bytes = bytes * n as f64 / copies as f64;
+                    let ops: Vec<Op> = mats[..n]
                         .iter()
-                        .flat_map(|g| build(gpu, &step.buffer, g, &x, None, &out, tokens, None, shape).unwrap())
+                        .zip(&outs)
+                        .flat_map(|(g, out)| build(gpu, &step.buffer, g, &x, None, out, tokens, None, shape).unwrap())
                         .collect();
                     let refs: Vec<&Op> = ops.iter().collect();
                     let reps = if tokens == 1 { 5 } else { 1 };
@@ -626,15 +748,18 @@ mod tests {
                         crate::gpu::submit(gpu, &refs);
                     });
                     let gbs = bytes / t / 1e9;
-                    let per = t * 1e3 / copies as f64;
+                    let per = t * 1e3 / n as f64;
                     if tokens == 1 {
                         eprintln!(
-                            "  {r:>3} rows x {tpr:>2} threads, T=1: {per:.3} ms per matrix, {gbs:.1} GB/s ({:.0}% of copy)",
+                            "  {r:>3} rows x {tpr:>2} threads x {rpt} rows/thread sg {sg}, T=1: {per:.3} ms per matrix, {gbs:.1} GB/s ({:.0}% of copy)",
                             100.0 * gbs / copy_gbs
                         );
                     } else {
-                        let gflops = 2.0 * (rows * cols * copies) as f64 * tokens as f64 / t / 1e9;
-                        eprintln!("  {r:>3} rows x {tpr:>2} threads, T=64 tile 8: {per:.2} ms per matrix, {gflops:.1} GFLOP/s");
+                        let gflops = 2.0 * (rows * cols * n) as f64 * tokens as f64 / t / 1e9;
+                        eprintln!(
+                            "  {r:>3} rows x {tpr:>2} threads x {rpt} rows/thread sg {sg}, T=64 tile 8: {per:.2} ms per matrix, \
+                             {gflops:.1} GFLOP/s"
+                        );
                     }
                 }
             }

@@ -1,0 +1,218 @@
+// matmul_int4_sg.wgsl — the computation of matmul_int4.wgsl (same formula, bindings, dispatch
+// grid and uses: dense decode/prefill and routed experts), shaped for CPU-like devices with
+// subgroups of at least 8 invocations (lavapipe: 8 SIMD lanes): needs Features::SUBGROUP.
+//
+// out[t, r] = sum_c W[r, c] * x[t, c] (+ bias[r]), W[r, c] = d * q + m per group of GROUP columns,
+// computed per group as d * sum(q * x) + m * sum(x).
+//
+// Bindings (group 0): as matmul_int4.wgsl:
+//   0 params uniform Params; 1 step uniform; 2 x vec4<f32> [T_or_slots, cols/4]; 3 expert_ids u32 [T, k];
+//   4 bias f32 [rows]; 5 out f32 (rw); 6 qs vec4<u32> [rows, row_vec4s]; 7 scales u32 [rows, scale_stride].
+// Dispatch: (blocks_x, items, ceil(row blocks / blocks_x)) workgroups of WG invocations; a row
+//   block is ROWS = WG * RPT rows, invocation i computing rows i*RPT .. i*RPT+RPT, all columns.
+//   Per 32-column unit, each lane loads ONE vec4 of the unit's x (lane l: columns 4(l%8)..+4) and
+//   takes the other seven from its neighbours with subgroupBroadcast: on lavapipe every per-lane
+//   load is a scalar gather, so this cuts the x loads per weight from 1 (or 1/RPT) to 1/(8 RPT).
+//   Every loop runs in uniform control flow (rows past the end compute a copy of the last row and
+//   are not written), as subgroup operations require, and WG must be a multiple of the subgroup
+//   size (every subgroup full: lanes 0..7 of each subgroup hold the unit's x).
+
+override RPT: u32 = 1u;       // rows per invocation, at most 4
+override WG: u32 = 64u;       // invocations per workgroup
+override ROWS: u32 = 64u;     // = WG * RPT
+override TT: u32 = 1u;        // tokens per tile, at most 8
+override GROUP: u32 = 32u;    // columns per (d, m) group: 16, 32, 64 or 128
+override WIDE: u32 = 0u;      // 1: f32 (d, m) pairs; 0: packed f16 pairs
+
+struct Params {
+    rows: u32,            // rows in this chunk
+    cols: u32,
+    row_vec4s: u32,       // vec4 units per row of qs
+    scale_stride: u32,    // u32 per row of scales
+    row0: u32,            // the chunk's first row in the whole matrix
+    out_stride: u32,
+    blocks_x: u32,
+    has_bias: u32,
+    k: u32,               // 0: dense; else expert slots per token
+    rows_per_expert: u32,
+    expert0: u32,
+    experts: u32,
+    x_per_slot: u32,
+    _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
+}
+struct Step { n_tokens: u32, position: u32, _pad0: u32, _pad1: u32 }
+
+@group(0) @binding(0) var<uniform> params: Params;
+@group(0) @binding(1) var<uniform> step: Step;
+@group(0) @binding(2) var<storage, read> x: array<vec4<f32>>;
+@group(0) @binding(3) var<storage, read> expert_ids: array<u32>;
+@group(0) @binding(4) var<storage, read> bias: array<f32>;
+@group(0) @binding(5) var<storage, read_write> out: array<f32>;
+@group(0) @binding(6) var<storage, read> qs: array<vec4<u32>>;
+@group(0) @binding(7) var<storage, read> scales: array<u32>;
+
+// Nibble k of a half-word is taken as q * 16^k (an and, no shift), and the x it multiplies is
+// scaled by 16^-k beforehand: the product is q * x exactly (powers of two).
+const MASK = vec4<u32>(0xfu, 0xf0u, 0xf00u, 0xf000u);
+const X_SCALE = vec4<f32>(1.0, 0.0625, 0.00390625, 0.000244140625);
+const X_UNSCALE = vec4<f32>(1.0, 16.0, 256.0, 4096.0);
+
+// (d, m) of group g of the row whose scales start at `base`.
+fn scale(base: u32, g: u32) -> vec2<f32> {
+    if (WIDE != 0u) {
+        return vec2<f32>(bitcast<f32>(scales[base + 2u * g]), bitcast<f32>(scales[base + 2u * g + 1u]));
+    }
+    return unpack2x16float(scales[base + g]);
+}
+
+// The 4 nibbles of the low half-word of w, nibble k as q * 16^k (below 2^16: exact in f32; an i32
+// conversion is one instruction where an unsigned one is several).
+fn nib(w: u32) -> vec4<f32> {
+    return vec4<f32>(vec4<i32>(vec4<u32>(w) & MASK));
+}
+
+// The invocation's rows (component i < RPT): where they start in qs and scales; its tokens' x
+// rows (vec4 index); its sums acc[token][row].
+var<private> qb: vec4<u32>;
+var<private> sb: vec4<u32>;
+var<private> xr: array<u32, 8>;
+var<private> acc: array<vec4<f32>, 8>;
+
+// sum(q * x) over the unit's first 16 columns (.x) and last 16 (.y) for the words q of one row.
+fn qx(q: vec4<u32>, x0: vec4<f32>, x1: vec4<f32>, x2: vec4<f32>, x3: vec4<f32>, x4: vec4<f32>, x5: vec4<f32>,
+      x6: vec4<f32>, x7: vec4<f32>, half: bool) -> vec2<f32> {
+    let lo = dot(nib(q.x), x0) + dot(nib(q.x >> 16u), x1) + dot(nib(q.y), x2) + dot(nib(q.y >> 16u), x3);
+    if (half) {
+        return vec2<f32>(lo, 0.0);
+    }
+    return vec2<f32>(lo, dot(nib(q.z), x4) + dot(nib(q.z >> 16u), x5) + dot(nib(q.w), x6) + dot(nib(q.w >> 16u), x7));
+}
+
+// Adds unit u (columns 32u .. 32u+32, or the first 16 when `half`) of the invocation's rows.
+fn unit(u: u32, l8: u32, half: bool) {
+    // Words and (d, m) of each row: lo for columns 0..16 of the unit, hi for 16..32.
+    var q: array<vec4<u32>, 4>;
+    var dlo = vec4<f32>(0.0);
+    var mlo = vec4<f32>(0.0);
+    var dhi = vec4<f32>(0.0);
+    var mhi = vec4<f32>(0.0);
+    for (var i = 0u; i < RPT; i++) {
+        q[i] = qs[qb[i] + u];
+        let a = scale(sb[i], (32u * u) / GROUP);
+        var b = a;
+        if (GROUP == 16u) {
+            b = scale(sb[i], 2u * u + 1u);
+        }
+        dlo[i] = a.x;
+        mlo[i] = a.y;
+        dhi[i] = b.x;
+        mhi[i] = b.y;
+    }
+    for (var j = 0u; j < TT; j++) {
+        let xl = x[xr[j] + 8u * u + l8] * X_SCALE;
+        let x0 = subgroupBroadcast(xl, 0u);
+        let x1 = subgroupBroadcast(xl, 1u);
+        let x2 = subgroupBroadcast(xl, 2u);
+        let x3 = subgroupBroadcast(xl, 3u);
+        let x4 = subgroupBroadcast(xl, 4u);
+        let x5 = subgroupBroadcast(xl, 5u);
+        let x6 = subgroupBroadcast(xl, 6u);
+        let x7 = subgroupBroadcast(xl, 7u);
+        let sx = vec2<f32>(dot(x0 + x1 + x2 + x3, X_UNSCALE), dot(x4 + x5 + x6 + x7, X_UNSCALE));
+        var lo = vec4<f32>(0.0);
+        var hi = vec4<f32>(0.0);
+        for (var i = 0u; i < RPT; i++) {
+            let s = qx(q[i], x0, x1, x2, x3, x4, x5, x6, x7, half);
+            lo[i] = s.x;
+            hi[i] = s.y;
+        }
+        var a = acc[j] + dlo * lo + mlo * sx.x;
+        if (!half) {
+            a += dhi * hi + mhi * sx.y;
+        }
+        acc[j] = a;
+    }
+}
+
+@compute @workgroup_size(WG)
+fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32,
+        @builtin(subgroup_invocation_id) sl: u32) {
+    let block = wg.x + wg.z * params.blocks_x;
+    let item = wg.y;
+    // What this workgroup computes: nt tokens (0: nothing), rows first_row .. first_row + nrows of
+    // the binding, x rows x0 .. x0+nt, out[o0 + j*out_stride + r].
+    var nt = 0u;
+    var first_row = 0u;
+    var row_limit = 0u;
+    var x0 = 0u;
+    var o0 = 0u;
+    if (params.k == 0u) {
+        let t0 = item * TT;
+        if (t0 < step.n_tokens) {
+            nt = min(TT, step.n_tokens - t0);
+        }
+        first_row = block * ROWS;
+        row_limit = params.rows;
+        x0 = t0;
+        o0 = t0 * params.out_stride + params.row0 + first_row;
+    } else {
+        let slot = item;
+        if (slot < step.n_tokens * params.k) {
+            let e = expert_ids[slot];
+            if (e >= params.expert0 && e - params.expert0 < params.experts) {
+                nt = 1u;
+                let base = (e - params.expert0) * params.rows_per_expert;
+                first_row = base + block * ROWS;
+                row_limit = base + params.rows_per_expert;
+            }
+        }
+        x0 = select(slot / max(params.k, 1u), slot, params.x_per_slot != 0u);
+        o0 = slot * params.out_stride + block * ROWS;
+    }
+    var nrows = 0u;
+    if (row_limit > first_row) {
+        nrows = min(ROWS, row_limit - first_row);
+    }
+
+    for (var i = 0u; i < RPT; i++) {
+        let row = first_row + min(lid * RPT + i, max(nrows, 1u) - 1u);
+        qb[i] = row * params.row_vec4s;
+        sb[i] = row * params.scale_stride;
+    }
+    let xstride = params.cols / 4u;
+    for (var j = 0u; j < TT; j++) {
+        // Tokens past nt repeat the last one (read, never written) so the loops need no test.
+        xr[j] = (x0 + min(j, max(nt, 1u) - 1u)) * xstride;
+        acc[j] = vec4<f32>(0.0);
+    }
+    let l8 = sl % 8u;
+    if (nt > 0u && nrows > 0u) {
+        let full = params.cols / 32u;
+        var u = 0u;
+        for (; u + 1u < full; u += 2u) {
+            unit(u, l8, false);
+            unit(u + 1u, l8, false);
+        }
+        if (u < full) {
+            unit(u, l8, false);
+        }
+        // cols = 16 (mod 32) (GROUP 16 only): the last unit holds 16 columns.
+        if (params.cols % 32u != 0u) {
+            unit(full, l8, true);
+        }
+    }
+    for (var i = 0u; i < RPT; i++) {
+        let r = lid * RPT + i;
+        for (var j = 0u; j < TT; j++) {
+            if (r < nrows && j < nt) {
+                var v = acc[j][i];
+                if (params.has_bias != 0u) {
+                    v += bias[params.row0 + first_row + r];
+                }
+                out[o0 + j * params.out_stride + r] = v;
+            }
+        }
+    }
+}
