@@ -10,36 +10,20 @@
 
 mod common;
 
-use common::fixture;
+use common::{fixture, relative_error, Reference};
 use flint::gpu::model::GpuModel;
 use flint::gpu::{Backend, Gpu};
 use flint::ModelFiles;
-use serde::Deserialize;
 use std::sync::{Arc, OnceLock};
-
-#[derive(Deserialize)]
-struct Reference {
-    tokens: Vec<u32>,
-    logits: Vec<Vec<f32>>,
-    greedy_prompt: Vec<u32>,
-    greedy: Vec<u32>,
-}
 
 fn gpu() -> Arc<Gpu> {
     static GPU: OnceLock<Arc<Gpu>> = OnceLock::new();
     GPU.get_or_init(|| Arc::new(Gpu::new_blocking(Backend::Auto).unwrap_or_else(|e| panic!("{e}")))).clone()
 }
 
-fn relative_error(ours: &[Vec<f32>], theirs: &[Vec<f32>]) -> f32 {
-    assert_eq!(ours.len(), theirs.len());
-    let scale = theirs.iter().flatten().fold(0f32, |m, v| m.max(v.abs()));
-    ours.iter().flatten().zip(theirs.iter().flatten()).fold(0f32, |m, (a, b)| m.max((a - b).abs())) / scale
-}
-
 fn check(name: &str) {
     let dir = fixture(name);
-    let reference: Reference =
-        serde_json::from_str(&std::fs::read_to_string(dir.join("reference.json")).unwrap()).unwrap();
+    let reference = Reference::of(&dir);
     let path = if dir.join("model.gguf").exists() { dir.join("model.gguf") } else { dir };
     let files = ModelFiles::open(&path).unwrap();
     let weights = files.load_weights().unwrap();

@@ -12,24 +12,16 @@
 
 mod common;
 
-use common::fixture;
+use common::{fixture, relative_error, Reference};
 use flint::reference::{KvCache, ReferenceModel, Weights};
 use flint::ModelFiles;
-use serde::Deserialize;
-
-#[derive(Deserialize)]
-struct Reference {
-    tokens: Vec<u32>,
-    logits: Vec<Vec<f32>>,
-}
 
 #[test]
 fn int4_quantized_fixtures_stay_close_to_the_f32_reference() {
     let mut report = Vec::new();
     for name in ["llama", "mixtral", "qwen2_moe", "qwen2_moe_norm", "qwen3_moe", "olmoe", "granitemoe"] {
         let dir = fixture(name);
-        let reference: Reference =
-            serde_json::from_str(&std::fs::read_to_string(dir.join("reference.json")).unwrap()).unwrap();
+        let reference = Reference::of(&dir);
         let files = ModelFiles::open(&dir).unwrap();
         let mut weights = files.load_weights().unwrap();
         weights.quantize_int4(32).unwrap();
@@ -56,9 +48,4 @@ fn int4_quantized_fixtures_stay_close_to_the_f32_reference() {
         assert!(err < q4_0_err, "{name}: flint INT4 error {err:.3} is not below Q4_0's {q4_0_err:.3}");
     }
     println!("{}", report.join("\n"));
-}
-
-fn relative_error(ours: &[Vec<f32>], theirs: &[Vec<f32>]) -> f32 {
-    let scale = theirs.iter().flatten().fold(0f32, |m, v| m.max(v.abs()));
-    ours.iter().flatten().zip(theirs.iter().flatten()).fold(0f32, |m, (a, b)| m.max((a - b).abs())) / scale
 }

@@ -8,34 +8,16 @@
 
 use flint::reference::{KvCache, ReferenceModel};
 use flint::ModelFiles;
-use serde::Deserialize;
-
-#[derive(Deserialize)]
-struct Reference {
-    tokens: Vec<u32>,
-    logits: Vec<Vec<f32>>,
-    greedy_prompt: Vec<u32>,
-    greedy: Vec<u32>,
-}
 
 mod common;
-use common::fixture;
+use common::{fixture, relative_error, Reference};
 
 fn load(name: &str) -> (ReferenceModel, Reference) {
     let dir = fixture(name);
-    let text = std::fs::read_to_string(dir.join("reference.json")).expect("reference.json");
-    let reference: Reference = serde_json::from_str(&text).expect("reference parses");
+    let reference = Reference::of(&dir);
     let path = if dir.join("model.gguf").exists() { dir.join("model.gguf") } else { dir };
     let files = ModelFiles::open(&path).unwrap_or_else(|e| panic!("{name}: {e}"));
     (files.load_reference().unwrap_or_else(|e| panic!("{name}: {e}")), reference)
-}
-
-/// Largest |a - b| over all positions, relative to the largest |b|.
-fn relative_error(ours: &[Vec<f32>], theirs: &[Vec<f32>]) -> f32 {
-    assert_eq!(ours.len(), theirs.len());
-    let scale = theirs.iter().flatten().fold(0f32, |m, v| m.max(v.abs()));
-    let diff = ours.iter().flatten().zip(theirs.iter().flatten()).fold(0f32, |m, (a, b)| m.max((a - b).abs()));
-    diff / scale
 }
 
 fn greedy(model: &ReferenceModel, prompt: &[u32], n: usize) -> Vec<u32> {

@@ -33,3 +33,26 @@ pub fn real_model() -> Option<PathBuf> {
         path.display()
     );
 }
+
+/// A fixture's `reference.json`: transformers' logits for `tokens`, and a greedy continuation.
+#[derive(serde::Deserialize)]
+pub struct Reference {
+    pub tokens: Vec<u32>,
+    pub logits: Vec<Vec<f32>>,
+    pub greedy_prompt: Vec<u32>,
+    pub greedy: Vec<u32>,
+}
+
+impl Reference {
+    pub fn of(fixture_dir: &Path) -> Reference {
+        let text = std::fs::read_to_string(fixture_dir.join("reference.json")).expect("reference.json");
+        serde_json::from_str(&text).expect("reference.json parses")
+    }
+}
+
+/// Largest |a - b| over all positions, relative to the largest |b|.
+pub fn relative_error(ours: &[Vec<f32>], theirs: &[Vec<f32>]) -> f32 {
+    assert_eq!(ours.len(), theirs.len());
+    let scale = theirs.iter().flatten().fold(0f32, |m, v| m.max(v.abs()));
+    ours.iter().flatten().zip(theirs.iter().flatten()).fold(0f32, |m, (a, b)| m.max((a - b).abs())) / scale
+}
