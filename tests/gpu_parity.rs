@@ -46,35 +46,4 @@ fn check(name: &str) {
     assert_eq!(greedy, reference.greedy, "{name}: greedy continuation on the GPU");
 }
 
-macro_rules! gpu_parity_tests {
-    ($($test:ident => $name:literal,)*) => {$(
-        #[test]
-        fn $test() {
-            check($name);
-        }
-    )*};
-}
-
-gpu_parity_tests! {
-    llama => "llama",
-    mixtral => "mixtral",
-    qwen2_moe => "qwen2_moe",
-    qwen2_moe_norm => "qwen2_moe_norm",
-    qwen3_moe => "qwen3_moe",
-    olmoe => "olmoe",
-    granitemoe => "granitemoe",
-    llama_q4_0 => "llama-q4_0",
-    mixtral_q4_0 => "mixtral-q4_0",
-    qwen2_moe_q4_0 => "qwen2_moe-q4_0",
-    qwen2_moe_norm_q4_0 => "qwen2_moe_norm-q4_0",
-    qwen3_moe_q4_0 => "qwen3_moe-q4_0",
-    olmoe_q4_0 => "olmoe-q4_0",
-    granitemoe_q4_0 => "granitemoe-q4_0",
-    llama_gptq => "llama-gptq",
-    mixtral_gptq => "mixtral-gptq",
-    qwen2_moe_gptq => "qwen2_moe-gptq",
-    qwen2_moe_norm_gptq => "qwen2_moe_norm-gptq",
-    qwen3_moe_gptq => "qwen3_moe-gptq",
-    olmoe_gptq => "olmoe-gptq",
-    granitemoe_gptq => "granitemoe-gptq",
-}
+test_every_fixture!(check);

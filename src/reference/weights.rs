@@ -2,12 +2,8 @@
 //! [`ModelWeights`], dequantized.
 
 use super::ops::Linear;
-use crate::config::ModelConfig;
 use crate::quant::packed::PackedMatrix;
 use crate::weights::model::{FfnWeights, LinearWeights, MlpWeights, ModelWeights};
-use crate::weights::names::Names;
-use crate::weights::TensorSource;
-use crate::Result;
 
 /// A SwiGLU FFN: `down(silu(gate x) * up x)`.
 #[derive(Debug, Clone)]
@@ -57,11 +53,6 @@ pub struct Weights {
 }
 
 impl Weights {
-    /// Loads every weight (through the shared loader, [`ModelWeights::load`]) and dequantizes it.
-    pub fn load(config: &ModelConfig, src: &dyn TensorSource, names: &Names) -> Result<Weights> {
-        Ok(Self::from_packed(&ModelWeights::load(config, src, names)?))
-    }
-
     /// The f32 weights of packed ones.
     pub fn from_packed(w: &ModelWeights) -> Weights {
         let linear = |l: &LinearWeights| Linear { bias: l.bias.clone(), ..dense(&l.weight) };

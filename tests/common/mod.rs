@@ -56,3 +56,26 @@ pub fn relative_error(ours: &[Vec<f32>], theirs: &[Vec<f32>]) -> f32 {
     let scale = theirs.iter().flatten().fold(0f32, |m, v| m.max(v.abs()));
     ours.iter().flatten().zip(theirs.iter().flatten()).fold(0f32, |m, (a, b)| m.max((a - b).abs())) / scale
 }
+
+/// One `#[test]` per committed fixture model, each calling `$check(name)`.
+#[macro_export]
+macro_rules! test_every_fixture {
+    ($check:ident) => {
+        $crate::test_every_fixture!($check;
+            llama => "llama", mixtral => "mixtral", qwen2_moe => "qwen2_moe",
+            qwen2_moe_norm => "qwen2_moe_norm", qwen3_moe => "qwen3_moe", olmoe => "olmoe",
+            granitemoe => "granitemoe",
+            llama_q4_0 => "llama-q4_0", mixtral_q4_0 => "mixtral-q4_0", qwen2_moe_q4_0 => "qwen2_moe-q4_0",
+            qwen2_moe_norm_q4_0 => "qwen2_moe_norm-q4_0", qwen3_moe_q4_0 => "qwen3_moe-q4_0",
+            olmoe_q4_0 => "olmoe-q4_0", granitemoe_q4_0 => "granitemoe-q4_0",
+            llama_gptq => "llama-gptq", mixtral_gptq => "mixtral-gptq", qwen2_moe_gptq => "qwen2_moe-gptq",
+            qwen2_moe_norm_gptq => "qwen2_moe_norm-gptq", qwen3_moe_gptq => "qwen3_moe-gptq",
+            olmoe_gptq => "olmoe-gptq", granitemoe_gptq => "granitemoe-gptq");
+    };
+    ($check:ident; $($test:ident => $name:literal),* $(,)?) => {$(
+        #[test]
+        fn $test() {
+            $check($name);
+        }
+    )*};
+}
