@@ -116,59 +116,124 @@ pub fn generate(
     options: &GenerateOptions,
     mut on_text: impl FnMut(&str) -> ControlFlow<()>,
 ) -> Result<Completion> {
+    let limit = token_limit(model.context_len(), prompt, options)?;
+    model.start(prompt, &options.sampling, limit)?;
+    let mut text = TextStream::new(tokenizer, options, limit);
+    while !text.is_done() {
+        if let Some(piece) = text.push(model.next_token()?)? {
+            if on_text(&piece).is_break() {
+                text.cancel();
+            }
+        }
+    }
+    let (tail, completion) = text.finish(prompt.len())?;
+    if let Some(tail) = tail {
+        let _ = on_text(&tail);
+    }
+    Ok(completion)
+}
+
+/// How many tokens a request may generate: `max_tokens`, bounded by the room the prompt leaves
+/// in the context (each generated token but the last is fed back). Errors for a prompt that is
+/// empty or does not fit.
+pub fn token_limit(context: usize, prompt: &[u32], options: &GenerateOptions) -> Result<usize> {
     if prompt.is_empty() {
         return Err(Error::Request("the prompt is empty".into()));
     }
-    let context = model.context_len();
     if prompt.len() >= context {
         return Err(Error::Request(format!("the prompt has {} tokens; the context holds {context}", prompt.len())));
     }
-    // Each generated token but the last is fed back, so the context bounds the count too.
-    let limit = options.max_tokens.min(context - prompt.len());
-    model.start(prompt, &options.sampling, limit)?;
-    let mut stream = StreamDecoder::new();
-    let mut text = String::new();
-    let mut emitted = 0; // bytes of `text` handed to on_text
-    let mut tokens = Vec::new();
-    let mut finish = FinishReason::Length;
+    Ok(options.max_tokens.min(context - prompt.len()))
+}
 
-    while tokens.len() < limit {
-        let next = model.next_token()?;
-        if options.stop_token_ids.contains(&next) {
-            finish = FinishReason::Stop;
-            break;
+/// Turns sampled tokens into text as they arrive: stops at an end token, a stop string or the
+/// token limit, and holds back text that could still grow into a stop string. Shared by the
+/// blocking [`generate`] and the browser's async loop.
+pub struct TextStream<'a> {
+    tokenizer: &'a Tokenizer,
+    options: &'a GenerateOptions,
+    limit: usize,
+    decoder: StreamDecoder,
+    text: String,
+    /// Bytes of `text` already handed out.
+    emitted: usize,
+    tokens: Vec<u32>,
+    finish: Option<FinishReason>,
+}
+
+impl<'a> TextStream<'a> {
+    pub fn new(tokenizer: &'a Tokenizer, options: &'a GenerateOptions, limit: usize) -> Self {
+        TextStream {
+            tokenizer,
+            options,
+            limit,
+            decoder: StreamDecoder::new(),
+            text: String::new(),
+            emitted: 0,
+            tokens: Vec::new(),
+            finish: None,
         }
-        tokens.push(next);
-        if let Some(piece) = stream.push(&tokenizer.inner, next)? {
-            text.push_str(&piece);
-            if let Some(at) = options.stop.iter().filter_map(|s| text.find(s.as_str())).min() {
-                text.truncate(at);
-                finish = FinishReason::Stop;
-                break;
-            }
-            // Hold back a tail that could still grow into a stop string.
-            let safe = text.len() - held_back(&text, &options.stop);
-            if safe > emitted {
-                let flow = on_text(&text[emitted..safe]);
-                emitted = safe;
-                if flow.is_break() {
-                    finish = FinishReason::Cancelled;
-                    break;
+    }
+
+    /// Whether generation is over (stopped, cancelled, or the limit reached).
+    pub fn is_done(&self) -> bool {
+        self.finish.is_some() || self.tokens.len() >= self.limit
+    }
+
+    /// Generated tokens so far (end token excluded).
+    pub fn tokens(&self) -> &[u32] {
+        &self.tokens
+    }
+
+    /// Takes the next sampled token; returns the text that became safe to show, if any.
+    pub fn push(&mut self, token: u32) -> Result<Option<String>> {
+        if self.is_done() {
+            return Ok(None);
+        }
+        if self.options.stop_token_ids.contains(&token) {
+            self.finish = Some(FinishReason::Stop);
+            return Ok(None);
+        }
+        self.tokens.push(token);
+        let Some(piece) = self.decoder.push(&self.tokenizer.inner, token)? else { return Ok(None) };
+        self.text.push_str(&piece);
+        if let Some(at) = self.options.stop.iter().filter_map(|s| self.text.find(s.as_str())).min() {
+            self.text.truncate(at);
+            self.finish = Some(FinishReason::Stop);
+            return Ok(None);
+        }
+        // Hold back a tail that could still grow into a stop string.
+        let safe = self.text.len() - held_back(&self.text, &self.options.stop);
+        if safe <= self.emitted {
+            return Ok(None);
+        }
+        let out = self.text[self.emitted..safe].to_string();
+        self.emitted = safe;
+        Ok(Some(out))
+    }
+
+    /// The caller stops here: nothing more is emitted.
+    pub fn cancel(&mut self) {
+        self.finish = Some(FinishReason::Cancelled);
+    }
+
+    /// Ends the stream: the text not yet handed out (unless cancelled), and the completion.
+    pub fn finish(mut self, prompt_tokens: usize) -> Result<(Option<String>, Completion)> {
+        let finish = self.finish.unwrap_or(FinishReason::Length);
+        let mut tail = None;
+        if finish != FinishReason::Cancelled {
+            if finish == FinishReason::Length {
+                if let Some(rest) = self.decoder.finish(&self.tokenizer.inner)? {
+                    self.text.push_str(&rest);
                 }
             }
-        }
-    }
-    if finish != FinishReason::Cancelled {
-        if finish == FinishReason::Length {
-            if let Some(rest) = stream.finish(&tokenizer.inner)? {
-                text.push_str(&rest);
+            if self.text.len() > self.emitted {
+                tail = Some(self.text[self.emitted..].to_string());
             }
         }
-        if text.len() > emitted {
-            let _ = on_text(&text[emitted..]);
-        }
+        let completion = Completion { text: self.text, tokens: self.tokens, prompt_tokens, finish_reason: finish };
+        Ok((tail, completion))
     }
-    Ok(Completion { text, tokens, prompt_tokens: prompt.len(), finish_reason: finish })
 }
 
 /// Length of the longest suffix of `text` that is a proper prefix of a stop string.

@@ -26,3 +26,5 @@ pub fn cache_dir() -> std::path::PathBuf {
         None => std::path::PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache/flint"),
     }
 }
+#[cfg(all(feature = "wasm", target_arch = "wasm32"))]
+pub mod wasm;

@@ -39,10 +39,53 @@ impl ModelFiles {
     fn open_hf_dir(dir: &Path) -> Result<ModelFiles> {
         let config_path = dir.join("config.json");
         let text = std::fs::read_to_string(&config_path).map_err(|e| Error::io(&config_path, e))?;
-        let json: serde_json::Value = serde_json::from_str(&text)?;
+        let tokenizer = match dir.join("tokenizer.json").is_file() {
+            true => Some(Tokenizer::from_hf_dir(dir)?),
+            false => None,
+        };
+        Self::from_hf_parts(dir, &text, SafetensorsCheckpoint::open_dir(dir)?, tokenizer)
+    }
+
+    /// A model from files held in memory, by file name (the browser path): one `.gguf` file, or
+    /// a Hugging Face folder's `config.json`, `*.safetensors` and optionally `tokenizer.json`
+    /// and `tokenizer_config.json`.
+    pub fn from_memory(files: Vec<(String, Vec<u8>)>) -> Result<ModelFiles> {
+        let find = |name: &str| files.iter().position(|(n, _)| n == name);
+        if let Some(i) = files.iter().position(|(n, _)| n.to_ascii_lowercase().ends_with(".gguf")) {
+            let (name, bytes) = files.into_iter().nth(i).expect("found above");
+            return Self::from_gguf(Path::new(&name), GgufFile::from_bytes(bytes.into())?);
+        }
+        let config = find("config.json").ok_or_else(|| Error::ModelPath("config.json".into()))?;
+        let text =
+            String::from_utf8(files[config].1.clone()).map_err(|_| Error::Config("config.json is not UTF-8".into()))?;
+        let tokenizer = match find("tokenizer.json") {
+            Some(t) => {
+                let tokenizer_config =
+                    find("tokenizer_config.json").map(|c| String::from_utf8_lossy(&files[c].1).into_owned());
+                Some(Tokenizer::from_hf_json(&files[t].1, tokenizer_config.as_deref())?)
+            }
+            None => None,
+        };
+        let shards: Vec<(String, crate::weights::Bytes)> =
+            files.into_iter().filter(|(n, _)| n.ends_with(".safetensors")).map(|(n, b)| (n, b.into())).collect();
+        if shards.is_empty() {
+            return Err(Error::Safetensors {
+                file: "model.safetensors".into(),
+                problem: "no safetensors file was given".into(),
+            });
+        }
+        Self::from_hf_parts(Path::new(""), &text, SafetensorsCheckpoint::from_bytes(shards)?, tokenizer)
+    }
+
+    fn from_hf_parts(
+        dir: &Path,
+        config_text: &str,
+        checkpoint: SafetensorsCheckpoint,
+        tokenizer: Option<Tokenizer>,
+    ) -> Result<ModelFiles> {
+        let json: serde_json::Value = serde_json::from_str(config_text)?;
         let obj = json.as_object().ok_or_else(|| Error::Config("top level is not a JSON object".into()))?;
         let config = config::hf::from_json(obj)?;
-        let checkpoint = SafetensorsCheckpoint::open_dir(dir)?;
         let (tensors, format): (Box<dyn TensorSource>, String) = match GptqConfig::from_config_json(&json)? {
             Some(q) => {
                 let format = format!(
@@ -57,16 +100,15 @@ impl ModelFiles {
                 (Box::new(checkpoint), format)
             }
         };
-        let tokenizer = match dir.join("tokenizer.json").is_file() {
-            true => Some(Tokenizer::from_hf_dir(dir)?),
-            false => None,
-        };
         let names = Names { scheme: Scheme::HuggingFace, family: config.family };
         Ok(ModelFiles { path: dir.to_path_buf(), config, tensors, names, tokenizer, format })
     }
 
     fn open_gguf(path: &Path) -> Result<ModelFiles> {
-        let file = GgufFile::open(path)?;
+        Self::from_gguf(path, GgufFile::open(path)?)
+    }
+
+    fn from_gguf(path: &Path, file: GgufFile) -> Result<ModelFiles> {
         let config = config_from_gguf(&file)?;
         let tokenizer = crate::tokenizer::gguf::from_gguf(&file)?.map(|g| Tokenizer {
             bos_token: g.bos_token_id.and_then(|id| g.tokenizer.id_to_token(id)),

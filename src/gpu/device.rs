@@ -121,9 +121,24 @@ impl Gpu {
             },
             cache: None,
         });
-        if let Some(e) = pollster::block_on(scope.pop()) {
+        let compiled = scope.pop();
+        // Natively the result is ready: a kernel that does not compile is an error here. The
+        // browser reports it only on the event loop, which cannot be waited on: it is logged.
+        #[cfg(not(target_arch = "wasm32"))]
+        if let Some(e) = pollster::block_on(compiled) {
             return Err(Error::Gpu(format!("kernel {name} does not compile: {e}")));
         }
+        #[cfg(all(target_arch = "wasm32", feature = "wasm"))]
+        {
+            let name = name.to_string();
+            wasm_bindgen_futures::spawn_local(async move {
+                if let Some(e) = compiled.await {
+                    web_sys::console::error_1(&format!("flint: kernel {name} does not compile: {e}").into());
+                }
+            });
+        }
+        #[cfg(all(target_arch = "wasm32", not(feature = "wasm")))]
+        drop(compiled);
         let layout = pipeline.get_bind_group_layout(0);
         let kernel = Arc::new(Kernel { name: name.to_string(), pipeline: Arc::new(pipeline), layout });
         self.kernels.lock().expect("kernel cache").insert(key, kernel.clone());
@@ -183,7 +198,14 @@ impl Gpu {
     }
 
     /// Copies `buffer` back to the host and waits for it (tests, logits, token ids).
+    #[cfg(not(target_arch = "wasm32"))]
     pub fn read<T: bytemuck::Pod>(&self, buffer: &wgpu::Buffer) -> Result<Vec<T>> {
+        pollster::block_on(self.read_async(buffer))
+    }
+
+    /// Copies `buffer` back to the host. In the browser the map completes on the event loop,
+    /// so this must be awaited there, never blocked on.
+    pub async fn read_async<T: bytemuck::Pod>(&self, buffer: &wgpu::Buffer) -> Result<Vec<T>> {
         let size = buffer.size();
         let staging = self.device.create_buffer(&wgpu::BufferDescriptor {
             label: Some("readback"),
@@ -195,25 +217,37 @@ impl Gpu {
             self.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("readback") });
         encoder.copy_buffer_to_buffer(buffer, 0, &staging, 0, size);
         let index = self.queue.submit([encoder.finish()]);
-        self.map_and_read(&staging, index)
+        self.map_and_read_async(&staging, index).await
     }
 
     /// Maps a MAP_READ buffer once submission `index` (which fills it) is done, waiting for
     /// that submission only, and copies its contents out.
+    #[cfg(not(target_arch = "wasm32"))]
     pub fn map_and_read<T: bytemuck::Pod>(
         &self,
         staging: &wgpu::Buffer,
         index: wgpu::SubmissionIndex,
     ) -> Result<Vec<T>> {
+        pollster::block_on(self.map_and_read_async(staging, index))
+    }
+
+    /// [`Gpu::map_and_read`] for async callers: natively the device is polled until `index`
+    /// is done (the map callback has then run); in the browser the callback arrives from the
+    /// event loop while this future waits.
+    pub async fn map_and_read_async<T: bytemuck::Pod>(
+        &self,
+        staging: &wgpu::Buffer,
+        index: wgpu::SubmissionIndex,
+    ) -> Result<Vec<T>> {
         let slice = staging.slice(..);
-        let (tx, rx) = std::sync::mpsc::channel();
+        let (tx, rx) = futures_channel::oneshot::channel();
         slice.map_async(wgpu::MapMode::Read, move |r| {
             let _ = tx.send(r);
         });
         self.device
             .poll(wgpu::PollType::Wait { submission_index: Some(index), timeout: None })
             .map_err(|e| Error::Gpu(format!("device lost: {e}")))?;
-        rx.recv()
+        rx.await
             .map_err(|_| Error::Gpu("readback callback never ran".into()))?
             .map_err(|e| Error::Gpu(format!("cannot map a readback buffer: {e}")))?;
         let data = {

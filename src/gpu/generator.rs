@@ -9,6 +9,7 @@
 use super::kernels::sample::{self, SamplerBuffers};
 use super::model::GpuModel;
 use super::Op;
+#[cfg(not(target_arch = "wasm32"))]
 use crate::engine::Generator;
 use crate::sampler::SamplingParams;
 use crate::{Error, Result};
@@ -99,12 +100,25 @@ impl GpuGenerator {
     }
 }
 
-impl Generator for GpuGenerator {
-    fn context_len(&self) -> usize {
-        self.model.max_ctx as usize
+impl GpuGenerator {
+    /// The next token; in the browser this must be awaited (the readback completes on the
+    /// event loop), natively it may also be blocked on.
+    pub async fn next_token_async(&mut self) -> Result<u32> {
+        // Keep DEPTH steps ahead of the reader, never past the limit.
+        while self.submitted < self.limit && self.in_flight.len() < DEPTH {
+            self.submit_sampled(None)?;
+        }
+        let (slot, index) =
+            self.in_flight.pop_front().ok_or_else(|| Error::Request("no more tokens were asked for".into()))?;
+        let ids: Vec<u32> = self.model.gpu.map_and_read_async(&self.staging[slot], index).await?;
+        Ok(ids[0])
     }
+}
 
-    fn start(&mut self, prompt: &[u32], sampling: &SamplingParams, max_tokens: usize) -> Result<()> {
+impl GpuGenerator {
+    /// Starts a sequence: the prompt's chunks are submitted (not waited on) and, unless
+    /// `max_tokens` is 0, the sampling of the first token.
+    pub fn start(&mut self, prompt: &[u32], sampling: &SamplingParams, max_tokens: usize) -> Result<()> {
         let model = &self.model;
         if prompt.is_empty() {
             return Err(Error::Request("the prompt is empty".into()));
@@ -135,15 +149,19 @@ impl Generator for GpuGenerator {
         }
         Ok(())
     }
+}
+
+#[cfg(not(target_arch = "wasm32"))]
+impl Generator for GpuGenerator {
+    fn context_len(&self) -> usize {
+        self.model.max_ctx as usize
+    }
+
+    fn start(&mut self, prompt: &[u32], sampling: &SamplingParams, max_tokens: usize) -> Result<()> {
+        GpuGenerator::start(self, prompt, sampling, max_tokens)
+    }
 
     fn next_token(&mut self) -> Result<u32> {
-        // Keep DEPTH steps ahead of the reader, never past the limit.
-        while self.submitted < self.limit && self.in_flight.len() < DEPTH {
-            self.submit_sampled(None)?;
-        }
-        let (slot, index) =
-            self.in_flight.pop_front().ok_or_else(|| Error::Request("no more tokens were asked for".into()))?;
-        let ids: Vec<u32> = self.model.gpu.map_and_read(&self.staging[slot], index)?;
-        Ok(ids[0])
+        pollster::block_on(self.next_token_async())
     }
 }

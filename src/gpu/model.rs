@@ -192,12 +192,18 @@ impl GpuModel {
     }
 
     /// The logits of every position of `tokens`, run after `position` cached ones, chunk by chunk.
+    #[cfg(not(target_arch = "wasm32"))]
     pub fn forward(&self, tokens: &[u32], position: usize) -> Result<Vec<Vec<f32>>> {
+        pollster::block_on(self.forward_async(tokens, position))
+    }
+
+    /// [`GpuModel::forward`] for async callers (the browser).
+    pub async fn forward_async(&self, tokens: &[u32], position: usize) -> Result<Vec<Vec<f32>>> {
         let vocab = self.config.vocab_size;
         let mut rows = Vec::with_capacity(tokens.len());
         for (i, chunk) in tokens.chunks(self.max_tokens as usize).enumerate() {
             self.run_chunk(chunk, position + i * self.max_tokens as usize)?;
-            let logits: Vec<f32> = self.gpu.read(&self.logits)?;
+            let logits: Vec<f32> = self.gpu.read_async(&self.logits).await?;
             rows.extend(logits.chunks_exact(vocab).take(chunk.len()).map(|r| r.to_vec()));
         }
         Ok(rows)

@@ -16,6 +16,7 @@ use crate::quant::packed::{self, PackedMatrix};
 use crate::{Error, Result};
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
+use std::sync::Arc;
 
 /// The alignment of the data section and of every tensor in it when `general.alignment` is absent.
 pub const DEFAULT_ALIGNMENT: u64 = 32;
@@ -143,23 +144,21 @@ impl TensorInfo {
 
 /// A parsed GGUF file: metadata, tensor directory, and the bytes behind them.
 pub struct GgufFile {
+    header: Arc<Header>,
+    /// The file's bytes from `window_start` on: the whole file, or (loading part by part) the
+    /// span of the tensors being loaded.
     bytes: Bytes,
-    version: u32,
-    alignment: u64,
-    data_offset: u64,
-    metadata: BTreeMap<String, MetaValue>,
-    tensors: Vec<TensorInfo>,
-    index: HashMap<String, usize>,
+    window_start: u64,
 }
 
 impl std::fmt::Debug for GgufFile {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("GgufFile")
-            .field("version", &self.version)
-            .field("alignment", &self.alignment)
-            .field("data_offset", &self.data_offset)
-            .field("metadata_keys", &self.metadata.len())
-            .field("tensors", &self.tensors.len())
+            .field("version", &self.header.version)
+            .field("alignment", &self.header.alignment)
+            .field("data_offset", &self.header.data_offset)
+            .field("metadata_keys", &self.header.metadata.len())
+            .field("tensors", &self.header.tensors.len())
             .finish()
     }
 }
@@ -297,38 +296,56 @@ impl GgufFile {
 
     /// Parses a whole GGUF file held in memory.
     pub fn from_bytes(bytes: Bytes) -> Result<GgufFile> {
-        let header = parse_header(&bytes)?;
-        Ok(GgufFile {
-            bytes,
-            version: header.version,
-            alignment: header.alignment,
-            data_offset: header.data_offset,
-            metadata: header.metadata,
-            tensors: header.tensors,
-            index: header.index,
-        })
+        let header = parse_header(&bytes, bytes.len() as u64)?;
+        Ok(GgufFile { header: Arc::new(header), bytes, window_start: 0 })
+    }
+
+    /// Parses the header of a file of `file_len` bytes from a prefix of it (`prefix` may run
+    /// into the data section). No tensor can be read until [`GgufFile::window`] supplies its
+    /// bytes. A prefix that ends inside the header is an error that says "truncated".
+    pub fn from_header(prefix: &[u8], file_len: u64) -> Result<GgufFile> {
+        let header = parse_header(prefix, file_len)?;
+        Ok(GgufFile { header: Arc::new(header), bytes: Vec::new().into(), window_start: 0 })
+    }
+
+    /// The same file with the bytes `start..start + bytes.len()` in hand: the tensors inside
+    /// that span can be read.
+    pub fn window(&self, start: u64, bytes: Bytes) -> GgufFile {
+        GgufFile { header: self.header.clone(), bytes, window_start: start }
+    }
+
+    /// The file span `[start, end)` holding the data of `names`.
+    pub fn span_of(&self, names: &[String]) -> Result<(u64, u64)> {
+        let mut span: Option<(u64, u64)> = None;
+        for name in names {
+            let info = self.tensor_info(name).ok_or_else(|| Error::MissingTensor(name.clone()))?;
+            let start = self.header.data_offset + info.offset;
+            let end = start + info.n_bytes;
+            span = Some(span.map_or((start, end), |(a, b)| (a.min(start), b.max(end))));
+        }
+        span.ok_or_else(|| gguf_err("no tensors asked for"))
     }
 
     pub fn version(&self) -> u32 {
-        self.version
+        self.header.version
     }
 
     pub fn alignment(&self) -> u64 {
-        self.alignment
+        self.header.alignment
     }
 
     /// Where the data section starts in the file.
     pub fn data_offset(&self) -> u64 {
-        self.data_offset
+        self.header.data_offset
     }
 
     pub fn metadata(&self) -> &BTreeMap<String, MetaValue> {
-        &self.metadata
+        &self.header.metadata
     }
 
     /// One metadata value by its full key.
     pub fn get(&self, key: &str) -> Option<&MetaValue> {
-        self.metadata.get(key)
+        self.header.metadata.get(key)
     }
 
     /// A string metadata value; `None` when absent or not a string.
@@ -343,20 +360,21 @@ impl GgufFile {
 
     /// Every tensor, in file order.
     pub fn tensors(&self) -> &[TensorInfo] {
-        &self.tensors
+        &self.header.tensors
     }
 
     pub fn tensor_info(&self, name: &str) -> Option<&TensorInfo> {
-        self.index.get(name).map(|&i| &self.tensors[i])
+        self.header.index.get(name).map(|&i| &self.header.tensors[i])
     }
 
     /// The raw bytes of a tensor, exactly as stored, with its type: for lossless repacking.
     pub fn tensor_bytes(&self, name: &str) -> Result<(DType, &[u8])> {
         let info = self.tensor_info(name).ok_or_else(|| Error::MissingTensor(name.into()))?;
         // Checked at parse time to lie inside the file.
-        let start = (self.data_offset + info.offset) as usize;
-        let end = start + info.n_bytes as usize;
-        let data = self.bytes.get(start..end).ok_or_else(|| Error::tensor(name, "data lies outside the file"))?;
+        let start = (self.header.data_offset + info.offset).checked_sub(self.window_start);
+        let data = start
+            .and_then(|s| self.bytes.get(s as usize..(s + info.n_bytes) as usize))
+            .ok_or_else(|| Error::tensor(name, "its data is not among the bytes loaded"))?;
         Ok((info.dtype, data))
     }
 }
@@ -370,7 +388,9 @@ struct Header {
     index: HashMap<String, usize>,
 }
 
-fn parse_header(buf: &[u8]) -> Result<Header> {
+/// Parses the header at the start of `buf`, checking every tensor against a file of `file_len`
+/// bytes (`buf` may be the whole file or only a prefix that holds the header).
+fn parse_header(buf: &[u8], file_len: u64) -> Result<Header> {
     if buf.is_empty() {
         return Err(gguf_err("the file is empty"));
     }
@@ -437,7 +457,6 @@ fn parse_header(buf: &[u8]) -> Result<Header> {
     }
 
     let data_offset = align_up(r.pos as u64, alignment).ok_or_else(|| gguf_err("the data section offset overflows"))?;
-    let file_len = buf.len() as u64;
     for t in &tensors {
         let end = data_offset.checked_add(t.offset).and_then(|s| s.checked_add(t.n_bytes));
         match end {
@@ -515,7 +534,7 @@ fn read_tensor_info(r: &mut Reader, i: u64, alignment: u64) -> Result<TensorInfo
 
 impl TensorSource for GgufFile {
     fn names(&self) -> Vec<String> {
-        self.tensors.iter().map(|t| t.name.clone()).collect()
+        self.header.tensors.iter().map(|t| t.name.clone()).collect()
     }
 
     fn shape(&self, name: &str) -> Option<Vec<usize>> {
@@ -545,7 +564,7 @@ impl TensorSource for GgufFile {
     }
 
     fn size_in_bytes(&self) -> u64 {
-        self.tensors.iter().map(|t| t.n_bytes).sum()
+        self.header.tensors.iter().map(|t| t.n_bytes).sum()
     }
 }
 

@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Builds the browser package: the crate for wasm32 (feature `wasm`), its JS bindings and
+# TypeScript types (wasm-bindgen) into www/pkg/, and reports the wasm size (raw and gzip).
+# Installs the exact wasm-bindgen CLI the lock file names, once, under the flint cache.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/flint-target}"
+TOOLS="${FLINT_CACHE:-$HOME/.cache/flint}/tools"
+export PATH="$TOOLS/bin:$PATH"
+
+rustup target add wasm32-unknown-unknown >/dev/null 2>&1 || true
+version=$(grep -A1 '^name = "wasm-bindgen"$' Cargo.lock | sed -n 's/^version = "\(.*\)"$/\1/p')
+if [ "$(wasm-bindgen --version 2>/dev/null | cut -d' ' -f2)" != "$version" ]; then
+    echo "build-wasm.sh: installing wasm-bindgen-cli $version (once, ~5 min)" >&2
+    # Not --locked: one of its locked dependencies is missing from the index (see ENVIRONMENT.md).
+    cargo install -q wasm-bindgen-cli --version "$version" --root "$TOOLS"
+fi
+
+cargo build -q --profile wasm-release --lib --target wasm32-unknown-unknown --no-default-features --features wasm
+wasm="$CARGO_TARGET_DIR/wasm32-unknown-unknown/wasm-release/flint.wasm"
+rm -rf www/pkg
+wasm-bindgen --target web --typescript --out-dir www/pkg "$wasm"
+size=$(stat -c %s www/pkg/flint_bg.wasm)
+gz=$(gzip -9 -c www/pkg/flint_bg.wasm | wc -c)
+echo "www/pkg/flint_bg.wasm: $((size / 1024)) KiB, $((gz / 1024)) KiB gzipped"
