@@ -55,47 +55,129 @@ impl GpuMatrix {
     /// exceeds `max_bytes`.
     pub fn upload_with_limit(gpu: &Gpu, m: &PackedMatrix, rows_per_unit: usize, max_bytes: u64) -> Result<GpuMatrix> {
         m.validate()?;
-        if rows_per_unit == 0 || !m.rows.is_multiple_of(rows_per_unit) {
-            return Err(Error::Gpu(format!("{} rows are not whole units of {rows_per_unit} rows", m.rows)));
-        }
+        let layout = MatrixLayout::new(m.rows, m.cols, m.format, rows_per_unit, max_bytes)?;
         let row_words = m.row_words();
-        let row_vec4s = row_words.div_ceil(4);
-        let scale_stride = m.groups_per_row() * m.format.scale_words_per_group();
-        let unit_bytes = (4 * rows_per_unit * (4 * row_vec4s).max(scale_stride)) as u64;
-        if unit_bytes > max_bytes {
-            return Err(Error::Gpu(format!(
-                "{rows_per_unit} rows of a {:?} [{}, {}] matrix take {unit_bytes} bytes, more than one binding \
-                 holds ({max_bytes})",
-                m.format, m.rows, m.cols
-            )));
-        }
-        let units = m.rows / rows_per_unit;
-        let per_chunk = if units == 0 { 1 } else { (max_bytes / unit_bytes) as usize };
-        let n_chunks = units.div_ceil(per_chunk).max(1);
-        let units_per_chunk = units.div_ceil(n_chunks).max(1);
-        let mut chunks = Vec::with_capacity(n_chunks);
-        let mut row0 = 0;
-        while row0 < m.rows || chunks.is_empty() {
-            let rows = (units_per_chunk * rows_per_unit).min(m.rows - row0);
-            let words = &m.qs[row0 * row_words..(row0 + rows) * row_words];
-            let qs = if row_words == 4 * row_vec4s {
-                gpu.storage("matrix qs", words)
-            } else {
-                let mut padded = vec![0u32; rows * 4 * row_vec4s];
-                for (dst, src) in padded.chunks_exact_mut(4 * row_vec4s).zip(words.chunks_exact(row_words)) {
-                    dst[..row_words].copy_from_slice(src);
+        let (row_vec4s, scale_stride) = (layout.row_vec4s, layout.scale_stride);
+        let chunks = layout
+            .chunks
+            .iter()
+            .map(|&(row0, rows)| {
+                let words = &m.qs[row0 * row_words..(row0 + rows) * row_words];
+                let qs = if row_words == 4 * row_vec4s {
+                    gpu.storage("matrix qs", words)
+                } else {
+                    let mut padded = vec![0u32; rows * 4 * row_vec4s];
+                    for (dst, src) in padded.chunks_exact_mut(4 * row_vec4s).zip(words.chunks_exact(row_words)) {
+                        dst[..row_words].copy_from_slice(src);
+                    }
+                    gpu.storage("matrix qs", &padded)
+                };
+                let scales = gpu.storage("matrix scales", &m.scales[row0 * scale_stride..(row0 + rows) * scale_stride]);
+                MatrixChunk { row0, rows, qs, scales }
+            })
+            .collect();
+        Ok(layout.with_chunks(chunks))
+    }
+
+    /// A zero-filled matrix of `layout`, for a kernel to write (generated weights).
+    pub fn zeroed(gpu: &Gpu, layout: &MatrixLayout) -> GpuMatrix {
+        let chunks = layout
+            .chunks
+            .iter()
+            .map(|&(row0, rows)| {
+                let (qs, scales) = layout.chunk_bytes(rows);
+                MatrixChunk {
+                    row0,
+                    rows,
+                    qs: gpu.storage_zeroed("matrix qs", qs),
+                    scales: gpu.storage_zeroed("matrix scales", scales),
                 }
-                gpu.storage("matrix qs", &padded)
-            };
-            let scales = gpu.storage("matrix scales", &m.scales[row0 * scale_stride..(row0 + rows) * scale_stride]);
-            chunks.push(MatrixChunk { row0, rows, qs, scales });
-            row0 += rows;
-        }
-        Ok(GpuMatrix { rows: m.rows, cols: m.cols, format: m.format, rows_per_unit, row_vec4s, scale_stride, chunks })
+            })
+            .collect();
+        layout.with_chunks(chunks)
     }
 
     /// Bytes a pass over the whole matrix reads: values (padding included) and scales.
     pub fn bytes(&self) -> u64 {
         (4 * self.rows * (4 * self.row_vec4s + self.scale_stride)) as u64
+    }
+}
+
+/// Where the rows of a matrix go on the GPU: the padded row length, and the row ranges of the
+/// chunks (each a whole number of units, each fitting one binding). The one place that decides
+/// it, so a memory plan counts exactly what an upload allocates.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MatrixLayout {
+    pub rows: usize,
+    pub cols: usize,
+    pub format: Format,
+    pub rows_per_unit: usize,
+    pub row_vec4s: usize,
+    pub scale_stride: usize,
+    /// `(row0, rows)` of each chunk.
+    pub chunks: Vec<(usize, usize)>,
+}
+
+impl MatrixLayout {
+    /// The layout of a `[rows, cols]` matrix of `format` in chunks of whole multiples of
+    /// `rows_per_unit` rows whose values and scales each take at most `max_bytes`.
+    pub fn new(rows: usize, cols: usize, format: Format, rows_per_unit: usize, max_bytes: u64) -> Result<Self> {
+        format.check_shape(rows, cols).map_err(|p| Error::Gpu(format!("a [{rows}, {cols}] matrix: {p}")))?;
+        if rows_per_unit == 0 || !rows.is_multiple_of(rows_per_unit) {
+            return Err(Error::Gpu(format!("{rows} rows are not whole units of {rows_per_unit} rows")));
+        }
+        let row_words = match format {
+            Format::F32 => cols,
+            Format::Int8 { .. } => cols / 4,
+            Format::Int4 { .. } => cols / 8,
+        };
+        let groups_per_row = match format {
+            Format::F32 => 0,
+            Format::Int8 { group } | Format::Int4 { group, .. } => cols / group,
+        };
+        let row_vec4s = row_words.div_ceil(4);
+        let scale_stride = groups_per_row * format.scale_words_per_group();
+        let unit_bytes = (4 * rows_per_unit * (4 * row_vec4s).max(scale_stride)) as u64;
+        if unit_bytes > max_bytes {
+            return Err(Error::Gpu(format!(
+                "{rows_per_unit} rows of a {format:?} [{rows}, {cols}] matrix take {unit_bytes} bytes, more than one \
+                 binding holds ({max_bytes})"
+            )));
+        }
+        let units = rows / rows_per_unit;
+        let per_chunk = if units == 0 { 1 } else { (max_bytes / unit_bytes) as usize };
+        let n_chunks = units.div_ceil(per_chunk).max(1);
+        let units_per_chunk = units.div_ceil(n_chunks).max(1);
+        let mut chunks = Vec::with_capacity(n_chunks);
+        let mut row0 = 0;
+        while row0 < rows || chunks.is_empty() {
+            let n = (units_per_chunk * rows_per_unit).min(rows - row0);
+            chunks.push((row0, n));
+            row0 += n;
+        }
+        Ok(MatrixLayout { rows, cols, format, rows_per_unit, row_vec4s, scale_stride, chunks })
+    }
+
+    /// Bytes of the `qs` and `scales` buffers of a chunk of `rows` rows, as [`Gpu`] allocates them
+    /// (at least 4 bytes each: F32 has a placeholder for its absent scales).
+    pub fn chunk_bytes(&self, rows: usize) -> (u64, u64) {
+        ((16 * rows * self.row_vec4s).max(4) as u64, (4 * rows * self.scale_stride).max(4) as u64)
+    }
+
+    /// Bytes of every buffer of the matrix.
+    pub fn allocated_bytes(&self) -> u64 {
+        self.chunks.iter().map(|&(_, rows)| self.chunk_bytes(rows)).map(|(a, b)| a + b).sum()
+    }
+
+    fn with_chunks(&self, chunks: Vec<MatrixChunk>) -> GpuMatrix {
+        GpuMatrix {
+            rows: self.rows,
+            cols: self.cols,
+            format: self.format,
+            rows_per_unit: self.rows_per_unit,
+            row_vec4s: self.row_vec4s,
+            scale_stride: self.scale_stride,
+            chunks,
+        }
     }
 }

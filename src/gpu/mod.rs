@@ -6,6 +6,7 @@
 //! live in GPU buffers that kernels read, so no op and no buffer is created in the token loop.
 
 pub mod device;
+pub mod feed;
 pub mod generator;
 pub mod kernels;
 pub mod matrix;

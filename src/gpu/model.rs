@@ -16,13 +16,13 @@
 //! then the final norm and the output matmul into `logits` `[T, vocab]`. Granite's logits
 //! multiplier is folded into the final norm's weight (the output is linear in it).
 
+use super::feed::{GpuFfn, GpuHead, GpuLayerWeights, GpuLinear, GpuMlp, GpuMoe, HostFeed, WeightFeed};
 use super::kernels::{add_scaled, attention, embed, matmul, moe_combine, moe_route, rms_norm, rope, swiglu};
 use super::matrix::GpuMatrix;
 use super::step::Step;
 use super::{Gpu, Op};
-use crate::config::{ModelConfig, QkNorm};
-use crate::quant::packed::PackedMatrix;
-use crate::weights::model::{FfnWeights, LinearWeights, MlpWeights, ModelWeights};
+use crate::config::{FfnKind, ModelConfig, QkNorm};
+use crate::weights::model::ModelWeights;
 use crate::{Error, Result};
 use std::sync::Arc;
 
@@ -48,43 +48,10 @@ pub struct GpuModel {
     pub kv_bytes: u64,
 }
 
-/// A linear layer on the GPU.
-struct GpuLinear {
-    weight: GpuMatrix,
-    bias: Option<wgpu::Buffer>,
-}
-
-struct GpuMlp {
-    gate: GpuMatrix,
-    up: GpuMatrix,
-    down: GpuMatrix,
-}
-
-struct GpuMoe {
-    router: GpuMatrix,
-    experts: GpuMlp,
-    shared: Option<GpuMlp>,
-    shared_gate: Option<GpuMatrix>,
-}
-
-// One per layer: the variants' sizes do not matter.
-#[allow(clippy::large_enum_variant)]
-enum GpuFfn {
-    Dense(GpuMlp),
-    Moe(Box<GpuMoe>),
-}
-
 struct GpuLayer {
-    attn_norm: wgpu::Buffer,
-    q: GpuLinear,
-    k: GpuLinear,
-    v: GpuLinear,
-    o: GpuLinear,
-    qk_norm: Option<(wgpu::Buffer, wgpu::Buffer)>,
+    w: GpuLayerWeights,
     k_cache: wgpu::Buffer,
     v_cache: wgpu::Buffer,
-    ffn_norm: wgpu::Buffer,
-    ffn: GpuFfn,
 }
 
 /// Everything on the GPU the ops bind: weights, caches, and the scratch activations that every
@@ -125,31 +92,25 @@ impl GpuModel {
         max_tokens: u32,
         max_ctx: u32,
     ) -> Result<Self> {
-        if max_tokens == 0 || max_ctx == 0 {
-            return Err(Error::Gpu("a model needs room for at least one token".into()));
+        Self::from_feed(gpu, config, &mut HostFeed::from_weights(weights), max_tokens, max_ctx)
+    }
+
+    /// [`GpuModel::new`] with the weights taken part by part from `feed`.
+    pub fn from_feed(
+        gpu: Arc<Gpu>,
+        config: &ModelConfig,
+        feed: &mut dyn WeightFeed,
+        max_tokens: u32,
+        max_ctx: u32,
+    ) -> Result<Self> {
+        let mut builder = GpuModelBuilder::new(gpu, config, max_tokens, max_ctx)?;
+        builder.embed(feed.embed(&builder.gpu)?)?;
+        for l in 0..config.num_layers {
+            let layer = feed.layer(&builder.gpu, l)?;
+            builder.layer(layer)?;
         }
-        let g = &*gpu;
-        let (resident, weight_bytes, kv_bytes) = Resident::new(g, config, weights, max_tokens, max_ctx)?;
-        let step = Step::new(g);
-        let token_ids = g.storage_zeroed("token ids", u64::from(max_tokens) * 4);
-        let logits = g.storage_zeroed("logits", u64::from(max_tokens) * config.vocab_size as u64 * 4);
-        let build =
-            |t| Builder { gpu: g, config, step: &step, max_tokens: t, max_ctx }.ops(&resident, &token_ids, &logits);
-        let decode_ops = build(1)?;
-        let prefill_ops = build(max_tokens)?;
-        Ok(GpuModel {
-            gpu: gpu.clone(),
-            config: config.clone(),
-            max_tokens,
-            max_ctx,
-            step,
-            token_ids,
-            logits,
-            decode_ops,
-            prefill_ops,
-            weight_bytes,
-            kv_bytes,
-        })
+        let head = feed.head(&builder.gpu)?;
+        builder.finish(head)
     }
 
     /// The ops for a chunk of `n` tokens.
@@ -210,45 +171,190 @@ impl GpuModel {
     }
 }
 
-impl Resident {
-    /// Uploads the weights and allocates caches and scratch; returns (self, weight bytes, KV bytes).
-    fn new(g: &Gpu, c: &ModelConfig, w: &ModelWeights, max_tokens: u32, max_ctx: u32) -> Result<(Resident, u64, u64)> {
-        let mut up = Uploader { gpu: g, bytes: 0 };
-        let (h, q_dim, kv_dim) = (c.hidden_size, c.q_dim(), c.kv_dim());
-        let cache_bytes = u64::from(max_ctx) * kv_dim as u64 * 4;
-        let mut layers = Vec::with_capacity(w.layers.len());
-        for (l, layer) in w.layers.iter().enumerate() {
-            let (q, k, v, o) = (up.linear(&layer.q)?, up.linear(&layer.k)?, up.linear(&layer.v)?, up.linear(&layer.o)?);
-            let ffn = match &layer.ffn {
-                FfnWeights::Dense(m) => GpuFfn::Dense(up.mlp(m, 1, 1)?),
-                FfnWeights::Moe(m) => GpuFfn::Moe(Box::new(GpuMoe {
-                    router: up.matrix(&m.router, 1)?,
-                    // Stacked experts split only between experts.
-                    experts: up.mlp(&m.experts, m.experts.gate.rows / m.router.rows, h)?,
-                    shared: m.shared.as_ref().map(|s| up.mlp(s, 1, 1)).transpose()?,
-                    shared_gate: m.shared_gate.as_ref().map(|s| up.matrix(s, 1)).transpose()?,
-                })),
-            };
-            layers.push(GpuLayer {
-                attn_norm: g.storage("attn norm", &layer.attn_norm),
-                q,
-                k,
-                v,
-                o,
-                qk_norm: match (&layer.q_norm, &layer.k_norm) {
-                    (Some(qn), Some(kn)) => Some((g.storage("q norm", qn), g.storage("k norm", kn))),
-                    _ => None,
-                },
-                k_cache: g.storage_zeroed(&format!("k cache {l}"), cache_bytes),
-                v_cache: g.storage_zeroed(&format!("v cache {l}"), cache_bytes),
-                ffn_norm: g.storage("ffn norm", &layer.ffn_norm),
-                ffn,
-            });
-        }
-        let final_norm: Vec<f32> = w.final_norm.iter().map(|v| v * c.logits_multiplier).collect();
-        let embed = up.matrix(&w.embed, 1)?;
-        let lm_head = w.lm_head.as_ref().map(|m| up.matrix(m, 1)).transpose()?;
+/// Builds a [`GpuModel`] from parts given in order: the embeddings, each layer, the head. Each
+/// part is checked against the config as it arrives; a layer's KV cache is allocated with it.
+pub struct GpuModelBuilder {
+    gpu: Arc<Gpu>,
+    config: ModelConfig,
+    max_tokens: u32,
+    max_ctx: u32,
+    embed: Option<GpuMatrix>,
+    layers: Vec<GpuLayer>,
+    weight_bytes: u64,
+}
 
+impl GpuModelBuilder {
+    pub fn new(gpu: Arc<Gpu>, config: &ModelConfig, max_tokens: u32, max_ctx: u32) -> Result<Self> {
+        if max_tokens == 0 || max_ctx == 0 {
+            return Err(Error::Gpu("a model needs room for at least one token".into()));
+        }
+        config.validate()?;
+        let (config, layers) = (config.clone(), Vec::with_capacity(config.num_layers));
+        Ok(GpuModelBuilder { gpu, config, max_tokens, max_ctx, embed: None, layers, weight_bytes: 0 })
+    }
+
+    pub fn gpu(&self) -> &Gpu {
+        &self.gpu
+    }
+
+    /// The token embeddings, `[vocab, H]`; first.
+    pub fn embed(&mut self, m: GpuMatrix) -> Result<()> {
+        if self.embed.is_some() {
+            return Err(Error::Gpu("the embeddings were given twice".into()));
+        }
+        check_matrix("token embeddings", &m, self.config.vocab_size, self.config.hidden_size)?;
+        self.weight_bytes += m.bytes();
+        self.embed = Some(m);
+        Ok(())
+    }
+
+    /// The next layer.
+    pub fn layer(&mut self, w: GpuLayerWeights) -> Result<()> {
+        let l = self.layers.len();
+        if self.embed.is_none() || l == self.config.num_layers {
+            return Err(Error::Gpu(format!(
+                "layer {l} given {}",
+                if self.embed.is_none() { "before the embeddings" } else { "past the last layer" }
+            )));
+        }
+        check_layer(&self.config, l, &w)?;
+        self.weight_bytes += w.matrices().iter().map(|m| m.bytes()).sum::<u64>();
+        let cache_bytes = u64::from(self.max_ctx) * self.config.kv_dim() as u64 * 4;
+        let g = &self.gpu;
+        let k_cache = g.storage_zeroed(&format!("k cache {l}"), cache_bytes);
+        let v_cache = g.storage_zeroed(&format!("v cache {l}"), cache_bytes);
+        self.layers.push(GpuLayer { w, k_cache, v_cache });
+        Ok(())
+    }
+
+    /// The head, last: allocates the activations and records the ops.
+    pub fn finish(self, head: GpuHead) -> Result<GpuModel> {
+        let GpuModelBuilder { gpu, config, max_tokens, max_ctx, embed, layers, mut weight_bytes } = self;
+        let c = &config;
+        let embed = embed.ok_or_else(|| Error::Gpu("the head given before the embeddings".into()))?;
+        if layers.len() != c.num_layers {
+            return Err(Error::Gpu(format!("the head given after {} of {} layers", layers.len(), c.num_layers)));
+        }
+        if head.final_norm.len() != c.hidden_size {
+            return Err(Error::Gpu(format!(
+                "a final norm of {} values for hidden size {}",
+                head.final_norm.len(),
+                c.hidden_size
+            )));
+        }
+        match (&head.lm_head, c.tie_word_embeddings) {
+            (Some(m), false) => check_matrix("output projection", m, c.vocab_size, c.hidden_size)?,
+            (None, true) => {}
+            (_, tied) => {
+                return Err(Error::Gpu(format!(
+                    "the config says the embeddings are {}tied, the weights say the opposite",
+                    if tied { "" } else { "not " }
+                )))
+            }
+        }
+        weight_bytes += head.lm_head.as_ref().map_or(0, |m| m.bytes());
+        let kv_bytes = 2 * u64::from(max_ctx) * c.kv_dim() as u64 * 4 * c.num_layers as u64;
+        let g = &*gpu;
+        let resident = Resident::new(g, c, embed, layers, head, max_tokens);
+        let step = Step::new(g);
+        let token_ids = g.storage_zeroed("token ids", u64::from(max_tokens) * 4);
+        let logits = g.storage_zeroed("logits", u64::from(max_tokens) * c.vocab_size as u64 * 4);
+        let build =
+            |t| Builder { gpu: g, config: c, step: &step, max_tokens: t, max_ctx }.ops(&resident, &token_ids, &logits);
+        let decode_ops = build(1)?;
+        let prefill_ops = build(max_tokens)?;
+        Ok(GpuModel {
+            gpu: gpu.clone(),
+            config: config.clone(),
+            max_tokens,
+            max_ctx,
+            step,
+            token_ids,
+            logits,
+            decode_ops,
+            prefill_ops,
+            weight_bytes,
+            kv_bytes,
+        })
+    }
+}
+
+fn check_matrix(what: &str, m: &GpuMatrix, rows: usize, cols: usize) -> Result<()> {
+    match (m.rows, m.cols) == (rows, cols) {
+        true => Ok(()),
+        false => Err(Error::Gpu(format!(
+            "{what}: a [{}, {}] matrix where the config implies [{rows}, {cols}]",
+            m.rows, m.cols
+        ))),
+    }
+}
+
+fn check_vector(what: &str, b: &wgpu::Buffer, len: usize) -> Result<()> {
+    match b.size() == (4 * len as u64).max(4) {
+        true => Ok(()),
+        false => Err(Error::Gpu(format!("{what}: {} bytes where the config implies {len} f32", b.size()))),
+    }
+}
+
+/// Checks every shape of layer `l` against the config.
+fn check_layer(c: &ModelConfig, l: usize, w: &GpuLayerWeights) -> Result<()> {
+    let (h, q, kv) = (c.hidden_size, c.q_dim(), c.kv_dim());
+    let at = |what: &str| format!("layer {l} {what}");
+    check_vector(&at("attention norm"), &w.attn_norm, h)?;
+    check_vector(&at("FFN norm"), &w.ffn_norm, h)?;
+    for (name, lin, rows, cols) in [("q", &w.q, q, h), ("k", &w.k, kv, h), ("v", &w.v, kv, h), ("o", &w.o, h, q)] {
+        check_matrix(&at(name), &lin.weight, rows, cols)?;
+        if let Some(b) = &lin.bias {
+            check_vector(&at(&format!("{name} bias")), b, rows)?;
+        }
+    }
+    if let Some((qn, kn)) = &w.qk_norm {
+        let (qw, kw) = match c.qk_norm {
+            QkNorm::PerHead => (c.head_dim, c.head_dim),
+            _ => (q, kv),
+        };
+        check_vector(&at("q norm"), qn, qw)?;
+        check_vector(&at("k norm"), kn, kw)?;
+    }
+    // `n` SwiGLU FFNs of width `width` stacked by rows.
+    let mlp = |what: &str, m: &GpuMlp, n: usize, width: usize| -> Result<()> {
+        check_matrix(&at(&format!("{what} gate")), &m.gate, n * width, h)?;
+        check_matrix(&at(&format!("{what} up")), &m.up, n * width, h)?;
+        check_matrix(&at(&format!("{what} down")), &m.down, n * h, width)
+    };
+    match (&w.ffn, c.layer_ffn[l], &c.moe) {
+        (GpuFfn::Dense(m), FfnKind::Dense, _) => mlp("FFN", m, 1, c.intermediate_size),
+        (GpuFfn::Moe(m), FfnKind::Moe, Some(mc)) => {
+            check_matrix(&at("router"), &m.router, mc.num_experts, h)?;
+            mlp("experts", &m.experts, mc.num_experts, mc.expert_intermediate_size)?;
+            match (&m.shared, mc.shared_expert_intermediate_size) {
+                (Some(s), Some(width)) => mlp("shared expert", s, 1, width)?,
+                (None, None) => {}
+                _ => return Err(Error::Gpu(at("shared expert: in only one of the config and the weights"))),
+            }
+            match (&m.shared_gate, mc.shared_expert_gate && mc.shared_expert_intermediate_size.is_some()) {
+                (Some(g), true) => check_matrix(&at("shared expert gate"), g, 1, h),
+                (None, false) => Ok(()),
+                _ => Err(Error::Gpu(at("shared expert gate: in only one of the config and the weights"))),
+            }
+        }
+        _ => Err(Error::Gpu(at("FFN kind differs from the config's"))),
+    }
+}
+
+impl Resident {
+    /// Takes the uploaded weights and allocates the scratch activations for `max_tokens` tokens.
+    fn new(
+        g: &Gpu,
+        c: &ModelConfig,
+        embed: GpuMatrix,
+        layers: Vec<GpuLayer>,
+        head: GpuHead,
+        max_tokens: u32,
+    ) -> Resident {
+        let (h, q_dim, kv_dim) = (c.hidden_size, c.q_dim(), c.kv_dim());
+        let final_norm: Vec<f32> = head.final_norm.iter().map(|v| v * c.logits_multiplier).collect();
+        let lm_head = head.lm_head;
         let t = u64::from(max_tokens);
         let f32s = |n: usize| t * n as u64 * 4;
         let moe = c.moe.as_ref();
@@ -262,7 +368,7 @@ impl Resident {
         .into_iter()
         .max()
         .unwrap_or(0);
-        let resident = Resident {
+        Resident {
             embed,
             layers,
             final_norm: g.storage("final norm", &final_norm),
@@ -285,36 +391,7 @@ impl Resident {
             expert_out: g.storage_zeroed("expert out", f32s(k * h)),
             shared_out: g.storage_zeroed("shared expert out", f32s(h)),
             shared_gate_logit: g.storage_zeroed("shared expert gate", f32s(1)),
-        };
-        Ok((resident, up.bytes, 2 * cache_bytes * c.num_layers as u64))
-    }
-}
-
-/// Uploads weights, counting their bytes.
-struct Uploader<'a> {
-    gpu: &'a Gpu,
-    bytes: u64,
-}
-
-impl Uploader<'_> {
-    /// A matrix split (where a binding requires) only at multiples of `rows_per_unit` rows.
-    fn matrix(&mut self, m: &PackedMatrix, rows_per_unit: usize) -> Result<GpuMatrix> {
-        let gm = GpuMatrix::upload_with_limit(self.gpu, m, rows_per_unit, self.gpu.max_binding_bytes())?;
-        self.bytes += gm.bytes();
-        Ok(gm)
-    }
-
-    fn linear(&mut self, l: &LinearWeights) -> Result<GpuLinear> {
-        let bias = l.bias.as_ref().map(|b| self.gpu.storage("bias", b));
-        Ok(GpuLinear { weight: self.matrix(&l.weight, 1)?, bias })
-    }
-
-    fn mlp(&mut self, m: &MlpWeights, gate_rows: usize, down_rows: usize) -> Result<GpuMlp> {
-        Ok(GpuMlp {
-            gate: self.matrix(&m.gate, gate_rows)?,
-            up: self.matrix(&m.up, gate_rows)?,
-            down: self.matrix(&m.down, down_rows)?,
-        })
+        }
     }
 }
 
@@ -334,8 +411,8 @@ impl Builder<'_> {
         let mut ops = embed::ops(g, step, token_ids, &r.embed, &r.x, t, c.embedding_multiplier)?;
         for layer in &r.layers {
             self.attention(&mut ops, r, layer)?;
-            ops.push(rms_norm::op(g, step, &r.x, &layer.ffn_norm, &r.normed, t, 1, h, c.rms_norm_eps)?);
-            match &layer.ffn {
+            ops.push(rms_norm::op(g, step, &r.x, &layer.w.ffn_norm, &r.normed, t, 1, h, c.rms_norm_eps)?);
+            match &layer.w.ffn {
                 GpuFfn::Dense(mlp) => {
                     self.mlp(&mut ops, r, mlp, &r.proj)?;
                     ops.push(add_scaled::op(g, step, &r.x, &r.proj, t, h, c.residual_multiplier)?);
@@ -424,11 +501,11 @@ impl Builder<'_> {
     fn attention(&self, ops: &mut Vec<Op>, r: &Resident, layer: &GpuLayer) -> Result<()> {
         let (g, c, t, step) = (self.gpu, self.config, self.max_tokens, &self.step.buffer);
         let h = c.hidden_size as u32;
-        ops.push(rms_norm::op(g, step, &r.x, &layer.attn_norm, &r.normed, t, 1, h, c.rms_norm_eps)?);
-        for (w, out) in [(&layer.q, &r.q), (&layer.k, &r.k), (&layer.v, &r.v)] {
+        ops.push(rms_norm::op(g, step, &r.x, &layer.w.attn_norm, &r.normed, t, 1, h, c.rms_norm_eps)?);
+        for (w, out) in [(&layer.w.q, &r.q), (&layer.w.k, &r.k), (&layer.w.v, &r.v)] {
             self.linear(ops, w, &r.normed, out)?;
         }
-        let (q, k) = match (&layer.qk_norm, c.qk_norm) {
+        let (q, k) = match (&layer.w.qk_norm, c.qk_norm) {
             (Some((qn, kn)), mode) if mode != QkNorm::None => {
                 // Per head: one weight of head_dim for every head; whole: one over the projection.
                 let (q_rows, k_rows, q_width, k_width) = match mode {
@@ -472,7 +549,7 @@ impl Builder<'_> {
             hd,
             c.attention_scale,
         )?);
-        self.linear(ops, &layer.o, &r.attn, &r.proj)?;
+        self.linear(ops, &layer.w.o, &r.attn, &r.proj)?;
         ops.push(add_scaled::op(g, step, &r.x, &r.proj, t, h, c.residual_multiplier)?);
         Ok(())
     }

@@ -77,64 +77,90 @@ impl ModelWeights {
 
     /// Loads every weight named by `names`, checking each shape against `config`.
     pub fn load(config: &ModelConfig, src: &dyn TensorSource, names: &Names) -> Result<ModelWeights> {
+        let embed = Self::load_embed(config, src, names)?;
+        let layers =
+            (0..config.num_layers).map(|l| LayerWeights::load(config, src, names, l)).collect::<Result<_>>()?;
+        let (final_norm, lm_head) = Self::load_head(config, src, names)?;
+        Ok(ModelWeights { embed, layers, final_norm, lm_head })
+    }
+
+    /// The token embeddings `[vocab, H]` alone.
+    pub fn load_embed(config: &ModelConfig, src: &dyn TensorSource, names: &Names) -> Result<PackedMatrix> {
+        Loader { src }.matrix(names.embed(), config.vocab_size, config.hidden_size)
+    }
+
+    /// The final norm's weight and the output projection (`None` when tied to the embeddings).
+    pub fn load_head(
+        config: &ModelConfig,
+        src: &dyn TensorSource,
+        names: &Names,
+    ) -> Result<(Vec<f32>, Option<PackedMatrix>)> {
         let ld = Loader { src };
-        let (h, vocab) = (config.hidden_size, config.vocab_size);
-        let embed = ld.matrix(names.embed(), vocab, h)?;
         let lm_head = match config.tie_word_embeddings {
             true => None,
-            false => Some(ld.matrix(names.lm_head(), vocab, h)?),
+            false => Some(ld.matrix(names.lm_head(), config.vocab_size, config.hidden_size)?),
         };
-        let mut layers = Vec::with_capacity(config.num_layers);
-        for (l, kind) in config.layer_ffn.iter().enumerate() {
-            let n = names.layer(l);
-            let (q_dim, kv_dim) = (config.q_dim(), config.kv_dim());
-            let (q_norm, k_norm) = match config.qk_norm {
-                QkNorm::None => (None, None),
-                QkNorm::PerHead => {
-                    (Some(ld.vector(&n.q_norm, config.head_dim)?), Some(ld.vector(&n.k_norm, config.head_dim)?))
-                }
-                QkNorm::Whole => (Some(ld.vector(&n.q_norm, q_dim)?), Some(ld.vector(&n.k_norm, kv_dim)?)),
-            };
-            let o_bias = src.contains(&format!("{}.bias", n.o));
-            let ffn = match (kind, &config.moe) {
-                (FfnKind::Moe, Some(m)) => {
-                    let (shared, shared_gate) = match m.shared_expert_intermediate_size {
-                        Some(s) => (
-                            Some(ld.mlp(&n.shared_gate, &n.shared_up, &n.shared_down, h, s)?),
-                            match m.shared_expert_gate {
-                                true => Some(ld.shared_expert_gate(&n.shared_expert_gate, h)?),
-                                false => None,
-                            },
-                        ),
-                        None => (None, None),
-                    };
-                    FfnWeights::Moe(Box::new(MoeWeights {
-                        router: ld.matrix(&n.router, m.num_experts, h)?,
-                        experts: ld.experts(
-                            &names.expert_layouts(l, m.num_experts),
-                            m.num_experts,
-                            h,
-                            m.expert_intermediate_size,
-                        )?,
-                        shared,
-                        shared_gate,
-                    }))
-                }
-                _ => FfnWeights::Dense(ld.mlp(&n.gate, &n.up, &n.down, h, config.intermediate_size)?),
-            };
-            layers.push(LayerWeights {
-                attn_norm: ld.vector(&n.attn_norm, h)?,
-                q: ld.linear(&n.q, q_dim, h, config.qkv_bias)?,
-                k: ld.linear(&n.k, kv_dim, h, config.qkv_bias)?,
-                v: ld.linear(&n.v, kv_dim, h, config.qkv_bias)?,
-                o: ld.linear(&n.o, h, q_dim, o_bias)?,
-                q_norm,
-                k_norm,
-                ffn_norm: ld.vector(&n.ffn_norm, h)?,
-                ffn,
-            });
-        }
-        Ok(ModelWeights { embed, layers, final_norm: ld.vector(names.final_norm(), h)?, lm_head })
+        Ok((ld.vector(names.final_norm(), config.hidden_size)?, lm_head))
+    }
+}
+
+impl LayerWeights {
+    /// Loads layer `l` alone, checking each shape against `config` (so a caller can hold one
+    /// layer at a time on the host).
+    pub fn load(config: &ModelConfig, src: &dyn TensorSource, names: &Names, l: usize) -> Result<LayerWeights> {
+        let kind = config
+            .layer_ffn
+            .get(l)
+            .ok_or_else(|| Error::Request(format!("layer {l} does not exist (the model has {})", config.num_layers)))?;
+        let ld = Loader { src };
+        let h = config.hidden_size;
+        let n = names.layer(l);
+        let (q_dim, kv_dim) = (config.q_dim(), config.kv_dim());
+        let (q_norm, k_norm) = match config.qk_norm {
+            QkNorm::None => (None, None),
+            QkNorm::PerHead => {
+                (Some(ld.vector(&n.q_norm, config.head_dim)?), Some(ld.vector(&n.k_norm, config.head_dim)?))
+            }
+            QkNorm::Whole => (Some(ld.vector(&n.q_norm, q_dim)?), Some(ld.vector(&n.k_norm, kv_dim)?)),
+        };
+        let o_bias = src.contains(&format!("{}.bias", n.o));
+        let ffn = match (kind, &config.moe) {
+            (FfnKind::Moe, Some(m)) => {
+                let (shared, shared_gate) = match m.shared_expert_intermediate_size {
+                    Some(s) => (
+                        Some(ld.mlp(&n.shared_gate, &n.shared_up, &n.shared_down, h, s)?),
+                        match m.shared_expert_gate {
+                            true => Some(ld.shared_expert_gate(&n.shared_expert_gate, h)?),
+                            false => None,
+                        },
+                    ),
+                    None => (None, None),
+                };
+                FfnWeights::Moe(Box::new(MoeWeights {
+                    router: ld.matrix(&n.router, m.num_experts, h)?,
+                    experts: ld.experts(
+                        &names.expert_layouts(l, m.num_experts),
+                        m.num_experts,
+                        h,
+                        m.expert_intermediate_size,
+                    )?,
+                    shared,
+                    shared_gate,
+                }))
+            }
+            _ => FfnWeights::Dense(ld.mlp(&n.gate, &n.up, &n.down, h, config.intermediate_size)?),
+        };
+        Ok(LayerWeights {
+            attn_norm: ld.vector(&n.attn_norm, h)?,
+            q: ld.linear(&n.q, q_dim, h, config.qkv_bias)?,
+            k: ld.linear(&n.k, kv_dim, h, config.qkv_bias)?,
+            v: ld.linear(&n.v, kv_dim, h, config.qkv_bias)?,
+            o: ld.linear(&n.o, h, q_dim, o_bias)?,
+            q_norm,
+            k_norm,
+            ffn_norm: ld.vector(&n.ffn_norm, h)?,
+            ffn,
+        })
     }
 }
 
