@@ -108,7 +108,7 @@ impl ModelFiles {
         Self::from_gguf(path, GgufFile::open(path)?)
     }
 
-    fn from_gguf(path: &Path, file: GgufFile) -> Result<ModelFiles> {
+    pub(crate) fn from_gguf(path: &Path, file: GgufFile) -> Result<ModelFiles> {
         let config = config_from_gguf(&file)?;
         let tokenizer = crate::tokenizer::gguf::from_gguf(&file)?.map(|g| Tokenizer {
             bos_token: g.bos_token_id.and_then(|id| g.tokenizer.id_to_token(id)),
