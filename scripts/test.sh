@@ -30,3 +30,5 @@ cargo clippy --all-targets -- -D warnings
 # The library must stay free of native-only dependencies (mmap, threads, clap) on wasm32.
 cargo check --lib --target wasm32-unknown-unknown --no-default-features --features wasm
 cargo test --release
+# The browser build in headless Chromium (WebGPU on SwiftShader), against the same references.
+scripts/test-browser.sh

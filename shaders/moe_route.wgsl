@@ -48,8 +48,8 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
     let k = params.top_k;
     let base = t * n;
 
-    // Max.
-    var m = -3.40282347e38;
+    // Max. The lowest finite f32, written exactly (a decimal literal that rounds past it is an error in Tint).
+    var m = -0x1.fffffep+127f;
     for (var e = lid; e < n; e += WG) {
         m = max(m, router_logits[base + e]);
     }

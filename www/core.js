@@ -95,6 +95,7 @@ export async function loadModel(source, { cache = true, signal, ctx = 0, onProgr
     model = Model.load(gpuEngine, files.map((f) => f.name), bytes, ctx);
     onProgress({ phase: "upload", loaded: 1, total: 1 });
   }
+  await model.ready();
   const ready = performance.now();
   return { model, timing: { downloadMs: downloaded - started, uploadMs: ready - downloaded, loadMs: ready - started } };
 }

@@ -44,7 +44,14 @@ pub struct Gpu {
     pub limits: wgpu::Limits,
     pub features: wgpu::Features,
     kernels: Mutex<HashMap<String, Arc<Kernel>>>,
+    /// In the browser, compile results arrive on the event loop: they wait here until
+    /// [`Gpu::compile_errors`] is awaited.
+    #[cfg(target_arch = "wasm32")]
+    pending_compiles: Mutex<Vec<(String, CompileResult)>>,
 }
+
+#[cfg(target_arch = "wasm32")]
+type CompileResult = std::pin::Pin<Box<dyn std::future::Future<Output = Option<wgpu::Error>>>>;
 
 /// The optional features flint uses when offered; every kernel also works without them.
 const WANTED_FEATURES: wgpu::Features =
@@ -84,7 +91,16 @@ impl Gpu {
             })
             .await
             .map_err(|e| Error::Gpu(format!("cannot open the device: {e}")))?;
-        Ok(Gpu { device, queue, info: adapter.get_info(), limits, features, kernels: Mutex::new(HashMap::new()) })
+        Ok(Gpu {
+            device,
+            queue,
+            info: adapter.get_info(),
+            limits,
+            features,
+            kernels: Mutex::new(HashMap::new()),
+            #[cfg(target_arch = "wasm32")]
+            pending_compiles: Mutex::new(Vec::new()),
+        })
     }
 
     /// `Gpu::new` for native callers.
@@ -123,22 +139,13 @@ impl Gpu {
         });
         let compiled = scope.pop();
         // Natively the result is ready: a kernel that does not compile is an error here. The
-        // browser reports it only on the event loop, which cannot be waited on: it is logged.
+        // browser reports it on the event loop, which cannot be blocked on: see compile_errors.
         #[cfg(not(target_arch = "wasm32"))]
         if let Some(e) = pollster::block_on(compiled) {
             return Err(Error::Gpu(format!("kernel {name} does not compile: {e}")));
         }
-        #[cfg(all(target_arch = "wasm32", feature = "wasm"))]
-        {
-            let name = name.to_string();
-            wasm_bindgen_futures::spawn_local(async move {
-                if let Some(e) = compiled.await {
-                    web_sys::console::error_1(&format!("flint: kernel {name} does not compile: {e}").into());
-                }
-            });
-        }
-        #[cfg(all(target_arch = "wasm32", not(feature = "wasm")))]
-        drop(compiled);
+        #[cfg(target_arch = "wasm32")]
+        self.pending_compiles.lock().expect("compile list").push((name.to_string(), Box::pin(compiled)));
         let layout = pipeline.get_bind_group_layout(0);
         let kernel = Arc::new(Kernel { name: name.to_string(), pipeline: Arc::new(pipeline), layout });
         self.kernels.lock().expect("kernel cache").insert(key, kernel.clone());
@@ -257,6 +264,21 @@ impl Gpu {
         };
         staging.unmap();
         Ok(data)
+    }
+
+    /// The first kernel, compiled since the last call, that did not compile. Natively always
+    /// `Ok` (`kernel` already failed); in the browser a model is usable only after this.
+    pub async fn compile_errors(&self) -> Result<()> {
+        #[cfg(target_arch = "wasm32")]
+        {
+            let pending = std::mem::take(&mut *self.pending_compiles.lock().expect("compile list"));
+            for (name, compiled) in pending {
+                if let Some(e) = compiled.await {
+                    return Err(Error::Gpu(format!("kernel {name} does not compile: {e}")));
+                }
+            }
+        }
+        Ok(())
     }
 
     /// A one-line description: adapter name, backend, device type.

@@ -109,6 +109,13 @@ impl Model {
         Model::from_weights(engine, ModelFiles::from_memory(files).map_err(js_error)?, ctx).map_err(js_error)
     }
 
+    /// Resolves once every kernel of the model has compiled; rejects naming the first that did
+    /// not (the browser reports compilation asynchronously).
+    pub async fn ready(&self) -> Result<(), JsError> {
+        let gpu = self.inner.borrow().generator.model.gpu.clone();
+        gpu.compile_errors().await.map_err(js_error)
+    }
+
     /// Family, sizes and memory of the model, as a plain object.
     pub fn info(&self) -> JsValue {
         let inner = self.inner.borrow();

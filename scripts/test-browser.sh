@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# The browser tests: builds www/pkg (scripts/build-wasm.sh), installs Chromium and
+# playwright-core if missing, and runs tests/browser/run.mjs in headless Chromium (WebGPU on
+# SwiftShader). Needs the native release binary (for the native side of each comparison):
+# scripts/test.sh builds it first. Screenshots and figures land in tests/browser/artifacts/.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/flint-target}"
+export XDG_RUNTIME_DIR="${XDG_RUNTIME_DIR:-/tmp}"
+
+if ! command -v chromium >/dev/null; then
+    if [ "$(id -u)" = 0 ]; then
+        apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+    else
+        echo "test-browser.sh: the browser tests need Debian's chromium package" >&2
+        exit 1
+    fi
+fi
+(cd www && npm install --no-audit --no-fund --silent)
+scripts/build-wasm.sh
+[ -x "$CARGO_TARGET_DIR/release/flint" ] || cargo build --release -q
+FLINT_BIN="$CARGO_TARGET_DIR/release/flint" node tests/browser/run.mjs "$@"
