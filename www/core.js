@@ -28,7 +28,7 @@ const GGUF_PREFIX = 4 << 20;
  * an array of user-picked Files.
  */
 async function resolve(source, { cache, signal, progress }) {
-  if (Array.isArray(source) || source instanceof FileList) {
+  if (Array.isArray(source) || (globalThis.FileList && source instanceof FileList)) {
     const files = [...source];
     if (!files.every((f) => f instanceof Blob && typeof f.name === "string")) {
       throw new TypeError("Flint.load: a list of sources must be File objects");

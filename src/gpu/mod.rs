@@ -12,6 +12,7 @@ pub mod kernels;
 pub mod matrix;
 pub mod model;
 pub mod step;
+pub mod streamed;
 
 pub use device::{Backend, Gpu};
 

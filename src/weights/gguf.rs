@@ -304,7 +304,13 @@ impl GgufFile {
     /// into the data section). No tensor can be read until [`GgufFile::window`] supplies its
     /// bytes. A prefix that ends inside the header is an error that says "truncated".
     pub fn from_header(prefix: &[u8], file_len: u64) -> Result<GgufFile> {
-        let header = parse_header(prefix, file_len)?;
+        let header = parse_header(prefix, file_len).map_err(|e| match e {
+            Error::Gguf(msg) if (prefix.len() as u64) < file_len => Error::Gguf(format!(
+                "the first {} bytes do not hold the whole header (truncated read: {msg})",
+                prefix.len()
+            )),
+            other => other,
+        })?;
         Ok(GgufFile { header: Arc::new(header), bytes: Vec::new().into(), window_start: 0 })
     }
 
