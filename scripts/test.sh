@@ -28,7 +28,7 @@ rustup target add wasm32-unknown-unknown >/dev/null 2>&1 || true
 cargo fmt --check
 cargo clippy --all-targets -- -D warnings
 # The library must stay free of native-only dependencies (mmap, threads, clap) on wasm32.
-cargo check --lib --target wasm32-unknown-unknown --no-default-features --features wasm
+cargo clippy --lib --target wasm32-unknown-unknown --no-default-features --features wasm -- -D warnings
 cargo test --release
 # The browser build in headless Chromium (WebGPU on SwiftShader), against the same references.
 scripts/test-browser.sh

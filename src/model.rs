@@ -46,38 +46,7 @@ impl ModelFiles {
         Self::from_hf_parts(dir, &text, SafetensorsCheckpoint::open_dir(dir)?, tokenizer)
     }
 
-    /// A model from files held in memory, by file name (the browser path): one `.gguf` file, or
-    /// a Hugging Face folder's `config.json`, `*.safetensors` and optionally `tokenizer.json`
-    /// and `tokenizer_config.json`.
-    pub fn from_memory(files: Vec<(String, Vec<u8>)>) -> Result<ModelFiles> {
-        let find = |name: &str| files.iter().position(|(n, _)| n == name);
-        if let Some(i) = files.iter().position(|(n, _)| n.to_ascii_lowercase().ends_with(".gguf")) {
-            let (name, bytes) = files.into_iter().nth(i).expect("found above");
-            return Self::from_gguf(Path::new(&name), GgufFile::from_bytes(bytes.into())?);
-        }
-        let config = find("config.json").ok_or_else(|| Error::ModelPath("config.json".into()))?;
-        let text =
-            String::from_utf8(files[config].1.clone()).map_err(|_| Error::Config("config.json is not UTF-8".into()))?;
-        let tokenizer = match find("tokenizer.json") {
-            Some(t) => {
-                let tokenizer_config =
-                    find("tokenizer_config.json").map(|c| String::from_utf8_lossy(&files[c].1).into_owned());
-                Some(Tokenizer::from_hf_json(&files[t].1, tokenizer_config.as_deref())?)
-            }
-            None => None,
-        };
-        let shards: Vec<(String, crate::weights::Bytes)> =
-            files.into_iter().filter(|(n, _)| n.ends_with(".safetensors")).map(|(n, b)| (n, b.into())).collect();
-        if shards.is_empty() {
-            return Err(Error::Safetensors {
-                file: "model.safetensors".into(),
-                problem: "no safetensors file was given".into(),
-            });
-        }
-        Self::from_hf_parts(Path::new(""), &text, SafetensorsCheckpoint::from_bytes(shards)?, tokenizer)
-    }
-
-    fn from_hf_parts(
+    pub(crate) fn from_hf_parts(
         dir: &Path,
         config_text: &str,
         checkpoint: SafetensorsCheckpoint,
@@ -86,20 +55,7 @@ impl ModelFiles {
         let json: serde_json::Value = serde_json::from_str(config_text)?;
         let obj = json.as_object().ok_or_else(|| Error::Config("top level is not a JSON object".into()))?;
         let config = config::hf::from_json(obj)?;
-        let (tensors, format): (Box<dyn TensorSource>, String) = match GptqConfig::from_config_json(&json)? {
-            Some(q) => {
-                let format = format!(
-                    "GPTQ {}-bit, group {}",
-                    q.bits,
-                    q.group_size.map_or("per-channel".into(), |g| g.to_string())
-                );
-                (Box::new(GptqCheckpoint::new(checkpoint, q)), format)
-            }
-            None => {
-                let format = format!("safetensors {}", dtype_summary(&checkpoint));
-                (Box::new(checkpoint), format)
-            }
-        };
+        let (tensors, format) = hf_tensors(&json, checkpoint)?;
         let names = Names { scheme: Scheme::HuggingFace, family: config.family };
         Ok(ModelFiles { path: dir.to_path_buf(), config, tensors, names, tokenizer, format })
     }
@@ -143,6 +99,25 @@ impl ModelFiles {
         }
         ids
     }
+}
+
+/// A folder's tensors as the loader reads them: GPTQ-unpacked when config.json says so; and
+/// their format in words.
+pub(crate) fn hf_tensors(
+    config: &serde_json::Value,
+    checkpoint: SafetensorsCheckpoint,
+) -> Result<(Box<dyn TensorSource>, String)> {
+    Ok(match GptqConfig::from_config_json(config)? {
+        Some(q) => {
+            let format =
+                format!("GPTQ {}-bit, group {}", q.bits, q.group_size.map_or("per-channel".into(), |g| g.to_string()));
+            (Box::new(GptqCheckpoint::new(checkpoint, q)), format)
+        }
+        None => {
+            let format = format!("safetensors {}", dtype_summary(&checkpoint));
+            (Box::new(checkpoint), format)
+        }
+    })
 }
 
 /// The element types of a checkpoint's tensors by count, most common first ("Q4_1 (169), F32 (61)").

@@ -4,7 +4,7 @@
 //   info, adapter, generate(prompt, options, onText, signal), logits(tokens),
 //   applyChatTemplate(messages), encode(text), decode(ids)
 
-import init, { Engine, GgufLoader, Model } from "./pkg/flint.js";
+import init, { Engine, ModelLoader } from "./pkg/flint.js";
 import { cachedJson, exists, fetchBlob, storeJson } from "./fetch.js";
 
 let engine = null;
@@ -70,8 +70,8 @@ async function folderManifest(base, { cache, signal }) {
 }
 
 /**
- * Loads a model. A GGUF is streamed to the GPU layer by layer from its Blob (the whole file is
- * never in memory); a safetensors folder is handed over file by file.
+ * Loads a model, streaming it to the GPU part by part from its Blobs (a layer at a time): no
+ * file is ever whole in memory.
  */
 export async function loadModel(source, { cache = true, signal, ctx = 0, onProgress = () => {} } = {}) {
   const gpuEngine = await openEngine();
@@ -85,46 +85,55 @@ export async function loadModel(source, { cache = true, signal, ctx = 0, onProgr
   const started = performance.now();
   const files = await resolve(source, { cache, signal, progress });
   const downloaded = performance.now();
-  const gguf = files.find((f) => f.name.toLowerCase().endsWith(".gguf"));
-  let model;
-  if (gguf) {
-    model = await streamGguf(gpuEngine, gguf.blob, { ctx, signal, onProgress });
-  } else {
-    onProgress({ phase: "upload", loaded: 0, total: 1 });
-    const bytes = await Promise.all(files.map(async (f) => new Uint8Array(await f.blob.arrayBuffer())));
-    model = Model.load(gpuEngine, files.map((f) => f.name), bytes, ctx);
-    onProgress({ phase: "upload", loaded: 1, total: 1 });
+  const loader = await openLoader(gpuEngine, files, ctx);
+  const parts = loader.parts();
+  const blobs = loader.blobs;
+  const total = parts.flat().reduce((n, [, a, b]) => n + (b - a), 0);
+  let done = 0;
+  for (let i = 0; i < parts.length; i++) {
+    signal?.throwIfAborted();
+    const buffers = [];
+    for (const [file, start, end] of parts[i]) {
+      buffers.push(new Uint8Array(await blobs[file].slice(start, end).arrayBuffer()));
+      done += end - start;
+    }
+    loader.addPart(i, buffers);
+    onProgress({ phase: "upload", loaded: done, total });
   }
+  const model = loader.finish();
   await model.ready();
   const ready = performance.now();
   return { model, timing: { downloadMs: downloaded - started, uploadMs: ready - downloaded, loadMs: ready - started } };
 }
 
-async function streamGguf(gpuEngine, blob, { ctx, signal, onProgress }) {
-  let length = Math.min(GGUF_PREFIX, blob.size);
-  let loader;
-  for (;;) {
-    const prefix = new Uint8Array(await blob.slice(0, length).arrayBuffer());
-    try {
-      loader = GgufLoader.open(gpuEngine, prefix, blob.size, ctx);
-      break;
-    } catch (e) {
-      // The header (vocabulary included) did not fit the prefix: read more, up to the file.
-      if (length >= blob.size) throw e;
-      length = Math.min(length * 4, blob.size);
+/** Reads the headers (GGUF, or every safetensors file of a folder) and opens the loader. */
+async function openLoader(gpuEngine, files, ctx) {
+  const bytes = async (blob, a = 0, b = blob.size) => new Uint8Array(await blob.slice(a, b).arrayBuffer());
+  const gguf = files.find((f) => f.name.toLowerCase().endsWith(".gguf"));
+  if (gguf) {
+    // The header (vocabulary included) must fit the prefix: read more until it does.
+    for (let length = Math.min(GGUF_PREFIX, gguf.blob.size); ; length = Math.min(length * 4, gguf.blob.size)) {
+      try {
+        return Object.assign(ModelLoader.gguf(gpuEngine, await bytes(gguf.blob, 0, length), gguf.blob.size, ctx), { blobs: [gguf.blob] });
+      } catch (e) {
+        if (length >= gguf.blob.size || !/truncated read/.test(e.message)) throw e;
+      }
     }
   }
-  const parts = loader.parts();
-  let done = 0;
-  const total = parts.reduce((n, [a, b]) => n + (b - a), 0);
-  for (let i = 0; i < parts.length; i++) {
-    signal?.throwIfAborted();
-    const [start, end] = parts[i];
-    loader.addPart(i, new Uint8Array(await blob.slice(start, end).arrayBuffer()));
-    done += end - start;
-    onProgress({ phase: "upload", loaded: done, total });
+  const byName = new Map(files.map((f) => [f.name, f.blob]));
+  if (!byName.has("config.json")) throw new Error("a model folder needs config.json (or give a .gguf file)");
+  const shards = files.filter((f) => f.name.endsWith(".safetensors"));
+  if (!shards.length) throw new Error("the model folder has no .safetensors file");
+  const prefixes = [];
+  for (const { blob } of shards) {
+    const n = new DataView((await bytes(blob, 0, 8)).buffer).getBigUint64(0, true);
+    prefixes.push(await bytes(blob, 0, Math.min(blob.size, 8 + Number(n))));
   }
-  return loader.finish();
+  const text = async (name) => (byName.has(name) ? byName.get(name).text() : undefined);
+  const tokenizer = byName.has("tokenizer.json") ? await bytes(byName.get("tokenizer.json")) : undefined;
+  const loader = ModelLoader.safetensors(gpuEngine, await text("config.json"), tokenizer, await text("tokenizer_config.json"),
+    shards.map((f) => f.name), prefixes, shards.map((f) => f.blob.size), ctx);
+  return Object.assign(loader, { blobs: shards.map((f) => f.blob) });
 }
 
 /** Wraps a loaded wasm Model in the interface flint.js uses. */

@@ -1,38 +1,81 @@
-//! Loading a GGUF part by part from JS ([`StreamedGguf`] behind wasm-bindgen): JS reads a
-//! header prefix, asks for the parts' byte spans, and hands each span over in turn.
+//! Loading a model part by part from JS ([`StreamedModel`] behind wasm-bindgen): JS reads the
+//! headers from file prefixes, asks for each part's byte spans, and hands them over in turn.
 
 use super::model::{context, Model, CHUNK_TOKENS};
 use super::{js_error, Engine};
-use crate::gpu::streamed::StreamedGguf;
+use crate::config::ModelConfig;
+use crate::gpu::streamed::StreamedModel;
+use crate::tokenizer::Tokenizer;
 use wasm_bindgen::prelude::*;
 
 #[wasm_bindgen]
-pub struct GgufLoader {
-    inner: StreamedGguf,
+pub struct ModelLoader {
+    inner: StreamedModel,
+}
+
+/// The prefill chunk and KV cache length for a config and the context asked for.
+fn sizes(ctx: u32) -> impl FnOnce(&ModelConfig) -> (u32, u32) {
+    move |config| {
+        let ctx = context(config, ctx);
+        (CHUNK_TOKENS.min(ctx), ctx)
+    }
 }
 
 #[wasm_bindgen]
-impl GgufLoader {
-    /// Parses the header from the first bytes of a file of `file_len` bytes. Fails (saying
+impl ModelLoader {
+    /// A GGUF file of `file_len` bytes, from a prefix holding its header. Fails (saying
     /// "truncated") when `prefix` ends inside the header: read a longer prefix and retry.
-    pub fn open(engine: &Engine, prefix: &[u8], file_len: f64, ctx: u32) -> Result<GgufLoader, JsError> {
-        let sizes = |config: &_| {
-            let ctx = context(config, ctx);
-            (CHUNK_TOKENS.min(ctx), ctx)
-        };
-        let inner = StreamedGguf::open(engine.gpu.clone(), prefix, file_len as u64, sizes).map_err(js_error)?;
-        Ok(GgufLoader { inner })
+    pub fn gguf(engine: &Engine, prefix: &[u8], file_len: f64, ctx: u32) -> Result<ModelLoader, JsError> {
+        let inner = StreamedModel::gguf(engine.gpu.clone(), prefix, file_len as u64, sizes(ctx)).map_err(js_error)?;
+        Ok(ModelLoader { inner })
     }
 
-    /// `[[start, end], ...]`: the byte span of each part, to be given to `addPart` in order.
+    /// A Hugging Face folder: config.json's text, the tokenizer files if any, and per
+    /// safetensors file its name, a prefix holding its header (8 bytes + the header's length)
+    /// and its length.
+    #[allow(clippy::too_many_arguments)] // each is one of the folder's files, as JS holds them
+    pub fn safetensors(
+        engine: &Engine,
+        config_json: &str,
+        tokenizer_json: Option<Vec<u8>>,
+        tokenizer_config: Option<String>,
+        names: Vec<String>,
+        prefixes: Vec<js_sys::Uint8Array>,
+        lengths: Vec<f64>,
+        ctx: u32,
+    ) -> Result<ModelLoader, JsError> {
+        let tokenizer = tokenizer_json
+            .map(|t| Tokenizer::from_hf_json(&t, tokenizer_config.as_deref()))
+            .transpose()
+            .map_err(js_error)?;
+        let headers = names
+            .into_iter()
+            .zip(prefixes.iter().map(|p| p.to_vec()))
+            .zip(lengths.iter().map(|&l| l as u64))
+            .map(|((n, p), l)| (n, p, l))
+            .collect();
+        let inner = StreamedModel::safetensors(engine.gpu.clone(), config_json, tokenizer, headers, sizes(ctx))
+            .map_err(js_error)?;
+        Ok(ModelLoader { inner })
+    }
+
+    /// Per part, its byte spans `[[file, start, end], ...]`, to be read and given to `addPart`
+    /// in order (`file` indexes the files as given; a GGUF is file 0).
     pub fn parts(&self) -> Vec<js_sys::Array> {
-        self.inner.spans().iter().map(|&(a, b)| js_sys::Array::of2(&(a as f64).into(), &(b as f64).into())).collect()
+        let number = |v: u64| JsValue::from(v as f64);
+        self.inner
+            .spans()
+            .iter()
+            .map(|spans| {
+                spans.iter().map(|&(f, a, b)| js_sys::Array::of3(&number(f as u64), &number(a), &number(b))).collect()
+            })
+            .collect()
     }
 
-    /// Part `i`'s bytes (its whole span): repacked, uploaded, then dropped.
+    /// Part `i`'s bytes, one buffer per span: repacked, uploaded, then dropped.
     #[wasm_bindgen(js_name = addPart)]
-    pub fn add_part(&mut self, i: usize, bytes: Vec<u8>) -> Result<(), JsError> {
-        self.inner.add(i, bytes).map_err(js_error)
+    pub fn add_part(&mut self, i: usize, buffers: Vec<js_sys::Uint8Array>) -> Result<(), JsError> {
+        self.inner.add(i, buffers.iter().map(|b| b.to_vec()).collect()).map_err(js_error)
     }
 
     /// The model, once every part has been added.

@@ -1,15 +1,15 @@
 //! The browser surface (feature `wasm`, target wasm32): the GPU engine behind wasm-bindgen.
 //!
-//! JS (`www/flint.js`) fetches and caches the files, then hands them over: whole small files
-//! with [`Model::load`], or a GGUF part by part with [`GgufLoader`], which uploads each layer
-//! to the GPU as it arrives so the whole model is never in wasm memory. Generation is an async
+//! JS (`www/flint.js`) fetches and caches the files, then hands them over part by part with
+//! [`ModelLoader`] (a GGUF, or a safetensors folder), which uploads each layer to the GPU as it
+//! arrives so the whole model is never in wasm memory. Generation is an async
 //! loop: each token's readback is awaited on the event loop, so a page (or a worker's message
 //! handler, which is where an abort arrives) stays responsive between tokens.
 
 mod loader;
 mod model;
 
-pub use loader::GgufLoader;
+pub use loader::ModelLoader;
 pub use model::Model;
 
 use crate::gpu::{Backend, Gpu};
@@ -34,6 +34,8 @@ impl Engine {
     pub async fn open() -> Result<Engine, JsError> {
         install_panic_hook();
         let gpu = Gpu::new(Backend::Auto).await.map_err(js_error)?;
+        // The engine's API shares the device through Arc; the browser build has one thread.
+        #[allow(clippy::arc_with_non_send_sync)]
         Ok(Engine { gpu: Arc::new(gpu) })
     }
 

@@ -1,11 +1,10 @@
 //! A model on the browser's GPU: logits, tokenization, chat templates and streamed generation.
 
-use super::{js_error, to_js, Engine};
+use super::{js_error, to_js};
 use crate::config::ModelConfig;
 use crate::engine::{token_limit, FinishReason, GenerateOptions, TextStream};
 use crate::gpu::generator::GpuGenerator;
 use crate::gpu::model::GpuModel;
-use crate::model::ModelFiles;
 use crate::sampler::SamplingParams;
 use crate::tokenizer::{Message, Tokenizer};
 use crate::{Error, Result};
@@ -61,14 +60,6 @@ impl JsGenerateOptions {
 }
 
 impl Model {
-    pub(crate) fn from_weights(engine: &Engine, files: ModelFiles, ctx: u32) -> Result<Model> {
-        let weights = files.load_weights()?;
-        let ctx = context(&files.config, ctx);
-        let gpu_model = GpuModel::new(engine.gpu.clone(), &files.config, &weights, CHUNK_TOKENS.min(ctx), ctx)?;
-        let stop_token_ids = files.stop_token_ids();
-        Model::from_parts(gpu_model, files.tokenizer, stop_token_ids, files.format)
-    }
-
     /// `stop_token_ids`: as [`ModelFiles::stop_token_ids`] gives them.
     pub(crate) fn from_parts(
         gpu_model: GpuModel,
@@ -96,19 +87,6 @@ pub(crate) fn context(config: &ModelConfig, asked: u32) -> u32 {
 
 #[wasm_bindgen]
 impl Model {
-    /// Loads a model from whole files held in memory: `[name, bytes]` pairs of one `.gguf`, or a
-    /// Hugging Face folder's `config.json`, `*.safetensors` and tokenizer files. For large
-    /// GGUF files use [`super::GgufLoader`], which never holds the whole file.
-    pub fn load(
-        engine: &Engine,
-        names: Vec<String>,
-        files: Vec<js_sys::Uint8Array>,
-        ctx: u32,
-    ) -> Result<Model, JsError> {
-        let files = names.into_iter().zip(files.iter().map(|f| f.to_vec())).collect();
-        Model::from_weights(engine, ModelFiles::from_memory(files).map_err(js_error)?, ctx).map_err(js_error)
-    }
-
     /// Resolves once every kernel of the model has compiled; rejects naming the first that did
     /// not (the browser reports compilation asynchronously).
     pub async fn ready(&self) -> Result<(), JsError> {
@@ -158,6 +136,9 @@ impl Model {
     }
 
     /// The logits of every position of `tokens` (from position 0), flattened `[T * vocab]`.
+    // Holding the borrow across the awaits is the point: it marks the model busy, and a second
+    // request meanwhile gets `busy`'s error instead of interleaving with this one.
+    #[allow(clippy::await_holding_refcell_ref)]
     pub async fn logits(&self, tokens: Vec<u32>) -> Result<js_sys::Float32Array, JsError> {
         let inner = self.busy()?;
         let inner = inner.borrow();
@@ -178,6 +159,7 @@ impl Model {
     /// `maxTokens`, a full context, or when `signal` is aborted (checked before every token).
     /// Resolves to `{text, finishReason, promptTokens, completionTokens, prefillMs, decodeMs,
     /// prefillTokensPerSecond, decodeTokensPerSecond}`.
+    #[allow(clippy::await_holding_refcell_ref)] // as in `logits`
     pub async fn generate(
         &self,
         prompt: JsValue,

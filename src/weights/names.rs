@@ -72,6 +72,14 @@ impl Names {
         }
     }
 
+    /// What every tensor name of layer `l` starts with.
+    pub fn layer_prefix(&self, l: usize) -> String {
+        match self.scheme {
+            Scheme::Gguf => format!("blk.{l}."),
+            Scheme::HuggingFace => format!("model.layers.{l}."),
+        }
+    }
+
     pub fn layer(&self, l: usize) -> LayerNames {
         match self.scheme {
             Scheme::Gguf => {
