@@ -144,6 +144,7 @@ export function coreOf(loaded) {
     adapter: engine.adapter,
     generate: (prompt, options, onText, signal) => model.generate(prompt, options, onText, signal),
     logits: (tokens) => model.logits(Uint32Array.from(tokens)),
+    profile: () => model.profile(),
     applyChatTemplate: (messages) => model.applyChatTemplate(messages, true),
     encode: (text) => Array.from(model.encode(text, true)),
     decode: (ids) => model.decode(Uint32Array.from(ids)),

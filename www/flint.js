@@ -64,6 +64,7 @@ async function workerCore(source, { onProgress, cache, signal, ctx }) {
       adapter: loaded.adapter,
       generate: (prompt, options, onText, s) => call("generate", [prompt, options], { onText, signal: s }),
       logits: (tokens) => call("logits", [tokens]),
+      profile: () => call("profile", []),
       applyChatTemplate: (messages) => call("applyChatTemplate", [messages]),
       encode: (text) => call("encode", [text]),
       decode: (ids) => call("decode", [ids]),
@@ -141,6 +142,12 @@ export class FlintModel {
   /** The logits of every position of `tokens` (Float32Array, `[tokens.length * vocab]`). */
   logits(tokens) {
     return this.#enqueue(() => this.#core.logits(Array.from(tokens)));
+  }
+
+  /** Milliseconds per kernel of one decode step, `[{kernel, ms, dispatches}]` (each dispatch run
+   * alone and waited for, so the sum exceeds a real step): where the time goes on this device. */
+  profile() {
+    return this.#enqueue(() => this.#core.profile());
   }
 
   applyChatTemplate(messages) {

@@ -21,6 +21,7 @@ const methods = {
   generate: (id, [prompt, options]) =>
     core.generate(prompt, options, (piece) => postMessage({ id, piece }), aborts.get(id).signal),
   logits: (id, [tokens]) => core.logits(tokens),
+  profile: () => core.profile(),
   applyChatTemplate: (id, [messages]) => core.applyChatTemplate(messages),
   encode: (id, [text]) => core.encode(text),
   decode: (id, [ids]) => core.decode(ids),

@@ -79,6 +79,17 @@ impl Model {
     }
 }
 
+/// `performance.now()` of the page or worker (milliseconds, sub-millisecond resolution).
+fn now() -> f64 {
+    let performance = js_sys::Reflect::get(&js_sys::global(), &"performance".into()).unwrap_or(JsValue::UNDEFINED);
+    js_sys::Reflect::get(&performance, &"now".into())
+        .ok()
+        .and_then(|f| f.dyn_into::<js_sys::Function>().ok())
+        .and_then(|f| f.call0(&performance).ok())
+        .and_then(|v| v.as_f64())
+        .unwrap_or_else(js_sys::Date::now)
+}
+
 /// The KV cache length: what was asked, within what the model supports (0: a default of 4096).
 pub(crate) fn context(config: &ModelConfig, asked: u32) -> u32 {
     let asked = if asked == 0 { 4096 } else { asked as usize };
@@ -152,6 +163,35 @@ impl Model {
         }
         let rows = model.forward_async(&tokens, 0).await.map_err(js_error)?;
         Ok(js_sys::Float32Array::from(rows.concat().as_slice()))
+    }
+
+    /// Milliseconds each kernel of one decode step takes, by kernel, summed over the step's
+    /// dispatches (each run alone and waited for): where a browser's time goes.
+    #[allow(clippy::await_holding_refcell_ref)] // as in `logits`
+    pub async fn profile(&self) -> Result<JsValue, JsError> {
+        let inner = self.busy()?;
+        let inner = inner.borrow();
+        let model = &inner.generator.model;
+        let gpu = &model.gpu;
+        model.step.set(gpu, 1, 0);
+        let mut totals: std::collections::BTreeMap<&str, (f64, usize)> = Default::default();
+        for op in &model.decode_ops {
+            let started = now();
+            crate::gpu::submit(gpu, &[op]);
+            let (tx, rx) = futures_channel::oneshot::channel();
+            gpu.queue.on_submitted_work_done(move || {
+                let _ = tx.send(());
+            });
+            rx.await.map_err(|_| JsError::new("the GPU never finished"))?;
+            let entry = totals.entry(op.label).or_default();
+            entry.0 += now() - started;
+            entry.1 += 1;
+        }
+        let rows: Vec<_> = totals
+            .into_iter()
+            .map(|(kernel, (ms, dispatches))| serde_json::json!({ "kernel": kernel, "ms": ms, "dispatches": dispatches }))
+            .collect();
+        Ok(to_js(&serde_json::Value::Array(rows)))
     }
 
     /// Generates from `prompt` (text, tokenized here with BOS; or an array of token ids),
