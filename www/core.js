@@ -85,25 +85,40 @@ export async function loadModel(source, { cache = true, signal, ctx = 0, onProgr
   const started = performance.now();
   const files = await resolve(source, { cache, signal, progress });
   const downloaded = performance.now();
+  // Downloads may overlap; uploads take turns (each runs inside its own GPU error scopes).
+  const turn = uploads.then(() => upload(gpuEngine, files, { ctx, signal, onProgress }));
+  uploads = turn.catch(() => {});
+  const model = await turn;
+  const ready = performance.now();
+  return { model, timing: { downloadMs: downloaded - started, uploadMs: ready - downloaded, loadMs: ready - started } };
+}
+
+let uploads = Promise.resolve();
+
+async function upload(gpuEngine, files, { ctx, signal, onProgress }) {
   const loader = await openLoader(gpuEngine, files, ctx);
   const parts = loader.parts();
   const blobs = loader.blobs;
   const total = parts.flat().reduce((n, [, a, b]) => n + (b - a), 0);
   let done = 0;
-  for (let i = 0; i < parts.length; i++) {
-    signal?.throwIfAborted();
-    const buffers = [];
-    for (const [file, start, end] of parts[i]) {
-      buffers.push(new Uint8Array(await blobs[file].slice(start, end).arrayBuffer()));
-      done += end - start;
+  try {
+    for (let i = 0; i < parts.length; i++) {
+      signal?.throwIfAborted();
+      const buffers = [];
+      for (const [file, start, end] of parts[i]) {
+        buffers.push(new Uint8Array(await blobs[file].slice(start, end).arrayBuffer()));
+        done += end - start;
+      }
+      loader.addPart(i, buffers);
+      onProgress({ phase: "upload", loaded: done, total });
     }
-    loader.addPart(i, buffers);
-    onProgress({ phase: "upload", loaded: done, total });
+  } catch (e) {
+    loader.free(); // now, not at garbage collection: its GPU error scopes close before the next load's
+    throw e;
   }
   const model = loader.finish();
   await model.ready();
-  const ready = performance.now();
-  return { model, timing: { downloadMs: downloaded - started, uploadMs: ready - downloaded, loadMs: ready - started } };
+  return model;
 }
 
 /** Reads the headers (GGUF, or every safetensors file of a folder) and opens the loader. */

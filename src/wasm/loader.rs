@@ -1,7 +1,7 @@
 //! Loading a model part by part from JS ([`StreamedModel`] behind wasm-bindgen): JS reads the
 //! headers from file prefixes, asks for each part's byte spans, and hands them over in turn.
 
-use super::model::{context, Model, CHUNK_TOKENS};
+use super::model::{context, LoadCheck, Model, CHUNK_TOKENS};
 use super::{js_error, Engine};
 use crate::config::ModelConfig;
 use crate::gpu::streamed::StreamedModel;
@@ -11,6 +11,37 @@ use wasm_bindgen::prelude::*;
 #[wasm_bindgen]
 pub struct ModelLoader {
     inner: StreamedModel,
+    /// Out-of-memory and validation errors while the model is built (a buffer larger than the
+    /// device allows, memory running out), reported by `Model.ready`.
+    scopes: LoadScopes,
+}
+
+/// The error scopes a load runs in, opened before anything is created on the device. Scopes
+/// must close in the reverse order they opened, also when a load fails half-way (wgpu panics
+/// otherwise), and two loads must not interleave (flint.js uploads one model at a time).
+struct LoadScopes(Vec<wgpu::ErrorScopeGuard>);
+
+impl LoadScopes {
+    fn open(engine: &Engine) -> Self {
+        let device = &engine.gpu.device;
+        LoadScopes(vec![
+            device.push_error_scope(wgpu::ErrorFilter::OutOfMemory),
+            device.push_error_scope(wgpu::ErrorFilter::Validation),
+        ])
+    }
+
+    /// Closes the scopes; their results, to await.
+    fn close(mut self) -> Vec<LoadCheck> {
+        std::iter::from_fn(|| self.0.pop()).map(|s| Box::pin(s.pop()) as LoadCheck).collect()
+    }
+}
+
+impl Drop for LoadScopes {
+    fn drop(&mut self) {
+        while let Some(scope) = self.0.pop() {
+            drop(scope);
+        }
+    }
 }
 
 /// The prefill chunk and KV cache length for a config and the context asked for.
@@ -26,8 +57,9 @@ impl ModelLoader {
     /// A GGUF file of `file_len` bytes, from a prefix holding its header. Fails (saying
     /// "truncated") when `prefix` ends inside the header: read a longer prefix and retry.
     pub fn gguf(engine: &Engine, prefix: &[u8], file_len: f64, ctx: u32) -> Result<ModelLoader, JsError> {
+        let scopes = LoadScopes::open(engine);
         let inner = StreamedModel::gguf(engine.gpu.clone(), prefix, file_len as u64, sizes(ctx)).map_err(js_error)?;
-        Ok(ModelLoader { inner })
+        Ok(ModelLoader { inner, scopes })
     }
 
     /// A Hugging Face folder: config.json's text, the tokenizer files if any, and per
@@ -54,9 +86,10 @@ impl ModelLoader {
             .zip(lengths.iter().map(|&l| l as u64))
             .map(|((n, p), l)| (n, p, l))
             .collect();
+        let scopes = LoadScopes::open(engine);
         let inner = StreamedModel::safetensors(engine.gpu.clone(), config_json, tokenizer, headers, sizes(ctx))
             .map_err(js_error)?;
-        Ok(ModelLoader { inner })
+        Ok(ModelLoader { inner, scopes })
     }
 
     /// Per part, its byte spans `[[file, start, end], ...]`, to be read and given to `addPart`
@@ -78,10 +111,13 @@ impl ModelLoader {
         self.inner.add(i, buffers.iter().map(|b| b.to_vec()).collect()).map_err(js_error)
     }
 
-    /// The model, once every part has been added.
+    /// The model, once every part has been added; await its `ready()` before use.
     pub fn finish(self) -> Result<Model, JsError> {
         let (model, files) = self.inner.finish().map_err(js_error)?;
         let stop = files.stop_token_ids();
-        Model::from_parts(model, files.tokenizer, stop, files.format).map_err(js_error)
+        let model = Model::from_parts(model, files.tokenizer, stop, files.format).map_err(js_error)?;
+        // Everything is created: close the scopes.
+        model.await_before_use(self.scopes.close());
+        Ok(model)
     }
 }

@@ -34,6 +34,11 @@ impl Engine {
     pub async fn open() -> Result<Engine, JsError> {
         install_panic_hook();
         let gpu = Gpu::new(Backend::Auto).await.map_err(js_error)?;
+        // Errors no scope catches are logged, never a panic that would abort the module: the
+        // scopes around loading (`Model.ready`) turn the ones that matter into load errors.
+        gpu.device.on_uncaptured_error(Arc::new(|e| {
+            web_sys::console::error_1(&format!("flint: WebGPU error: {e}").into());
+        }));
         // The engine's API shares the device through Arc; the browser build has one thread.
         #[allow(clippy::arc_with_non_send_sync)]
         Ok(Engine { gpu: Arc::new(gpu) })

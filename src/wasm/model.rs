@@ -23,10 +23,15 @@ pub(crate) struct Inner {
     pub format: String,
 }
 
+/// The result of an error scope the load ran in.
+pub(crate) type LoadCheck = std::pin::Pin<Box<dyn std::future::Future<Output = Option<wgpu::Error>>>>;
+
 /// A loaded model. One request runs at a time; the JS layer queues the others.
 #[wasm_bindgen]
 pub struct Model {
     inner: Rc<RefCell<Inner>>,
+    /// Errors the device raised while the model was built, awaited by `ready`.
+    checks: RefCell<Vec<LoadCheck>>,
 }
 
 /// Generation options as JS passes them (camelCase), all optional.
@@ -70,7 +75,12 @@ impl Model {
         let config = gpu_model.config.clone();
         let generator = GpuGenerator::new(gpu_model)?;
         let inner = Inner { generator, tokenizer, stop_token_ids, config, format };
-        Ok(Model { inner: Rc::new(RefCell::new(inner)) })
+        Ok(Model { inner: Rc::new(RefCell::new(inner)), checks: RefCell::new(vec![]) })
+    }
+
+    /// Error-scope results that `ready` must see before the model is used.
+    pub(crate) fn await_before_use(&self, checks: Vec<LoadCheck>) {
+        self.checks.borrow_mut().extend(checks);
     }
 
     fn tokenizer(&self) -> Result<std::cell::Ref<'_, Tokenizer>> {
@@ -98,9 +108,16 @@ pub(crate) fn context(config: &ModelConfig, asked: u32) -> u32 {
 
 #[wasm_bindgen]
 impl Model {
-    /// Resolves once every kernel of the model has compiled; rejects naming the first that did
-    /// not (the browser reports compilation asynchronously).
+    /// Resolves once the model is on the device and every kernel has compiled; rejects with
+    /// what went wrong otherwise (the browser reports both asynchronously): a kernel the
+    /// browser rejects, a buffer beyond the device's limits, memory running out.
     pub async fn ready(&self) -> Result<(), JsError> {
+        let checks = std::mem::take(&mut *self.checks.borrow_mut());
+        for check in checks {
+            if let Some(e) = check.await {
+                return Err(JsError::new(&format!("the GPU could not hold the model: {e}")));
+            }
+        }
         let gpu = self.inner.borrow().generator.model.gpu.clone();
         gpu.compile_errors().await.map_err(js_error)
     }

@@ -37,7 +37,9 @@ const report = {};
 
 mkdirSync(artifacts, { recursive: true });
 const server = spawn(process.execPath, [join(repo, "www/serve.mjs"), "--port", String(PORT),
-  "--model", `fixtures=${fixtures}`, "--model", `smollm=${modelDir}`, "--model", `test=${join(repo, "tests/browser")}`],
+  "--model", `fixtures=${fixtures}`, "--model", `smollm=${modelDir}`, "--model", `test=${join(repo, "tests/browser")}`,
+  // Not a GGUF at all, served under a .gguf name.
+  "--model", `not-a-model.gguf=${join(fixtures, "llama/config.json")}`],
   { stdio: ["ignore", "pipe", "inherit"] });
 await new Promise((res) => server.stdout.once("data", res));
 
@@ -214,6 +216,45 @@ const tests = {
     console.log(`  cached load: ${loadMs.toFixed(0)} ms, ${model.length} model requests`);
     assert.equal(model.length, 0, "a cached load makes no request for the model");
     report.cached_load_ms = loadMs;
+    await page.close();
+  },
+
+  async errors() {
+    // A browser without WebGPU: the message says so, before anything is fetched.
+    const bare = await newPage();
+    const noWebGpu = await bare.evaluate(async () => {
+      Object.defineProperty(navigator, "gpu", { value: undefined, configurable: true });
+      const { Flint } = await import("/flint.js");
+      return Flint.load("/models/smollm/any.gguf").then(() => "loaded", (e) => e.message);
+    });
+    await bare.close();
+    const page = await newPage();
+    const messages = await page.evaluate(async () => {
+      const { Flint } = await import("/flint.js");
+      const attempt = async (source, options) => {
+        try {
+          await Flint.load(source, { cache: false, ...options });
+          return "loaded";
+        } catch (e) {
+          return e.message;
+        }
+      };
+      const out = {
+        missing: await attempt("/models/smollm/no-such-file.gguf"),
+        notGguf: await attempt("/models/not-a-model.gguf"),
+        notGgufWorker: await attempt("/models/not-a-model.gguf", { worker: true }),
+        noFolder: await attempt("/models/fixtures/no-such-folder/"),
+        badSource: await attempt(42),
+      };
+      return out;
+    });
+    console.log(`  ${JSON.stringify({ noWebGpu, ...messages })}`);
+    assert.match(noWebGpu, /WebGPU is not available in this browser/);
+    assert.match(messages.missing, /no-such-file\.gguf: HTTP 404/);
+    assert.match(messages.notGguf, /not a GGUF file/);
+    assert.match(messages.notGgufWorker, /not a GGUF file/, "worker errors reach the page with their message");
+    assert.match(messages.noFolder, /config\.json: HTTP 404/);
+    assert.match(messages.badSource, /source must be a URL/);
     await page.close();
   },
 
