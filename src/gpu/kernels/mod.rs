@@ -4,6 +4,7 @@
 pub mod add_scaled;
 pub mod attention;
 pub mod embed;
+pub mod generate_int4;
 pub mod matmul;
 pub mod moe_combine;
 pub mod moe_group;
