@@ -11,6 +11,8 @@ pub mod generated;
 pub mod generator;
 pub mod kernels;
 pub mod matrix;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod measure;
 pub mod model;
 pub mod plan;
 pub mod step;

@@ -107,9 +107,7 @@ impl MemoryPlan {
         };
         let h = c.hidden_size;
         let head = matrix(c.vocab_size, h, 1)? * if c.tie_word_embeddings { 1 } else { 2 };
-        let vector = |n: usize| buffer(4 * n as u64);
         let mut weights = head;
-        let mut vectors = vector(h);
         for kind in &c.layer_ffn {
             weights += matrix(c.q_dim(), h, 1)? + 2 * matrix(c.kv_dim(), h, 1)? + matrix(h, c.q_dim(), 1)?;
             let mlp = |n: usize, width: usize| -> Result<u64> {
@@ -125,17 +123,22 @@ impl MemoryPlan {
                 }
                 _ => mlp(1, c.intermediate_size)?,
             };
-            vectors += 2 * vector(h);
-            if c.qkv_bias {
-                vectors += vector(c.q_dim()) + 2 * vector(c.kv_dim());
-            }
-            vectors += match c.qk_norm {
+        }
+        Ok(Self::with_weights(c, weights, Self::vectors(c), max_tokens, max_ctx))
+    }
+
+    /// Bytes of the norm weights and q/k/v biases (f32 buffers). An o bias, which only some
+    /// checkpoints have, is not counted.
+    pub fn vectors(c: &ModelConfig) -> u64 {
+        let vector = |n: usize| buffer(4 * n as u64);
+        let per_layer = 2 * vector(c.hidden_size)
+            + if c.qkv_bias { vector(c.q_dim()) + 2 * vector(c.kv_dim()) } else { 0 }
+            + match c.qk_norm {
                 QkNorm::None => 0,
                 QkNorm::PerHead => 2 * vector(c.head_dim),
                 QkNorm::Whole => vector(c.q_dim()) + vector(c.kv_dim()),
             };
-        }
-        Ok(Self::with_weights(c, weights, vectors, max_tokens, max_ctx))
+        vector(c.hidden_size) + c.num_layers as u64 * per_layer
     }
 
     /// The plan of `config` with `weights` bytes of matrices and `vectors` of norms and biases

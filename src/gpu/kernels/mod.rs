@@ -9,6 +9,7 @@ pub mod matmul;
 pub mod moe_combine;
 pub mod moe_group;
 pub mod moe_route;
+pub mod read_bandwidth;
 pub mod rms_norm;
 pub mod rope;
 pub mod sample;
