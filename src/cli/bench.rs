@@ -157,8 +157,11 @@ fn load(gpu: &Arc<Gpu>, args: &BenchArgs) -> Result<Loaded> {
     Ok(Loaded { load_s: t.elapsed().as_secs_f64(), ..loaded })
 }
 
-/// Per-kernel GPU time of one decode step: (kernel, ms, weight bytes), slowest first.
-fn kernel_times(model: &GpuModel, position: u32) -> Result<Option<Vec<(&'static str, f64, u64)>>> {
+/// GPU time of one kernel over a decode step: (kernel, ms, weight bytes read).
+type KernelTime = (&'static str, f64, u64);
+
+/// Per-kernel GPU time of one decode step, slowest first.
+fn kernel_times(model: &GpuModel, position: u32) -> Result<Option<Vec<KernelTime>>> {
     let gpu = &model.gpu;
     model.step.set(gpu, 1, position);
     let ops: Vec<&Op> = model.decode_ops.iter().collect();
@@ -171,7 +174,7 @@ fn kernel_times(model: &GpuModel, position: u32) -> Result<Option<Vec<(&'static 
             Some(b) => b.iter().zip(&t).map(|(a, b)| a.min(*b)).collect(),
         });
     }
-    let mut by_kernel: Vec<(&'static str, f64, u64)> = Vec::new();
+    let mut by_kernel: Vec<KernelTime> = Vec::new();
     for (op, ns) in ops.iter().zip(best.unwrap_or_default()) {
         match by_kernel.iter_mut().find(|k| k.0 == op.label) {
             Some(k) => {
