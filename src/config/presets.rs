@@ -25,6 +25,11 @@
 //! - `muse-spark-2.8b`: hidden 1280, 20 heads, 64 experts of 640, shared 2560: 1.59 GB, 0.46B
 //!   active.
 //!
+//! A second 4x-experts pair, small (hidden 512, 8 layers, GQA 8/2 of 64, experts of width 256
+//! top-4, shared 1024): `muse-spark-pair-64e` (0.14 GB) and `muse-spark-pair-256e` (0.48 GB), both
+//! 0.06B active. It exists because on lavapipe the router kernel runs anomalously slowly with
+//! 16 experts (see `gpu::kernels::moe_route`), which hides the 0.6b/1.8b comparison there.
+//!
 //! Norm weights are 1, biases 0; every matrix (embeddings, output, routers and shared-expert
 //! gates included) is generated INT4 with groups of [`PRESET_GROUP`].
 
@@ -112,6 +117,10 @@ fn sibling(experts: usize) -> Shape {
     }
 }
 
+fn pair(experts: usize) -> Shape {
+    Shape { hidden: 512, layers: 8, heads: 8, kv_heads: 2, expert_width: 256, shared_width: 1024, ..sibling(experts) }
+}
+
 /// Every preset, largest first.
 pub fn all() -> Vec<Preset> {
     let preset = |name, description, shape| Preset { name, description, config: qwen2_moe(shape), group: PRESET_GROUP };
@@ -144,6 +153,8 @@ pub fn all() -> Vec<Preset> {
             "sibling of ~0.35 GB: muse-spark-1.8b with 16 experts (the same active parameters)",
             sibling(16),
         ),
+        preset("muse-spark-pair-256e", "small pair, 256 experts of 256 top-4 + shared (0.48 GB)", pair(256)),
+        preset("muse-spark-pair-64e", "small pair, 64 experts of 256 top-4 + shared (0.14 GB)", pair(64)),
     ]
 }
 
@@ -172,6 +183,8 @@ mod tests {
         let (few, many) = (counts("muse-spark-0.6b"), counts("muse-spark-1.8b"));
         assert_eq!(many.1 - few.1, 16 * 48 * 1024);
         assert!(many.0 > 2 * few.0);
+        let (few, many) = (counts("muse-spark-pair-64e"), counts("muse-spark-pair-256e"));
+        assert_eq!(many.1 - few.1, 8 * 192 * 512);
         for p in all() {
             p.config.validate().unwrap();
         }
