@@ -26,8 +26,8 @@
 //!   active.
 //!
 //! A second 4x-experts pair, small (hidden 512, 8 layers, GQA 8/2 of 64, experts of width 256
-//! top-4, shared 1024): `muse-spark-pair-64e` (0.14 GB) and `muse-spark-pair-256e` (0.48 GB), both
-//! 0.06B active. It exists because on lavapipe the router kernel runs anomalously slowly with
+//! top-4, shared 1024): `muse-spark-pair-64e` (0.14 GB, 0.064B active) and `muse-spark-pair-256e`
+//! (0.48 GB, 0.065B active: the routers grow). It exists because on lavapipe the router kernel is slow with
 //! 16 experts (see `gpu::kernels::moe_route`), which hides the 0.6b/1.8b comparison there.
 //!
 //! Norm weights are 1, biases 0; every matrix (embeddings, output, routers and shared-expert
