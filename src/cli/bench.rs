@@ -115,12 +115,22 @@ struct Loaded {
     load_s: f64,
 }
 
+fn check_ctx(c: &crate::ModelConfig, ctx: u32) -> Result<()> {
+    match ctx as usize <= c.max_position_embeddings {
+        true => Ok(()),
+        false => {
+            Err(Error::Request(format!("--ctx {ctx} exceeds the model's context of {}", c.max_position_embeddings)))
+        }
+    }
+}
+
 fn load(gpu: &Arc<Gpu>, args: &BenchArgs) -> Result<Loaded> {
     let ctx = args.ctx as u32;
     let t = Instant::now();
     let loaded = match (&args.preset, &args.model) {
         (Some(name), None) => {
             let Preset { name, config, group, .. } = presets::find(name)?;
+            check_ctx(&config, ctx)?;
             let plan = MemoryPlan::int4(&config, group, CHUNK_TOKENS, ctx, gpu.max_binding_bytes())?;
             let model = GpuModel::from_feed(
                 gpu.clone(),
@@ -146,6 +156,7 @@ fn load(gpu: &Arc<Gpu>, args: &BenchArgs) -> Result<Loaded> {
         (None, Some(path)) => {
             let files = ModelFiles::open(path)?;
             let c = &files.config;
+            check_ctx(c, ctx)?;
             let mut feed = HostFeed::from_source(c, files.tensors.as_ref(), &files.names);
             let model = GpuModel::from_feed(gpu.clone(), c, &mut feed, CHUNK_TOKENS.min(ctx), ctx)?;
             let plan = MemoryPlan::with_weights(c, model.weight_bytes, MemoryPlan::vectors(c), model.max_tokens, ctx);
