@@ -13,7 +13,7 @@
 //   2 router_logits   storage read   f32 [T, num_experts]
 //   3 expert_ids      storage rw     u32 [T, top_k]   (row t at t * top_k)
 //   4 expert_weights  storage rw     f32 [T, top_k]
-// Overrides: WG (threads per workgroup, a power of two >= 64), E (= num_experts: sizes workgroup memory).
+// Overrides: WG (threads per workgroup, a power of two >= 64), E (>= num_experts: sizes workgroup memory).
 // Dispatch: (max_tokens, 1, 1) workgroups of WG threads, one workgroup per token; workgroups
 // past n_tokens return at once. Threads take experts e = lid, lid + WG, ...; max and sum are
 // tree reductions in workgroup memory; then each expert counts the experts before it in the

@@ -1,4 +1,6 @@
-//! `flint` subcommands: info, logits, run.
+//! `flint` subcommands: info, logits, run, bench.
+
+mod bench;
 
 use crate::engine::{generate, CpuGenerator, GenerateOptions, Generator};
 use crate::gpu::generator::GpuGenerator;
@@ -63,11 +65,17 @@ enum Command {
     )]
     Info {
         /// A Hugging Face model folder or a .gguf file.
-        #[arg(long, required_unless_present = "device")]
+        #[arg(long, required_unless_present_any = ["device", "preset"])]
         model: Option<PathBuf>,
         /// Describe the GPU instead: adapter, limits, features.
         #[arg(long)]
         device: bool,
+        /// Describe a preset (generated weights) and its exact GPU memory plan instead.
+        #[arg(long, conflicts_with_all = ["model", "device"])]
+        preset: Option<String>,
+        /// KV cache positions of the preset's memory plan.
+        #[arg(long, default_value_t = 4096)]
+        ctx: usize,
         #[arg(long, value_enum, default_value = "auto")]
         backend: BackendArg,
         /// Print JSON instead of text.
@@ -123,6 +131,30 @@ enum Command {
         #[arg(long, default_value_t = 2048)]
         ctx: usize,
     },
+    /// Measure load time, prefill and decode speed, and memory against bounds measured in the same run.
+    #[command(
+        after_help = "Examples:\n  flint bench --preset muse-spark-1.8b --json\n  flint bench --model ~/.cache/flint/models/SmolLM2-135M-Instruct.Q4_1.gguf"
+    )]
+    Bench {
+        /// A Hugging Face model folder or a .gguf file.
+        #[arg(long, required_unless_present = "preset", conflicts_with = "preset")]
+        model: Option<PathBuf>,
+        /// A preset with weights generated on the device (see `flint info --preset`).
+        #[arg(long)]
+        preset: Option<String>,
+        #[arg(long, default_value_t = 128)]
+        prompt_tokens: usize,
+        #[arg(long, default_value_t = 32)]
+        gen_tokens: usize,
+        /// Positions the KV cache holds.
+        #[arg(long, default_value_t = 4096)]
+        ctx: usize,
+        #[arg(long, value_enum, default_value = "auto")]
+        backend: BackendArg,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 pub fn main() -> ExitCode {
@@ -150,6 +182,11 @@ fn default_model() -> Result<PathBuf> {
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Info { device: true, backend, json, .. } => device_info(backend.into(), json),
+        Command::Info { preset: Some(name), ctx, json, .. } => bench::preset_info(&name, ctx, json),
+        Command::Bench { model, preset, prompt_tokens, gen_tokens, ctx, backend, json } => {
+            let backend = backend.into();
+            bench::bench(&bench::BenchArgs { model, preset, prompt_tokens, gen_tokens, ctx, json, backend })
+        }
         Command::Info { model, json, .. } => {
             info(&ModelFiles::open(&model.expect("clap requires --model without --device"))?, json)
         }

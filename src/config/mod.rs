@@ -5,6 +5,7 @@
 //! and `crate::weights::gguf` (GGUF metadata).
 
 pub mod hf;
+pub mod presets;
 
 use serde::Serialize;
 

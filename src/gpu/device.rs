@@ -3,6 +3,7 @@
 
 use crate::{Error, Result};
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use wgpu::util::DeviceExt;
 
@@ -48,6 +49,11 @@ pub struct Gpu {
     /// [`Gpu::compile_errors`] is awaited.
     #[cfg(target_arch = "wasm32")]
     pending_compiles: Mutex<Vec<(String, CompileResult)>>,
+    /// Accounting: bytes of the buffers created here (less those this type frees itself), their
+    /// peak, and the times the host waited for the device.
+    allocated: AtomicU64,
+    peak: AtomicU64,
+    waits: AtomicU64,
 }
 
 #[cfg(target_arch = "wasm32")]
@@ -100,6 +106,9 @@ impl Gpu {
             kernels: Mutex::new(HashMap::new()),
             #[cfg(target_arch = "wasm32")]
             pending_compiles: Mutex::new(Vec::new()),
+            allocated: AtomicU64::new(0),
+            peak: AtomicU64::new(0),
+            waits: AtomicU64::new(0),
         })
     }
 
@@ -107,6 +116,39 @@ impl Gpu {
     #[cfg(not(target_arch = "wasm32"))]
     pub fn new_blocking(backend: Backend) -> Result<Gpu> {
         pollster::block_on(Self::new(backend))
+    }
+
+    /// Bytes of the buffers created through this `Gpu` so far (every flint buffer is: weights,
+    /// caches, activations, parameters), less the temporary ones it freed itself. A model's
+    /// buffers live as long as the model, so with one model this is what the device holds for it.
+    pub fn allocated_bytes(&self) -> u64 {
+        self.allocated.load(Ordering::Relaxed)
+    }
+
+    /// The most [`Gpu::allocated_bytes`] has been.
+    pub fn peak_bytes(&self) -> u64 {
+        self.peak.load(Ordering::Relaxed)
+    }
+
+    /// How many times the host has waited for the device (readbacks).
+    pub fn host_waits(&self) -> u64 {
+        self.waits.load(Ordering::Relaxed)
+    }
+
+    fn track(&self, bytes: u64) {
+        let now = self.allocated.fetch_add(bytes, Ordering::Relaxed) + bytes;
+        self.peak.fetch_max(now, Ordering::Relaxed);
+    }
+
+    /// A buffer the host maps to read what a copy put there.
+    pub fn readback_buffer(&self, label: &str, bytes: u64) -> wgpu::Buffer {
+        self.track(bytes);
+        self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some(label),
+            size: bytes,
+            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        })
     }
 
     /// The largest buffer one binding may cover (128 MiB on lavapipe and many phones).
@@ -170,7 +212,7 @@ impl Gpu {
             layout: &kernel.layout,
             entries: &entries,
         });
-        super::Op { label, pipeline: kernel.pipeline.clone(), bind_group, workgroups }
+        super::Op { label, pipeline: kernel.pipeline.clone(), bind_group, workgroups, weight_bytes: 0 }
     }
 
     /// A storage buffer holding `data` (also a copy source and destination).
@@ -178,6 +220,7 @@ impl Gpu {
         let bytes: &[u8] = bytemuck::cast_slice(data);
         // wgpu rejects zero-sized bindings; keep at least one word.
         let contents: &[u8] = if bytes.is_empty() { &[0; 4] } else { bytes };
+        self.track(contents.len().next_multiple_of(4) as u64);
         self.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
             label: Some(label),
             contents,
@@ -187,9 +230,11 @@ impl Gpu {
 
     /// A zero-filled storage buffer of `bytes` bytes (at least 4).
     pub fn storage_zeroed(&self, label: &str, bytes: u64) -> wgpu::Buffer {
+        let size = bytes.max(4).next_multiple_of(4);
+        self.track(size);
         self.device.create_buffer(&wgpu::BufferDescriptor {
             label: Some(label),
-            size: bytes.max(4).next_multiple_of(4),
+            size,
             usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST,
             mapped_at_creation: false,
         })
@@ -197,6 +242,7 @@ impl Gpu {
 
     /// A uniform buffer holding `data` (kernel parameters fixed when an op is built).
     pub fn uniform<T: bytemuck::Pod>(&self, label: &str, data: &T) -> wgpu::Buffer {
+        self.track(std::mem::size_of::<T>().next_multiple_of(4) as u64);
         self.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
             label: Some(label),
             contents: bytemuck::bytes_of(data),
@@ -214,17 +260,15 @@ impl Gpu {
     /// so this must be awaited there, never blocked on.
     pub async fn read_async<T: bytemuck::Pod>(&self, buffer: &wgpu::Buffer) -> Result<Vec<T>> {
         let size = buffer.size();
-        let staging = self.device.create_buffer(&wgpu::BufferDescriptor {
-            label: Some("readback"),
-            size,
-            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
-            mapped_at_creation: false,
-        });
+        let staging = self.readback_buffer("readback", size);
         let mut encoder =
             self.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("readback") });
         encoder.copy_buffer_to_buffer(buffer, 0, &staging, 0, size);
         let index = self.queue.submit([encoder.finish()]);
-        self.map_and_read_async(&staging, index).await
+        let data = self.map_and_read_async(&staging, index).await;
+        drop(staging);
+        self.allocated.fetch_sub(size, Ordering::Relaxed);
+        data
     }
 
     /// Maps a MAP_READ buffer once submission `index` (which fills it) is done, waiting for
@@ -246,6 +290,7 @@ impl Gpu {
         staging: &wgpu::Buffer,
         index: wgpu::SubmissionIndex,
     ) -> Result<Vec<T>> {
+        self.waits.fetch_add(1, Ordering::Relaxed);
         let slice = staging.slice(..);
         let (tx, rx) = futures_channel::oneshot::channel();
         slice.map_async(wgpu::MapMode::Read, move |r| {

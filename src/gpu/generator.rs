@@ -47,16 +47,7 @@ impl GpuGenerator {
             model.config.vocab_size as u32,
             true,
         )?;
-        let staging = (0..SLOTS)
-            .map(|_| {
-                gpu.device.create_buffer(&wgpu::BufferDescriptor {
-                    label: Some("token readback"),
-                    size: 4,
-                    usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
-                    mapped_at_creation: false,
-                })
-            })
-            .collect();
+        let staging = (0..SLOTS).map(|_| gpu.readback_buffer("token readback", 4)).collect();
         Ok(GpuGenerator {
             model,
             sampler,

@@ -7,10 +7,14 @@
 
 pub mod device;
 pub mod feed;
+pub mod generated;
 pub mod generator;
 pub mod kernels;
 pub mod matrix;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod measure;
 pub mod model;
+pub mod plan;
 pub mod step;
 pub mod streamed;
 
@@ -24,6 +28,9 @@ pub struct Op {
     pub pipeline: Arc<wgpu::ComputePipeline>,
     pub bind_group: wgpu::BindGroup,
     pub workgroups: [u32; 3],
+    /// Weight bytes the dispatch reads (matmuls; for routed experts, the expected share of the
+    /// `k` experts a token selects that this op's chunk holds); 0 for other kernels.
+    pub weight_bytes: u64,
 }
 
 impl Op {

@@ -19,6 +19,7 @@
 use super::feed::{GpuFfn, GpuHead, GpuLayerWeights, GpuLinear, GpuMlp, GpuMoe, HostFeed, WeightFeed};
 use super::kernels::{add_scaled, attention, embed, matmul, moe_combine, moe_route, rms_norm, rope, swiglu};
 use super::matrix::GpuMatrix;
+use super::plan::Scratch;
 use super::step::Step;
 use super::{Gpu, Op};
 use crate::config::{FfnKind, ModelConfig, QkNorm};
@@ -111,6 +112,11 @@ impl GpuModel {
         }
         let head = feed.head(&builder.gpu)?;
         builder.finish(head)
+    }
+
+    /// Weight bytes the kernels of one decode step read (routed experts: the `k` a token selects).
+    pub fn decode_weight_bytes(&self) -> u64 {
+        self.decode_ops.iter().map(|op| op.weight_bytes).sum()
     }
 
     /// The ops for a chunk of `n` tokens.
@@ -352,45 +358,32 @@ impl Resident {
         head: GpuHead,
         max_tokens: u32,
     ) -> Resident {
-        let (h, q_dim, kv_dim) = (c.hidden_size, c.q_dim(), c.kv_dim());
         let final_norm: Vec<f32> = head.final_norm.iter().map(|v| v * c.logits_multiplier).collect();
         let lm_head = head.lm_head;
-        let t = u64::from(max_tokens);
-        let f32s = |n: usize| t * n as u64 * 4;
-        let moe = c.moe.as_ref();
-        let k = moe.map_or(1, |m| m.top_k);
-        // The widest FFN activation: a dense layer's, the routed experts' (k per token), the shared expert's.
-        let ffn_width = [
-            c.intermediate_size,
-            moe.map_or(0, |m| m.top_k * m.expert_intermediate_size),
-            moe.and_then(|m| m.shared_expert_intermediate_size).unwrap_or(0),
-        ]
-        .into_iter()
-        .max()
-        .unwrap_or(0);
+        let s = Scratch::new(c, max_tokens);
         Resident {
             embed,
             layers,
             final_norm: g.storage("final norm", &final_norm),
             lm_head,
-            x: g.storage_zeroed("x", f32s(h)),
-            normed: g.storage_zeroed("normed", f32s(h)),
-            q: g.storage_zeroed("q", f32s(q_dim)),
-            k: g.storage_zeroed("k", f32s(kv_dim)),
-            v: g.storage_zeroed("v", f32s(kv_dim)),
-            q_normed: g.storage_zeroed("q normed", f32s(q_dim)),
-            k_normed: g.storage_zeroed("k normed", f32s(kv_dim)),
-            attn: g.storage_zeroed("attention", f32s(q_dim)),
-            proj: g.storage_zeroed("projection", f32s(h)),
-            gate: g.storage_zeroed("gate", f32s(ffn_width)),
-            up: g.storage_zeroed("up", f32s(ffn_width)),
-            act: g.storage_zeroed("activation", f32s(ffn_width)),
-            router_logits: g.storage_zeroed("router logits", f32s(moe.map_or(1, |m| m.num_experts))),
-            expert_ids: g.storage_zeroed("expert ids", f32s(k)),
-            expert_weights: g.storage_zeroed("expert weights", f32s(k)),
-            expert_out: g.storage_zeroed("expert out", f32s(k * h)),
-            shared_out: g.storage_zeroed("shared expert out", f32s(h)),
-            shared_gate_logit: g.storage_zeroed("shared expert gate", f32s(1)),
+            x: g.storage_zeroed("x", s.hidden),
+            normed: g.storage_zeroed("normed", s.hidden),
+            q: g.storage_zeroed("q", s.q),
+            k: g.storage_zeroed("k", s.kv),
+            v: g.storage_zeroed("v", s.kv),
+            q_normed: g.storage_zeroed("q normed", s.q),
+            k_normed: g.storage_zeroed("k normed", s.kv),
+            attn: g.storage_zeroed("attention", s.q),
+            proj: g.storage_zeroed("projection", s.hidden),
+            gate: g.storage_zeroed("gate", s.ffn),
+            up: g.storage_zeroed("up", s.ffn),
+            act: g.storage_zeroed("activation", s.ffn),
+            router_logits: g.storage_zeroed("router logits", s.router_logits),
+            expert_ids: g.storage_zeroed("expert ids", s.slots),
+            expert_weights: g.storage_zeroed("expert weights", s.slots),
+            expert_out: g.storage_zeroed("expert out", s.expert_out),
+            shared_out: g.storage_zeroed("shared expert out", s.hidden),
+            shared_gate_logit: g.storage_zeroed("shared expert gate", s.gate_logit),
         }
     }
 }

@@ -286,7 +286,16 @@ pub fn build(
         if m.format != Format::F32 {
             buffers.push(&chunk.scales);
         }
-        ops.push(gpu.op(label, &kernel, &buffers, [blocks_x, items, blocks_z]));
+        let mut op = gpu.op(label, &kernel, &buffers, [blocks_x, items, blocks_z]);
+        // A pass reads each row of the chunk once per token tile (values with their padding, and
+        // scales); routed experts: each of a token's k experts is read once, and under uniform
+        // routing this chunk holds the share `chunk.rows / m.rows` of them.
+        let chunk_bytes = (4 * chunk.rows * (4 * m.row_vec4s + m.scale_stride)) as u64;
+        op.weight_bytes = match experts {
+            None => chunk_bytes,
+            Some(e) => chunk_bytes * u64::from(e.k) * u64::from(e.rows_per_expert) / m.rows as u64,
+        };
+        ops.push(op);
     }
     Ok(ops)
 }

@@ -4,10 +4,12 @@
 pub mod add_scaled;
 pub mod attention;
 pub mod embed;
+pub mod generate_int4;
 pub mod matmul;
 pub mod moe_combine;
 pub mod moe_group;
 pub mod moe_route;
+pub mod read_bandwidth;
 pub mod rms_norm;
 pub mod rope;
 pub mod sample;

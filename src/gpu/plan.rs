@@ -1,0 +1,174 @@
+//! The GPU memory a model takes, computed before anything is allocated: weights exactly as
+//! [`GpuMatrix`](super::matrix::GpuMatrix) stores them (row padding and splits included, from the
+//! same [`MatrixLayout`]), the KV cache, the scratch activations ([`Scratch`], which the model
+//! allocates from), logits and the sampler. `flint info --preset` prints it; `flint bench` and
+//! the tests compare it with what [`Gpu`](super::Gpu) counted.
+//!
+//! Not planned: the few bytes of each op's parameter uniform (tens of KB for a whole model).
+
+use super::kernels::sample_argmax;
+use super::matrix::MatrixLayout;
+use crate::config::{FfnKind, ModelConfig, QkNorm};
+use crate::quant::packed::Format;
+use crate::Result;
+use serde::Serialize;
+
+/// Bytes of each scratch activation buffer for chunks of up to `max_tokens` tokens (the model's
+/// layers use them in turn).
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct Scratch {
+    /// x, normed, projection, shared expert out: `[T, H]` each.
+    pub hidden: u64,
+    /// q, q normed, attention: `[T, q_dim]` each.
+    pub q: u64,
+    /// k, v, k normed: `[T, kv_dim]` each.
+    pub kv: u64,
+    /// gate, up, activation: `[T, widest FFN]` each (a dense FFN, k routed experts, the shared one).
+    pub ffn: u64,
+    /// `[T, E]` (at least 1).
+    pub router_logits: u64,
+    /// expert ids, expert weights: `[T, k]` each.
+    pub slots: u64,
+    /// `[T, k, H]`.
+    pub expert_out: u64,
+    /// The shared expert's gate logit: `[T]`.
+    pub gate_logit: u64,
+}
+
+/// A buffer's bytes as [`Gpu`](super::Gpu) allocates them: at least 4, a multiple of 4.
+fn buffer(bytes: u64) -> u64 {
+    bytes.max(4).next_multiple_of(4)
+}
+
+impl Scratch {
+    pub fn new(c: &ModelConfig, max_tokens: u32) -> Scratch {
+        let f32s = |n: usize| buffer(u64::from(max_tokens) * n as u64 * 4);
+        let moe = c.moe.as_ref();
+        let k = moe.map_or(1, |m| m.top_k);
+        let ffn_width = [
+            c.intermediate_size,
+            moe.map_or(0, |m| m.top_k * m.expert_intermediate_size),
+            moe.and_then(|m| m.shared_expert_intermediate_size).unwrap_or(0),
+        ]
+        .into_iter()
+        .max()
+        .unwrap_or(0);
+        Scratch {
+            hidden: f32s(c.hidden_size),
+            q: f32s(c.q_dim()),
+            kv: f32s(c.kv_dim()),
+            ffn: f32s(ffn_width),
+            router_logits: f32s(moe.map_or(1, |m| m.num_experts)),
+            slots: f32s(k),
+            expert_out: f32s(k * c.hidden_size),
+            gate_logit: f32s(1),
+        }
+    }
+
+    pub fn total(&self) -> u64 {
+        4 * self.hidden
+            + 3 * self.q
+            + 3 * self.kv
+            + 3 * self.ffn
+            + self.router_logits
+            + 2 * self.slots
+            + self.expert_out
+            + self.gate_logit
+    }
+}
+
+/// Every byte of a model on the GPU, by purpose.
+#[derive(Debug, Clone, Serialize)]
+pub struct MemoryPlan {
+    /// Weight matrices as uploaded or generated.
+    pub weights: u64,
+    /// Norm weights and biases.
+    pub vectors: u64,
+    /// Keys and values of one position, all layers (f32).
+    pub kv_per_token: u64,
+    pub kv_cache: u64,
+    pub max_ctx: u32,
+    pub max_tokens: u32,
+    pub scratch: u64,
+    /// `[max_tokens, vocab]` f32.
+    pub logits: u64,
+    /// Token ids, the step uniform, the sampler's buffers and readbacks.
+    pub io: u64,
+}
+
+impl MemoryPlan {
+    /// The plan of `config` with every matrix INT4 in groups of `group` (a preset's generated
+    /// weights), a KV cache of `max_ctx` positions and prefill chunks of `max_tokens`, on a device
+    /// whose bindings hold `max_binding` bytes.
+    pub fn int4(c: &ModelConfig, group: usize, max_tokens: u32, max_ctx: u32, max_binding: u64) -> Result<Self> {
+        let format = Format::Int4 { group, wide_scales: false };
+        let matrix = |rows: usize, cols: usize, unit: usize| -> Result<u64> {
+            Ok(MatrixLayout::new(rows, cols, format, unit, max_binding)?.allocated_bytes())
+        };
+        let h = c.hidden_size;
+        let head = matrix(c.vocab_size, h, 1)? * if c.tie_word_embeddings { 1 } else { 2 };
+        let mut weights = head;
+        for kind in &c.layer_ffn {
+            weights += matrix(c.q_dim(), h, 1)? + 2 * matrix(c.kv_dim(), h, 1)? + matrix(h, c.q_dim(), 1)?;
+            let mlp = |n: usize, width: usize| -> Result<u64> {
+                Ok(2 * matrix(n * width, h, width)? + matrix(n * h, width, h)?)
+            };
+            weights += match (kind, &c.moe) {
+                (FfnKind::Moe, Some(m)) => {
+                    let shared = match m.shared_expert_intermediate_size {
+                        Some(s) => mlp(1, s)? + if m.shared_expert_gate { matrix(1, h, 1)? } else { 0 },
+                        None => 0,
+                    };
+                    matrix(m.num_experts, h, 1)? + mlp(m.num_experts, m.expert_intermediate_size)? + shared
+                }
+                _ => mlp(1, c.intermediate_size)?,
+            };
+        }
+        Ok(Self::with_weights(c, weights, Self::vectors(c), max_tokens, max_ctx))
+    }
+
+    /// Bytes of the norm weights and q/k/v biases (f32 buffers). An o bias, which only some
+    /// checkpoints have, is not counted.
+    pub fn vectors(c: &ModelConfig) -> u64 {
+        let vector = |n: usize| buffer(4 * n as u64);
+        let per_layer = 2 * vector(c.hidden_size)
+            + if c.qkv_bias { vector(c.q_dim()) + 2 * vector(c.kv_dim()) } else { 0 }
+            + match c.qk_norm {
+                QkNorm::None => 0,
+                QkNorm::PerHead => 2 * vector(c.head_dim),
+                QkNorm::Whole => vector(c.q_dim()) + vector(c.kv_dim()),
+            };
+        vector(c.hidden_size) + c.num_layers as u64 * per_layer
+    }
+
+    /// The plan of `config` with `weights` bytes of matrices and `vectors` of norms and biases
+    /// known (a checkpoint's, whatever their formats).
+    pub fn with_weights(c: &ModelConfig, weights: u64, vectors: u64, max_tokens: u32, max_ctx: u32) -> Self {
+        let kv_per_token = 2 * c.num_layers as u64 * c.kv_dim() as u64 * 4;
+        let t = u64::from(max_tokens);
+        // Token ids, the step uniform (16 B); the sampler: request uniform, state, ring and one
+        // readback of 4 B per slot (3), argmax partials (8 B per block), exp2 tables (512 u32).
+        let sampler = std::mem::size_of::<super::kernels::sample::Request>() as u64
+            + 4
+            + 3 * 4
+            + 3 * 4
+            + buffer(u64::from(sample_argmax::blocks(c.vocab_size as u32)) * 8)
+            + 512 * 4;
+        MemoryPlan {
+            weights,
+            vectors,
+            kv_per_token,
+            // One buffer per layer for keys and one for values.
+            kv_cache: 2 * c.num_layers as u64 * buffer(u64::from(max_ctx) * c.kv_dim() as u64 * 4),
+            max_ctx,
+            max_tokens,
+            scratch: Scratch::new(c, max_tokens).total(),
+            logits: buffer(t * c.vocab_size as u64 * 4),
+            io: buffer(4 * t) + 16 + sampler,
+        }
+    }
+
+    pub fn total(&self) -> u64 {
+        self.weights + self.vectors + self.kv_cache + self.scratch + self.logits + self.io
+    }
+}
