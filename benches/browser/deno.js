@@ -1,7 +1,7 @@
 // The same wasm build and flint.js under Deno, whose WebGPU is wgpu on the machine's Vulkan
 // (lavapipe here): separates the cost of the browser's WebGPU (SwiftShader) from the wasm build.
 //
-//   deno run -A tests/browser/deno-bench.js http://127.0.0.1:8090 [tokens]
+//   deno run -A benches/browser/deno.js http://127.0.0.1:8090 [tokens]
 // (with www/serve.mjs serving www/ and the model as /models/smollm/).
 const [base, tokens = "16"] = Deno.args;
 const { Flint } = await import(`${base}/flint.js`);
