@@ -2,6 +2,7 @@
 //! (INT4/INT8/F32 matrices, lossless repacking of ggml and GPTQ blocks) and its INT4 quantizer.
 
 pub mod ggml;
+pub mod gptq_grid;
 pub mod packed;
 pub mod quantize;
 

@@ -318,3 +318,40 @@ impl ModelWeights {
         Ok(())
     }
 }
+
+impl ModelWeights {
+    /// Quantizes the decoder's linears (attention, dense and expert FFNs, shared experts) on
+    /// the GPTQ grid with groups of `group`, exactly as `flint quantize` writes them: loading
+    /// the written checkpoint gives these very matrices. Embeddings, output, routers and gates
+    /// stay as they are. Every such matrix must be f32 with rows of whole groups.
+    pub fn quantize_gptq(&mut self, group: usize) -> Result<()> {
+        use crate::quant::gptq_grid::GptqMatrix;
+        let quantize = |m: &mut PackedMatrix| -> Result<()> {
+            if m.format != crate::quant::packed::Format::F32 {
+                return Err(Error::tensor(format!("{:?} matrix", m.format), "is already quantized"));
+            }
+            *m = GptqMatrix::quantize(m.rows, m.cols, &m.dequantize(), group)?.to_packed()?;
+            Ok(())
+        };
+        let mlp = |m: &mut MlpWeights| -> Result<()> {
+            quantize(&mut m.gate)?;
+            quantize(&mut m.up)?;
+            quantize(&mut m.down)
+        };
+        for layer in &mut self.layers {
+            for l in [&mut layer.q, &mut layer.k, &mut layer.v, &mut layer.o] {
+                quantize(&mut l.weight)?;
+            }
+            match &mut layer.ffn {
+                FfnWeights::Dense(m) => mlp(m)?,
+                FfnWeights::Moe(moe) => {
+                    mlp(&mut moe.experts)?;
+                    if let Some(s) = &mut moe.shared {
+                        mlp(s)?;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
