@@ -13,21 +13,21 @@ use crate::quant::packed::PackedMatrix;
 use crate::{Error, Result};
 
 /// A linear layer: `y = W x + b`, `W` `[out, in]`.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct LinearWeights {
     pub weight: PackedMatrix,
     pub bias: Option<Vec<f32>>,
 }
 
 /// A SwiGLU FFN `down(silu(gate x) * up x)`, or `E` of them stacked by rows.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct MlpWeights {
     pub gate: PackedMatrix,
     pub up: PackedMatrix,
     pub down: PackedMatrix,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct MoeWeights {
     /// `[E, H]`.
     pub router: PackedMatrix,
@@ -38,7 +38,7 @@ pub struct MoeWeights {
     pub shared_gate: Option<PackedMatrix>,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 // One per layer: the variants' sizes do not matter.
 #[allow(clippy::large_enum_variant)]
 pub enum FfnWeights {
@@ -46,7 +46,7 @@ pub enum FfnWeights {
     Moe(Box<MoeWeights>),
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct LayerWeights {
     pub attn_norm: Vec<f32>,
     pub q: LinearWeights,
@@ -59,7 +59,7 @@ pub struct LayerWeights {
     pub ffn: FfnWeights,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ModelWeights {
     /// `[vocab, H]`.
     pub embed: PackedMatrix,

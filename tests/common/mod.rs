@@ -79,3 +79,4 @@ macro_rules! test_every_fixture {
         }
     )*};
 }
+pub mod server;
