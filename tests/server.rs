@@ -82,9 +82,9 @@ fn every_bad_input_gets_its_status_and_the_server_keeps_serving() {
             assert!(e["param"] == name || e["code"] == name, "{what}: the error should name `{name}`: {response}");
         }
         // The server keeps serving.
-        let (ok, answer) = s.post("/v1/chat/completions", &chat_body(s, "Say yes.", 2));
+        let (ok, answer) = s.post("/v1/chat/completions", &chat_body(s, "Say yes.", 1));
         assert_eq!(ok, 200, "after {what}: {answer}");
-        assert_eq!(answer["usage"]["completion_tokens"], 2, "after {what}: {answer}");
+        assert_eq!(answer["usage"]["completion_tokens"], 1, "after {what}: {answer}");
     }
     // A wrong method on a real route.
     let (status, body) = s.get("/v1/chat/completions", None);
@@ -131,9 +131,11 @@ fn read_stream(mut stream: Stream) -> (String, String, Value) {
 #[test]
 fn sixteen_concurrent_streams_equal_lone_requests() {
     let Some(s) = shared() else { return };
+    // Enough tokens for the answers to differ, few enough for 32 requests on a software GPU.
+    const TOKENS: u64 = 6;
     let prompts: Vec<String> = (0..16).map(|i| format!("Name {} animals that live in the sea.", i + 2)).collect();
     let body = |p: &str| {
-        let mut b = chat_body(s, p, 12);
+        let mut b = chat_body(s, p, TOKENS);
         b["stream"] = json!(true);
         b["stream_options"] = json!({"include_usage": true});
         b
@@ -142,7 +144,7 @@ fn sixteen_concurrent_streams_equal_lone_requests() {
     let alone: Vec<Value> = prompts
         .iter()
         .map(|p| {
-            let (status, answer) = s.post("/v1/chat/completions", &chat_body(s, p, 12));
+            let (status, answer) = s.post("/v1/chat/completions", &chat_body(s, p, TOKENS));
             assert_eq!(status, 200, "{answer}");
             answer
         })
@@ -156,9 +158,9 @@ fn sixteen_concurrent_streams_equal_lone_requests() {
         assert_eq!(text, lone["choices"][0]["message"]["content"].as_str().unwrap(), "stream {i}");
         assert_eq!(finish, lone["choices"][0]["finish_reason"].as_str().unwrap(), "stream {i}");
         assert_eq!(usage, &lone["usage"], "stream {i}");
-        // Exact count: 12 tokens unless the model ended earlier.
+        // Exact count: TOKENS unless the model ended earlier.
         let n = usage["completion_tokens"].as_u64().unwrap();
-        assert!(n == 12 || finish == "stop", "stream {i}: {n} tokens, finish {finish}");
+        assert!(n == TOKENS || finish == "stop", "stream {i}: {n} tokens, finish {finish}");
         assert_eq!(usage["total_tokens"], usage["prompt_tokens"].as_u64().unwrap() + n);
     }
 }
@@ -174,7 +176,7 @@ fn disconnected_clients_cancel_and_free_their_place() {
     let s = Server::start(&model, &["--max-concurrent", "2", "--ctx", "2048"]);
     // Two long streams fill both places; a third request is refused with 429.
     let mut a = Stream::open(&s, "/v1/completions", &endless(&s, true));
-    let mut b = Stream::open(&s, "/v1/completions", &endless(&s, true));
+    let b = Stream::open(&s, "/v1/completions", &endless(&s, true));
     for _ in 0..3 {
         assert!(a.next_data().is_some());
     }

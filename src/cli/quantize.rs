@@ -41,6 +41,9 @@ fn parse_group(text: &str) -> std::result::Result<usize, String> {
 pub fn run(args: QuantizeArgs) -> Result<()> {
     let path = hub::resolve(&args.model)?;
     let files = ModelFiles::open(&path)?;
+    if files.format.starts_with("GPTQ") {
+        return Err(Error::Request(format!("{} is already quantized ({})", path.display(), files.format)));
+    }
     if !path.is_dir() || !files.format.starts_with("safetensors") {
         return Err(Error::Request(format!(
             "{} is {}: flint quantize reads Hugging Face folders with float safetensors",

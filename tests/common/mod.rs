@@ -80,3 +80,4 @@ macro_rules! test_every_fixture {
     )*};
 }
 pub mod server;
+pub mod python;
