@@ -19,6 +19,29 @@ if ! ls /usr/share/vulkan/icd.d/lvp_icd*.json >/dev/null 2>&1; then
     fi
 fi
 
+# tmux drives `flint chat` in a real terminal (tests/chat.rs).
+if ! command -v tmux >/dev/null; then
+    if [ "$(id -u)" = 0 ]; then
+        apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq tmux >/dev/null
+    else
+        echo "test.sh: tests/chat.rs needs tmux; install it" >&2
+        exit 1
+    fi
+fi
+
+# The openai package and torch + transformers (tests/openai_client.rs, tests/quantize.rs), in a
+# venv kept across runs (~2.8 GB of wheels the first time).
+VENV="${FLINT_CACHE:-$HOME/.cache/flint}/venv"
+if ! "$VENV/bin/python" -c "import openai, torch, transformers" 2>/dev/null; then
+    if ! python3 -m venv "$VENV" 2>/dev/null && [ "$(id -u)" = 0 ]; then
+        apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv >/dev/null
+        python3 -m venv "$VENV"
+    fi
+    "$VENV/bin/pip" install -q -r tests/requirements.txt
+fi
+
 # Real assets the tests check against (pinned and sha256-checked by the scripts).
 scripts/fetch-model.sh >/dev/null
 scripts/fetch-tokenizers.sh >/dev/null

@@ -50,6 +50,9 @@ pub enum Error {
 
     #[error("invalid request: {0}")]
     Request(String),
+
+    #[error("Hugging Face Hub: {0}")]
+    Hub(String),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

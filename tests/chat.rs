@@ -116,7 +116,9 @@ fn ctrl_c_stops_the_answer_not_the_program() {
     t.wait_for("the first prompt", |s| prompts(s) == 1);
     t.type_line("Write a very long story about a dragon who learns to sing.");
     // Let the answer get going, then interrupt it.
-    t.wait_for("some of the answer", |s| s.lines().skip_while(|l| !l.starts_with("> Write")).skip(1).any(|l| l.len() > 20));
+    t.wait_for("some of the answer", |s| {
+        s.lines().skip_while(|l| !l.starts_with("> Write")).skip(1).any(|l| l.len() > 20)
+    });
     t.tmux(&["send-keys", "-t", "chat", "C-c"]);
     let screen = t.wait_for("the stopped answer and a new prompt", |s| s.contains("[stopped]") && prompts(s) == 2);
     assert!(!t.pane_status().0, "Ctrl-C ended the program:\n{screen}");

@@ -12,7 +12,6 @@ use serde_json::Value;
 use std::path::Path;
 use std::process::Command;
 
-
 /// `flint run`'s generated text (what it prints after the prompt, without its final newline).
 fn flint_run(model: &Path, args: &[&str], prompt: &str, chat: bool) -> String {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_flint"));

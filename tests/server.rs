@@ -33,14 +33,16 @@ fn assert_error_shape(body: &Value) {
     assert!(e.get("param").is_some() && e.get("code").is_some(), "param/code missing in {body}");
 }
 
+/// (what, path, content type, body, expected status, a param or code the error must name)
+type Case<'a> = (&'a str, &'a str, &'a str, String, u16, Option<&'a str>);
+
 #[test]
 fn every_bad_input_gets_its_status_and_the_server_keeps_serving() {
     let Some(s) = shared() else { return };
     let model = s.model.as_str();
     let long_prompt = "word ".repeat(400); // > 256 tokens
     let huge = "x".repeat(70_000); // > --max-body-bytes 65536
-    // (what, path, content type, body, status, param or code the error must name)
-    let cases: Vec<(&str, &str, &str, String, u16, Option<&str>)> = vec![
+    let cases: Vec<Case> = vec![
         ("malformed JSON", "/v1/chat/completions", "application/json", "{\"model\": ".into(), 400, None),
         ("not an object", "/v1/chat/completions", "application/json", "[1, 2]".into(), 400, None),
         ("missing messages", "/v1/chat/completions", "application/json", json!({"model": model}).to_string(), 400, None),
@@ -150,8 +152,10 @@ fn sixteen_concurrent_streams_equal_lone_requests() {
         })
         .collect();
     let together: Vec<(String, String, Value)> = std::thread::scope(|scope| {
-        let handles: Vec<_> =
-            prompts.iter().map(|p| scope.spawn(move || read_stream(Stream::open(s, "/v1/chat/completions", &body(p))))).collect();
+        let handles: Vec<_> = prompts
+            .iter()
+            .map(|p| scope.spawn(move || read_stream(Stream::open(s, "/v1/chat/completions", &body(p)))))
+            .collect();
         handles.into_iter().map(|h| h.join().unwrap()).collect()
     });
     for (i, ((text, finish, usage), lone)) in together.iter().zip(&alone).enumerate() {

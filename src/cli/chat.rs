@@ -56,8 +56,7 @@ pub fn run(args: ChatArgs) -> Result<()> {
     let files = ModelFiles::open(&path)?;
     let tokenizer =
         files.tokenizer.as_ref().ok_or_else(|| Error::Tokenizer(format!("{} has no tokenizer", path.display())))?;
-    let mut generator =
-        build_generator(&files.config, &load_weights(&files)?, args.device, args.backend, args.ctx)?;
+    let mut generator = build_generator(&files.config, &load_weights(&files)?, args.device, args.backend, args.ctx)?;
     let context = generator.context_len();
 
     // Ctrl-C while answering stops the answer; at the prompt it ends the program.

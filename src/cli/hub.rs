@@ -26,7 +26,7 @@ pub fn resolve(model: &Path) -> Result<PathBuf> {
 
 fn download(repo_id: &str) -> Result<PathBuf> {
     let hub_error = |e: hf_hub::api::sync::ApiError| {
-        Error::Request(format!(
+        Error::Hub(format!(
             "`{repo_id}` is not a local path, and downloading it from huggingface.co failed: {e} \
              (without network access, pass a local model folder or .gguf file)"
         ))
@@ -40,9 +40,10 @@ fn download(repo_id: &str) -> Result<PathBuf> {
         true => repo.get("config.json").map_err(hub_error)?,
         false => {
             // A GGUF repo: take its first .gguf file.
-            let gguf = names.iter().find(|n| n.ends_with(".gguf")).ok_or_else(|| {
-                Error::Request(format!("{repo_id} has neither config.json nor a .gguf file"))
-            })?;
+            let gguf = names
+                .iter()
+                .find(|n| n.ends_with(".gguf"))
+                .ok_or_else(|| Error::Hub(format!("{repo_id} has neither config.json nor a .gguf file")))?;
             return repo.get(gguf).map_err(hub_error);
         }
     };

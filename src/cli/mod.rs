@@ -9,10 +9,10 @@ use crate::engine::{generate, CpuGenerator, GenerateOptions, Generator};
 use crate::gpu::generator::GpuGenerator;
 use crate::gpu::model::GpuModel;
 use crate::model::ModelFiles;
-use crate::weights::model::ModelWeights;
-use crate::ModelConfig;
 use crate::sampler::SamplingParams;
 use crate::tokenizer::Message;
+use crate::weights::model::ModelWeights;
+use crate::ModelConfig;
 use crate::{Error, Result};
 use clap::{Parser, Subcommand, ValueEnum};
 use std::io::Write;
@@ -182,9 +182,7 @@ fn default_model() -> Result<PathBuf> {
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Info { device: true, backend, json, .. } => device_info(backend.into(), json),
-        Command::Info { model, json, .. } => {
-            info(&ModelFiles::open(&model_path(model)?)?, json)
-        }
+        Command::Info { model, json, .. } => info(&ModelFiles::open(&model_path(model)?)?, json),
         Command::Serve(args) => serve::run(args),
         Command::Chat(args) => chat::run(args),
         Command::Quantize(args) => quantize::run(args),
@@ -202,7 +200,20 @@ fn run(cli: Cli) -> Result<()> {
             println!("{out}");
             Ok(())
         }
-        Command::Run { model, prompt, max_tokens, temperature, top_p, top_k, seed, chat, system, device, backend, ctx } => {
+        Command::Run {
+            model,
+            prompt,
+            max_tokens,
+            temperature,
+            top_p,
+            top_k,
+            seed,
+            chat,
+            system,
+            device,
+            backend,
+            ctx,
+        } => {
             let path = model_path(model)?;
             let files = ModelFiles::open(&path)?;
             let tokenizer = files

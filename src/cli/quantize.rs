@@ -52,8 +52,7 @@ pub fn run(args: QuantizeArgs) -> Result<()> {
         )));
     }
     let bar = indicatif::ProgressBar::new(0).with_style(
-        indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} tensors {msg}")
-            .expect("the template is valid"),
+        indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} tensors {msg}").expect("the template is valid"),
     );
     let started = std::time::Instant::now();
     let summary = gptq_writer::write(&path, &files.config, &args.out, args.group, |done, total, name| {

@@ -67,9 +67,9 @@ pub fn run(args: ServeArgs) -> Result<()> {
     let tokenizer = Arc::new(
         files.tokenizer.take().ok_or_else(|| Error::Tokenizer(format!("{} has no tokenizer", path.display())))?,
     );
-    let model_id = args.served_model_name.unwrap_or_else(|| {
-        path.file_stem().map_or_else(|| "model".to_string(), |s| s.to_string_lossy().into_owned())
-    });
+    let model_id = args
+        .served_model_name
+        .unwrap_or_else(|| path.file_stem().map_or_else(|| "model".to_string(), |s| s.to_string_lossy().into_owned()));
     let max_ctx = files.config.max_position_embeddings;
     let context = match args.device {
         Device::Gpu => args.ctx.clamp(1, max_ctx),

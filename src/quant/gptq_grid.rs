@@ -54,10 +54,16 @@ impl GptqMatrix {
             return Err(err(format!("{} values given", data.len())));
         }
         if let Some(k) = data.iter().position(|v| !v.is_finite() || v.abs() > f16::MAX.to_f32()) {
-            return Err(err(format!("value {} at row {}, column {} is outside the f16 range", data[k], k / cols, k % cols)));
+            return Err(err(format!(
+                "value {} at row {}, column {} is outside the f16 range",
+                data[k],
+                k / cols,
+                k % cols
+            )));
         }
         let groups = rows * cols / group;
-        let (mut qs, mut scales, mut zeros) = (Vec::with_capacity(rows * cols / 8), Vec::with_capacity(groups), Vec::with_capacity(groups));
+        let (mut qs, mut scales, mut zeros) =
+            (Vec::with_capacity(rows * cols / 8), Vec::with_capacity(groups), Vec::with_capacity(groups));
         let mut q = vec![0u8; group];
         for x in data.chunks_exact(group) {
             let (d, z) = quantize_group(x, &mut q);

@@ -19,7 +19,13 @@ pub struct ApiError {
 impl ApiError {
     /// A 400 `invalid_request_error`, optionally naming the offending parameter.
     pub fn invalid(param: Option<&'static str>, message: impl Into<String>) -> Self {
-        ApiError { status: StatusCode::BAD_REQUEST, message: message.into(), kind: "invalid_request_error", param, code: None }
+        ApiError {
+            status: StatusCode::BAD_REQUEST,
+            message: message.into(),
+            kind: "invalid_request_error",
+            param,
+            code: None,
+        }
     }
 
     pub fn with_status(mut self, status: StatusCode) -> Self {

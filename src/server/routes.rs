@@ -72,7 +72,11 @@ pub async fn method_not_allowed(method: Method, uri: Uri) -> ApiError {
         .with_status(StatusCode::METHOD_NOT_ALLOWED)
 }
 
-pub async fn chat_completions(State(state): Shared, headers: HeaderMap, body: Result<Bytes, BytesRejection>) -> Response {
+pub async fn chat_completions(
+    State(state): Shared,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
     let result = async {
         let request: ChatRequest = parse(&state, &headers, body)?;
         check_model(&state, &request.settings)?;
@@ -190,7 +194,9 @@ fn chat_messages(request: &ChatRequest) -> Result<Vec<Message>, ApiError> {
                 other => {
                     return Err(ApiError::invalid(
                         Some("messages"),
-                        format!("messages[{i}].role `{other}` is not supported (system, developer, user, assistant are)"),
+                        format!(
+                            "messages[{i}].role `{other}` is not supported (system, developer, user, assistant are)"
+                        ),
                     ))
                 }
             };
@@ -211,9 +217,7 @@ fn chat_messages(request: &ChatRequest) -> Result<Vec<Message>, ApiError> {
                             (kind, _) => {
                                 return Err(ApiError::invalid(
                                     Some("messages"),
-                                    format!(
-                                        "messages[{i}].content[{j}] has type `{kind}`: this model reads text only"
-                                    ),
+                                    format!("messages[{i}].content[{j}] has type `{kind}`: this model reads text only"),
                                 ))
                             }
                         }
@@ -405,7 +409,9 @@ impl Meta {
                 };
                 json!({ "index": 0, "delta": delta, "logprobs": null, "finish_reason": finish })
             }
-            Kind::Completion => json!({ "index": 0, "text": text.unwrap_or(""), "logprobs": null, "finish_reason": finish }),
+            Kind::Completion => {
+                json!({ "index": 0, "text": text.unwrap_or(""), "logprobs": null, "finish_reason": finish })
+            }
         };
         let mut chunk = self.chunk_base(json!([choice]));
         if include_usage {
@@ -445,7 +451,8 @@ fn stream(meta: Meta, mut rx: mpsc::UnboundedReceiver<Event>, include_usage: boo
             let sent = match event {
                 Some(Event::Text(t)) => tx.send(data(&meta.chunk(Some(&t), false, None, include_usage))),
                 Some(Event::Done(Ok(c))) => {
-                    let _ = tx.send(data(&meta.chunk(None, false, Some(finish_reason(c.finish_reason)), include_usage)));
+                    let _ =
+                        tx.send(data(&meta.chunk(None, false, Some(finish_reason(c.finish_reason)), include_usage)));
                     if include_usage {
                         let mut last = meta.chunk_base(json!([]));
                         last["usage"] = json!(Usage::new(c.prompt_tokens, c.tokens.len()));

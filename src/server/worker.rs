@@ -104,10 +104,11 @@ fn run_job(generator: &mut dyn Generator, tokenizer: &Tokenizer, stats: &Stats, 
         return;
     }
     let started = std::time::Instant::now();
-    let result = generate(generator, tokenizer, &prompt, &options, |piece| match events.send(Event::Text(piece.into())) {
-        Ok(()) => ControlFlow::Continue(()),
-        Err(_) => ControlFlow::Break(()),
-    });
+    let result =
+        generate(generator, tokenizer, &prompt, &options, |piece| match events.send(Event::Text(piece.into())) {
+            Ok(()) => ControlFlow::Continue(()),
+            Err(_) => ControlFlow::Break(()),
+        });
     match &result {
         Ok(c) if c.finish_reason == FinishReason::Cancelled => {
             stats.cancelled.fetch_add(1, Ordering::SeqCst);

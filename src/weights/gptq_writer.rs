@@ -110,12 +110,18 @@ pub fn write(
     let text = std::fs::read_to_string(&config_path).map_err(|e| Error::io(&config_path, e))?;
     let mut config_json: serde_json::Value = serde_json::from_str(&text)?;
     if config_json.get("quantization_config").is_some_and(|q| !q.is_null()) {
-        return Err(Error::Request(format!("{} is already quantized (config.json has quantization_config)", src_dir.display())));
+        return Err(Error::Request(format!(
+            "{} is already quantized (config.json has quantization_config)",
+            src_dir.display()
+        )));
     }
     let src = SafetensorsCheckpoint::open_dir(src_dir)?;
     let linears = quantized_linears(config, &src)?;
     if out_dir.exists() && out_dir.read_dir().map_err(|e| Error::io(out_dir, e))?.next().is_some() {
-        return Err(Error::io(out_dir, std::io::Error::new(std::io::ErrorKind::AlreadyExists, "the output folder exists and is not empty")));
+        return Err(Error::io(
+            out_dir,
+            std::io::Error::new(std::io::ErrorKind::AlreadyExists, "the output folder exists and is not empty"),
+        ));
     }
     std::fs::create_dir_all(out_dir).map_err(|e| Error::io(out_dir, e))?;
 
@@ -130,7 +136,8 @@ pub fn write(
                 let [rows, cols] = t.shape[..] else {
                     return Err(Error::tensor(name, format!("a linear must be a matrix, found shape {:?}", t.shape)));
                 };
-                let m = GptqMatrix::quantize(rows, cols, &t.data, group).map_err(|e| crate::quant::packed::rename(e, name))?;
+                let m = GptqMatrix::quantize(rows, cols, &t.data, group)
+                    .map_err(|e| crate::quant::packed::rename(e, name))?;
                 tensors.extend(gptq_tensors(base, &m));
                 summary.quantized += 1;
             }

@@ -79,5 +79,5 @@ macro_rules! test_every_fixture {
         }
     )*};
 }
-pub mod server;
 pub mod python;
+pub mod server;
