@@ -55,12 +55,25 @@ impl Terminal {
         }
     }
 
-    /// `(dead, exit status)` of the pane.
+    /// `(dead, exit status or signal)` of the pane. The pty closes (dead) a moment before tmux
+    /// reaps the process (status), so a dead pane's status may still be empty.
     fn pane_status(&self) -> (bool, String) {
-        let out = self.tmux(&["display-message", "-p", "-t", "chat", "#{pane_dead} #{pane_dead_status}"]);
+        let out =
+            self.tmux(&["display-message", "-p", "-t", "chat", "#{pane_dead} #{pane_dead_status}#{pane_dead_signal}"]);
         let text = String::from_utf8(out.stdout).unwrap();
         let (dead, status) = text.trim().split_once(' ').unwrap_or((text.trim(), ""));
         (dead == "1", status.to_string())
+    }
+}
+
+impl Terminal {
+    /// Waits for the program to end; its exit status (or the signal that ended it).
+    fn exit_status(&self) -> String {
+        self.wait_for("the program to end", |_| {
+            let (dead, status) = self.pane_status();
+            dead && !status.is_empty()
+        });
+        self.pane_status().1
     }
 }
 
@@ -105,8 +118,7 @@ fn two_turns_with_history() {
         history.push(Message::new("assistant", &expected));
     }
     t.type_line("/exit");
-    t.wait_for("the program to end", |_| t.pane_status().0);
-    assert_eq!(t.pane_status().1, "0");
+    assert_eq!(t.exit_status(), "0");
 }
 
 #[test]
@@ -128,6 +140,5 @@ fn ctrl_c_stops_the_answer_not_the_program() {
     assert!(!t.pane_status().0);
     // Ctrl-C at the prompt leaves, cleanly.
     t.tmux(&["send-keys", "-t", "chat", "C-c"]);
-    t.wait_for("the program to end", |_| t.pane_status().0);
-    assert_eq!(t.pane_status().1, "0");
+    assert_eq!(t.exit_status(), "0");
 }

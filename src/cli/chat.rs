@@ -13,6 +13,7 @@ use std::io::{BufRead, Write};
 use std::ops::ControlFlow;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
 use std::sync::Arc;
 
 pub const EXAMPLES: &str = "Examples:
@@ -48,6 +49,13 @@ pub struct ChatArgs {
     ctx: usize,
 }
 
+/// What the main loop waits for at the prompt.
+enum Input {
+    Line(String),
+    Eof,
+    Interrupt,
+}
+
 pub fn run(args: ChatArgs) -> Result<()> {
     if !(args.top_p > 0.0 && args.top_p <= 1.0) {
         return Err(Error::Request(format!("--top-p {} is not in (0, 1]", args.top_p)));
@@ -59,35 +67,49 @@ pub fn run(args: ChatArgs) -> Result<()> {
     let mut generator = build_generator(&files.config, &load_weights(&files)?, args.device, args.backend, args.ctx)?;
     let context = generator.context_len();
 
-    // Ctrl-C while answering stops the answer; at the prompt it ends the program.
+    // Lines and Ctrl-C at the prompt arrive on one channel, so the main thread is the one that
+    // ends the program (dropping the GPU engine in order). Ctrl-C while answering only sets a flag.
+    let (input, inputs) = mpsc::channel::<Input>();
     let answering = Arc::new(AtomicBool::new(false));
     let interrupted = Arc::new(AtomicBool::new(false));
     {
-        let (answering, interrupted) = (answering.clone(), interrupted.clone());
+        let (answering, interrupted, input) = (answering.clone(), interrupted.clone(), input.clone());
         ctrlc::set_handler(move || match answering.load(Ordering::SeqCst) {
             true => interrupted.store(true, Ordering::SeqCst),
             false => {
-                eprintln!();
-                std::process::exit(0);
+                let _ = input.send(Input::Interrupt);
             }
         })
         .map_err(|e| Error::Request(format!("cannot handle Ctrl-C: {e}")))?;
     }
+    std::thread::spawn(move || loop {
+        let mut line = String::new();
+        let read = std::io::stdin().lock().read_line(&mut line);
+        let message = match read {
+            Ok(0) | Err(_) => Input::Eof,
+            Ok(_) => Input::Line(line),
+        };
+        let end = matches!(message, Input::Eof);
+        if input.send(message).is_err() || end {
+            return;
+        }
+    });
 
     let mut history: Vec<Message> = args.system.iter().map(|s| Message::new("system", s)).collect();
     let first_turn = history.len();
     let mut seed = args.seed.unwrap_or_else(clock_seed);
-    let stdin = std::io::stdin();
     let mut stdout = std::io::stdout();
     eprintln!("flint chat: {} (/reset, /exit, Ctrl-C stops an answer)", path.display());
     loop {
         print!("> ");
         let _ = stdout.flush();
-        let mut line = String::new();
-        if stdin.lock().read_line(&mut line).map_err(|e| Error::io("stdin", e))? == 0 {
-            println!();
-            return Ok(());
-        }
+        let line = match inputs.recv() {
+            Ok(Input::Line(line)) => line,
+            Ok(Input::Eof | Input::Interrupt) | Err(_) => {
+                println!();
+                return Ok(());
+            }
+        };
         let line = line.trim();
         match line {
             "" => continue,
