@@ -80,7 +80,7 @@ pub fn run(args: ChatArgs) -> Result<()> {
                 let _ = input.send(Input::Interrupt);
             }
         })
-        .map_err(|e| Error::Request(format!("cannot handle Ctrl-C: {e}")))?;
+        .map_err(|e| Error::Service(format!("cannot handle Ctrl-C: {e}")))?;
     }
     std::thread::spawn(move || loop {
         let mut line = String::new();

@@ -71,7 +71,7 @@ fn router(state: Arc<AppState>, config: &ServerConfig) -> Result<Router> {
         let allow = match origin.as_str() {
             "*" => AllowOrigin::any(),
             o => AllowOrigin::exact(
-                HeaderValue::from_str(o).map_err(|_| Error::Request(format!("--cors `{o}` is not a valid origin")))?,
+                HeaderValue::from_str(o).map_err(|_| Error::Service(format!("--cors `{o}` is not a valid origin")))?,
             ),
         };
         app = app.layer(CorsLayer::new().allow_origin(allow).allow_methods(Any).allow_headers(Any));
@@ -106,18 +106,18 @@ pub fn serve(
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
-        .map_err(|e| Error::Request(format!("cannot start the async runtime: {e}")))?;
+        .map_err(|e| Error::Service(format!("cannot start the async runtime: {e}")))?;
     runtime.block_on(async move {
         let address = format!("{}:{}", config.host, config.port);
         let listener = tokio::net::TcpListener::bind(&address)
             .await
-            .map_err(|e| Error::Request(format!("cannot listen on {address}: {e}")))?;
-        let bound = listener.local_addr().map_err(|e| Error::Request(format!("no local address: {e}")))?;
+            .map_err(|e| Error::Service(format!("cannot listen on {address}: {e}")))?;
+        let bound = listener.local_addr().map_err(|e| Error::Service(format!("no local address: {e}")))?;
         on_listen(bound);
         axum::serve(listener, app)
             .with_graceful_shutdown(shutdown_signal())
             .await
-            .map_err(|e| Error::Request(format!("server error: {e}")))
+            .map_err(|e| Error::Service(format!("server error: {e}")))
     })
 }
 

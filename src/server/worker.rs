@@ -85,14 +85,14 @@ impl Engine {
                     run_job(generator.as_mut(), &tokenizer, &stats, job);
                 }
             })
-            .map_err(|e| Error::Request(format!("cannot start the engine thread: {e}")))?;
-        ready.recv().map_err(|_| Error::Request("the engine thread stopped while starting".into()))??;
+            .map_err(|e| Error::Service(format!("cannot start the engine thread: {e}")))?;
+        ready.recv().map_err(|_| Error::Service("the engine thread stopped while starting".into()))??;
         Ok(Engine { queue })
     }
 
     /// Queues a job behind those already waiting.
     pub fn submit(&self, job: Job) -> Result<()> {
-        self.queue.send(job).map_err(|_| Error::Request("the engine has stopped".into()))
+        self.queue.send(job).map_err(|_| Error::Service("the engine has stopped".into()))
     }
 }
 
