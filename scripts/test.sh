@@ -8,15 +8,32 @@ cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/flint-target}"
 export XDG_RUNTIME_DIR="${XDG_RUNTIME_DIR:-/tmp}"
 
-# lavapipe (Mesa's software Vulkan) runs the GPU tests on machines without a GPU.
-if ! ls /usr/share/vulkan/icd.d/lvp_icd*.json >/dev/null 2>&1; then
+# System packages, installed in one go when missing (as root):
+#   lavapipe (Mesa's software Vulkan) runs the GPU tests on machines without a GPU;
+#   tmux drives `flint chat` in a real terminal (tests/chat.rs);
+#   chromium runs the browser tests (WebGPU on SwiftShader);
+#   python3-venv holds the Python side of the tests.
+need=()
+ls /usr/share/vulkan/icd.d/lvp_icd*.json >/dev/null 2>&1 || need+=(mesa-vulkan-drivers libvulkan1)
+command -v tmux >/dev/null || need+=(tmux)
+command -v chromium >/dev/null || need+=(chromium)
+python3 -c "import ensurepip" 2>/dev/null || need+=(python3-venv)
+if [ ${#need[@]} -gt 0 ]; then
     if [ "$(id -u)" = 0 ]; then
         apt-get update -qq
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mesa-vulkan-drivers libvulkan1 >/dev/null
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
     else
-        echo "test.sh: the GPU tests need Vulkan; install mesa-vulkan-drivers and libvulkan1" >&2
+        echo "test.sh: the tests need these Debian packages: ${need[*]}" >&2
         exit 1
     fi
+fi
+
+# The openai package and torch + transformers (tests/openai_client.rs, tests/quantize.rs), in a
+# venv kept across runs (~2.8 GB of wheels the first time).
+VENV="${FLINT_CACHE:-$HOME/.cache/flint}/venv"
+if ! "$VENV/bin/python" -c "import openai, torch, transformers" 2>/dev/null; then
+    python3 -m venv "$VENV"
+    "$VENV/bin/pip" install -q -r tests/requirements.txt
 fi
 
 # Real assets the tests check against (pinned and sha256-checked by the scripts).

@@ -50,6 +50,13 @@ pub enum Error {
 
     #[error("invalid request: {0}")]
     Request(String),
+
+    #[error("Hugging Face Hub: {0}")]
+    Hub(String),
+
+    /// The server or terminal machinery (listening, threads, signals), not a request.
+    #[error("{0}")]
+    Service(String),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -18,6 +18,8 @@ pub use engine::{generate, Completion, FinishReason, GenerateOptions};
 pub use model::ModelFiles;
 #[cfg(feature = "cli")]
 pub mod cli;
+#[cfg(feature = "cli")]
+pub mod server;
 
 /// Where flint keeps fetched models and tokenizers: `$FLINT_CACHE`, else `~/.cache/flint`.
 pub fn cache_dir() -> std::path::PathBuf {

@@ -1,6 +1,10 @@
-//! `flint` subcommands: info, logits, run, bench.
+//! `flint` subcommands: info, logits, run, bench, serve, chat, quantize.
 
 mod bench;
+mod chat;
+mod hub;
+mod quantize;
+mod serve;
 
 use crate::engine::{generate, CpuGenerator, GenerateOptions, Generator};
 use crate::gpu::generator::GpuGenerator;
@@ -8,6 +12,8 @@ use crate::gpu::model::GpuModel;
 use crate::model::ModelFiles;
 use crate::sampler::SamplingParams;
 use crate::tokenizer::Message;
+use crate::weights::model::ModelWeights;
+use crate::ModelConfig;
 use crate::{Error, Result};
 use clap::{Parser, Subcommand, ValueEnum};
 use std::io::Write;
@@ -26,7 +32,7 @@ struct Cli {
 }
 
 #[derive(Clone, Copy, ValueEnum)]
-enum Device {
+pub(crate) enum Device {
     /// The WGSL engine on the GPU (native Vulkan/Metal/DX12/GL through wgpu).
     Gpu,
     /// The f32 CPU reference.
@@ -35,7 +41,7 @@ enum Device {
 
 /// Which native graphics API to run on.
 #[derive(Clone, Copy, ValueEnum)]
-enum BackendArg {
+pub(crate) enum BackendArg {
     Auto,
     Vulkan,
     Metal,
@@ -123,6 +129,9 @@ enum Command {
         /// Wrap the prompt in the model's chat template as a user message.
         #[arg(long)]
         chat: bool,
+        /// With --chat: a system message before the user's.
+        #[arg(long, requires = "chat")]
+        system: Option<String>,
         #[arg(long, value_enum, default_value = "gpu")]
         device: Device,
         #[arg(long, value_enum, default_value = "auto")]
@@ -155,16 +164,38 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Serve the model over an OpenAI-compatible HTTP API (chat/completions, completions, models).
+    #[command(after_help = serve::EXAMPLES)]
+    Serve(serve::ServeArgs),
+    /// Chat with the model in the terminal (Ctrl-C stops an answer, Ctrl-D or /exit leaves).
+    #[command(after_help = chat::EXAMPLES)]
+    Chat(chat::ChatArgs),
+    /// Quantize a Hugging Face model folder to INT4, written as a GPTQ checkpoint.
+    #[command(after_help = quantize::EXAMPLES)]
+    Quantize(quantize::QuantizeArgs),
 }
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    // `RUST_LOG` overrides; the server logs its requests by default, other commands only warnings.
+    let default_level = if matches!(cli.command, Command::Serve(_)) { "info" } else { "warn" };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// The model to load: `model` (a path, or a Hugging Face repo id to download), else the default.
+pub(crate) fn model_path(model: Option<PathBuf>) -> Result<PathBuf> {
+    match model {
+        Some(p) => hub::resolve(&p),
+        None => default_model(),
     }
 }
 
@@ -187,11 +218,12 @@ fn run(cli: Cli) -> Result<()> {
             let backend = backend.into();
             bench::bench(&bench::BenchArgs { model, preset, prompt_tokens, gen_tokens, ctx, json, backend })
         }
-        Command::Info { model, json, .. } => {
-            info(&ModelFiles::open(&model.expect("clap requires --model without --device"))?, json)
-        }
+        Command::Info { model, json, .. } => info(&ModelFiles::open(&model_path(model)?)?, json),
+        Command::Serve(args) => serve::run(args),
+        Command::Chat(args) => chat::run(args),
+        Command::Quantize(args) => quantize::run(args),
         Command::Logits { model, tokens, device, backend, ctx } => {
-            let files = ModelFiles::open(&model)?;
+            let files = ModelFiles::open(&hub::resolve(&model)?)?;
             let logits = match device {
                 Device::Cpu => {
                     let reference = files.load_reference()?;
@@ -204,18 +236,32 @@ fn run(cli: Cli) -> Result<()> {
             println!("{out}");
             Ok(())
         }
-        Command::Run { model, prompt, max_tokens, temperature, top_p, top_k, seed, chat, device, backend, ctx } => {
-            let path = match model {
-                Some(p) => p,
-                None => default_model()?,
-            };
+        Command::Run {
+            model,
+            prompt,
+            max_tokens,
+            temperature,
+            top_p,
+            top_k,
+            seed,
+            chat,
+            system,
+            device,
+            backend,
+            ctx,
+        } => {
+            let path = model_path(model)?;
             let files = ModelFiles::open(&path)?;
             let tokenizer = files
                 .tokenizer
                 .as_ref()
                 .ok_or_else(|| Error::Tokenizer(format!("{} has no tokenizer", path.display())))?;
             let text = match chat {
-                true => tokenizer.apply_chat_template(&[Message::new("user", &prompt)], true)?,
+                true => {
+                    let mut messages: Vec<Message> = system.iter().map(|s| Message::new("system", s)).collect();
+                    messages.push(Message::new("user", &prompt));
+                    tokenizer.apply_chat_template(&messages, true)?
+                }
                 false => prompt,
             };
             let ids = tokenizer.encode(&text, true)?;
@@ -225,19 +271,14 @@ fn run(cli: Cli) -> Result<()> {
             if temperature.is_nan() || temperature < 0.0 {
                 return Err(Error::Request(format!("--temperature {temperature} is not a non-negative number")));
             }
-            let seed = seed.unwrap_or_else(|| {
-                std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64)
-            });
+            let seed = seed.unwrap_or_else(clock_seed);
             let options = GenerateOptions {
                 max_tokens,
                 sampling: SamplingParams { temperature, top_k, top_p, seed },
                 stop: vec![],
                 stop_token_ids: files.stop_token_ids(),
             };
-            let mut forward: Box<dyn Generator> = match device {
-                Device::Cpu => Box::new(CpuGenerator::new(files.load_reference()?)),
-                Device::Gpu => Box::new(GpuGenerator::new(gpu_model(&files, backend, ctx)?)?),
-            };
+            let mut forward = build_generator(&files.config, &load_weights(&files)?, device, backend, ctx)?;
             let mut stdout = std::io::stdout().lock();
             if !chat {
                 let _ = write!(stdout, "{text}");
@@ -316,9 +357,44 @@ const CHUNK_TOKENS: u32 = 64;
 
 /// Loads `files` onto the GPU with a KV cache of `ctx` positions (at most the model's context).
 fn gpu_model(files: &ModelFiles, backend: BackendArg, ctx: usize) -> Result<GpuModel> {
+    gpu_model_of(&files.config, &files.load_weights()?, backend, ctx)
+}
+
+fn gpu_model_of(config: &ModelConfig, weights: &ModelWeights, backend: BackendArg, ctx: usize) -> Result<GpuModel> {
     let gpu = std::sync::Arc::new(crate::gpu::Gpu::new_blocking(backend.into())?);
-    let ctx = ctx.clamp(1, files.config.max_position_embeddings) as u32;
-    GpuModel::new(gpu, &files.config, &files.load_weights()?, CHUNK_TOKENS.min(ctx), ctx)
+    let ctx = ctx.clamp(1, config.max_position_embeddings) as u32;
+    GpuModel::new(gpu, config, weights, CHUNK_TOKENS.min(ctx), ctx)
+}
+
+/// Reads every weight, with a spinner on a terminal (a large model takes a while).
+pub(crate) fn load_weights(files: &ModelFiles) -> Result<ModelWeights> {
+    let spinner = indicatif::ProgressBar::new_spinner().with_message(format!("loading {}", files.path.display()));
+    spinner.enable_steady_tick(std::time::Duration::from_millis(120));
+    let weights = files.load_weights();
+    spinner.finish_and_clear();
+    weights
+}
+
+/// The generator `flint run`, `serve` and `chat` share: the GPU engine or the CPU reference.
+pub(crate) fn build_generator(
+    config: &ModelConfig,
+    weights: &ModelWeights,
+    device: Device,
+    backend: BackendArg,
+    ctx: usize,
+) -> Result<Box<dyn Generator>> {
+    Ok(match device {
+        Device::Cpu => Box::new(CpuGenerator::new(crate::reference::ReferenceModel::new(
+            config.clone(),
+            crate::reference::Weights::from_packed(weights),
+        ))),
+        Device::Gpu => Box::new(GpuGenerator::new(gpu_model_of(config, weights, backend, ctx)?)?),
+    })
+}
+
+/// A seed from the clock, for requests that give none.
+pub(crate) fn clock_seed() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64)
 }
 
 fn device_info(backend: crate::gpu::Backend, json: bool) -> Result<()> {

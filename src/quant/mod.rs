@@ -3,6 +3,7 @@
 
 pub mod generated;
 pub mod ggml;
+pub mod gptq_grid;
 pub mod packed;
 pub mod quantize;
 

@@ -9,7 +9,8 @@
 
 use super::safetensors::SafetensorsCheckpoint;
 use super::{DType, Tensor, TensorSource};
-use crate::quant::packed::{self, Format, PackedMatrix};
+use crate::quant::gptq_grid::int4_from_zero_points;
+use crate::quant::packed::{self, PackedMatrix};
 use crate::{Error, Result};
 use safetensors::Dtype;
 
@@ -219,27 +220,7 @@ impl GptqCheckpoint {
                 params.push((d, zero));
             }
         }
-        let narrow: Option<Vec<u32>> = params
-            .iter()
-            .map(|&(d, zero)| {
-                let m = packed::exact_f16(-8.0 * d.to_f32()).filter(|_| zero == 8)?;
-                Some(packed::pack_f16_pair(d, m))
-            })
-            .collect();
-        let (wide_scales, scales) = match narrow {
-            Some(scales) => (false, scales),
-            None => (
-                true,
-                params
-                    .iter()
-                    .flat_map(|&(d, zero)| {
-                        let d = d.to_f32();
-                        [d.to_bits(), (-(d * zero as f32)).to_bits()]
-                    })
-                    .collect(),
-            ),
-        };
-        PackedMatrix::new(p.out_dim, p.in_dim, Format::Int4 { group, wide_scales }, qs, scales)
+        int4_from_zero_points(p.out_dim, p.in_dim, group, qs, params.into_iter())
             .map_err(|e| packed::rename(e, &qweight_name))
     }
 }

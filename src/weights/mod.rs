@@ -8,6 +8,8 @@
 pub mod bytes;
 pub mod gguf;
 pub mod gptq;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod gptq_writer;
 pub mod model;
 pub mod names;
 pub mod safetensors;

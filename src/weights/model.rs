@@ -13,21 +13,21 @@ use crate::quant::packed::PackedMatrix;
 use crate::{Error, Result};
 
 /// A linear layer: `y = W x + b`, `W` `[out, in]`.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct LinearWeights {
     pub weight: PackedMatrix,
     pub bias: Option<Vec<f32>>,
 }
 
 /// A SwiGLU FFN `down(silu(gate x) * up x)`, or `E` of them stacked by rows.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct MlpWeights {
     pub gate: PackedMatrix,
     pub up: PackedMatrix,
     pub down: PackedMatrix,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct MoeWeights {
     /// `[E, H]`.
     pub router: PackedMatrix,
@@ -38,7 +38,7 @@ pub struct MoeWeights {
     pub shared_gate: Option<PackedMatrix>,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 // One per layer: the variants' sizes do not matter.
 #[allow(clippy::large_enum_variant)]
 pub enum FfnWeights {
@@ -46,7 +46,7 @@ pub enum FfnWeights {
     Moe(Box<MoeWeights>),
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct LayerWeights {
     pub attn_norm: Vec<f32>,
     pub q: LinearWeights,
@@ -59,7 +59,7 @@ pub struct LayerWeights {
     pub ffn: FfnWeights,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ModelWeights {
     /// `[vocab, H]`.
     pub embed: PackedMatrix,
@@ -320,6 +320,43 @@ impl ModelWeights {
             {
                 *m = PackedMatrix::quantize_int4(m.rows, m.cols, &m.dequantize(), group)?;
             }
+            Ok(())
+        };
+        let mlp = |m: &mut MlpWeights| -> Result<()> {
+            quantize(&mut m.gate)?;
+            quantize(&mut m.up)?;
+            quantize(&mut m.down)
+        };
+        for layer in &mut self.layers {
+            for l in [&mut layer.q, &mut layer.k, &mut layer.v, &mut layer.o] {
+                quantize(&mut l.weight)?;
+            }
+            match &mut layer.ffn {
+                FfnWeights::Dense(m) => mlp(m)?,
+                FfnWeights::Moe(moe) => {
+                    mlp(&mut moe.experts)?;
+                    if let Some(s) = &mut moe.shared {
+                        mlp(s)?;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+impl ModelWeights {
+    /// Quantizes the decoder's linears (attention, dense and expert FFNs, shared experts) on
+    /// the GPTQ grid with groups of `group`, exactly as `flint quantize` writes them: loading
+    /// the written checkpoint gives these very matrices. Embeddings, output, routers and gates
+    /// stay as they are. Every such matrix must be f32 with rows of whole groups.
+    pub fn quantize_gptq(&mut self, group: usize) -> Result<()> {
+        use crate::quant::gptq_grid::GptqMatrix;
+        let quantize = |m: &mut PackedMatrix| -> Result<()> {
+            if m.format != crate::quant::packed::Format::F32 {
+                return Err(Error::tensor(format!("{:?} matrix", m.format), "is already quantized"));
+            }
+            *m = GptqMatrix::quantize(m.rows, m.cols, &m.dequantize(), group)?.to_packed()?;
             Ok(())
         };
         let mlp = |m: &mut MlpWeights| -> Result<()> {

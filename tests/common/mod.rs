@@ -79,3 +79,5 @@ macro_rules! test_every_fixture {
         }
     )*};
 }
+pub mod python;
+pub mod server;
