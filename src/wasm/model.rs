@@ -241,7 +241,7 @@ impl Model {
         let generator = &mut inner.generator;
         let limit = token_limit(generator.model.max_ctx as usize, &prompt, &options).map_err(js_error)?;
 
-        let started = js_sys::Date::now();
+        let started = now();
         generator.start(&prompt, &options.sampling, limit).map_err(js_error)?;
         let mut text = TextStream::new(tokenizer, &options, limit);
         let mut first_token_at = None;
@@ -251,14 +251,14 @@ impl Model {
                 break;
             }
             let token = generator.next_token_async().await.map_err(js_error)?;
-            first_token_at.get_or_insert_with(js_sys::Date::now);
+            first_token_at.get_or_insert_with(now);
             if let Some(piece) = text.push(token).map_err(js_error)? {
                 on_text.call1(&JsValue::NULL, &JsValue::from_str(&piece)).map_err(|e| {
                     JsError::new(&format!("onText threw: {}", e.as_string().unwrap_or_else(|| format!("{e:?}"))))
                 })?;
             }
         }
-        let finished = js_sys::Date::now();
+        let finished = now();
         let (tail, completion) = text.finish(prompt.len()).map_err(js_error)?;
         if let Some(tail) = tail {
             let _ = on_text.call1(&JsValue::NULL, &JsValue::from_str(&tail));
