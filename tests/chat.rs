@@ -11,19 +11,30 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-/// A tmux server of its own holding one `flint chat` pane.
+/// A tmux server of its own holding one `flint chat` pane. The pane runs a bash script that
+/// writes flint's exit status to a file: tmux itself does not always reap a pane's process
+/// (a zombie with an empty `pane_dead_status` was seen), and bash, unlike sh, keeps waiting
+/// when Ctrl-C reaches a child that handles it.
 struct Terminal {
     socket: String,
+    dir: tempfile::TempDir,
 }
 
 impl Terminal {
     fn start(tag: &str, model: &Path, args: &[&str]) -> Terminal {
-        let terminal = Terminal { socket: format!("flint-test-{}-{tag}", std::process::id()) };
-        let mut command = format!("{} chat --model '{}'", env!("CARGO_BIN_EXE_flint"), model.display());
+        let dir = tempfile::tempdir().unwrap();
+        let quote = |s: &str| format!("'{}'", s.replace('\'', "'\\''"));
+        let mut command =
+            format!("{} chat --model {}", quote(env!("CARGO_BIN_EXE_flint")), quote(&model.to_string_lossy()));
         for a in args {
-            command.push_str(&format!(" '{a}'"));
+            command.push_str(&format!(" {}", quote(a)));
         }
-        let out = terminal.tmux(&["new-session", "-d", "-s", "chat", "-x", "200", "-y", "60", &command]);
+        let status = dir.path().join("status");
+        let script = dir.path().join("chat.sh");
+        std::fs::write(&script, format!("{command}\necho $? > {}\n", quote(&status.to_string_lossy()))).unwrap();
+        let terminal = Terminal { socket: format!("flint-test-{}-{tag}", std::process::id()), dir };
+        let run = format!("bash {}", quote(&script.to_string_lossy()));
+        let out = terminal.tmux(&["new-session", "-d", "-s", "chat", "-x", "200", "-y", "60", &run]);
         assert!(out.status.success(), "tmux: {}", String::from_utf8_lossy(&out.stderr));
         terminal.tmux(&["set-option", "-t", "chat", "remain-on-exit", "on"]);
         terminal
@@ -55,25 +66,19 @@ impl Terminal {
         }
     }
 
-    /// `(dead, exit status or signal)` of the pane. The pty closes (dead) a moment before tmux
-    /// reaps the process (status), so a dead pane's status may still be empty.
-    fn pane_status(&self) -> (bool, String) {
-        let out =
-            self.tmux(&["display-message", "-p", "-t", "chat", "#{pane_dead} #{pane_dead_status}#{pane_dead_signal}"]);
-        let text = String::from_utf8(out.stdout).unwrap();
-        let (dead, status) = text.trim().split_once(' ').unwrap_or((text.trim(), ""));
-        (dead == "1", status.to_string())
+    /// Whether the program has ended: its status is written, or (killed, so the script ended
+    /// with it) the pane is dead.
+    fn ended(&self) -> bool {
+        let dead = self.tmux(&["display-message", "-p", "-t", "chat", "#{pane_dead}"]).stdout;
+        self.dir.path().join("status").exists() || String::from_utf8_lossy(&dead).trim() == "1"
     }
-}
 
-impl Terminal {
-    /// Waits for the program to end; its exit status (or the signal that ended it).
+    /// Waits for the program to end; its exit status.
     fn exit_status(&self) -> String {
-        self.wait_for("the program to end", |_| {
-            let (dead, status) = self.pane_status();
-            dead && !status.is_empty()
-        });
-        self.pane_status().1
+        let status = self.dir.path().join("status");
+        let read = || std::fs::read_to_string(&status).ok().filter(|s| s.ends_with('\n'));
+        self.wait_for("the program to end", |_| read().is_some());
+        read().unwrap().trim().to_string()
     }
 }
 
@@ -133,11 +138,11 @@ fn ctrl_c_stops_the_answer_not_the_program() {
     });
     t.tmux(&["send-keys", "-t", "chat", "C-c"]);
     let screen = t.wait_for("the stopped answer and a new prompt", |s| s.contains("[stopped]") && prompts(s) == 2);
-    assert!(!t.pane_status().0, "Ctrl-C ended the program:\n{screen}");
+    assert!(!t.ended(), "Ctrl-C ended the program:\n{screen}");
     // Still chatting.
     t.type_line("Say hello.");
     t.wait_for("the next answer", |s| prompts(s) == 3);
-    assert!(!t.pane_status().0);
+    assert!(!t.ended());
     // Ctrl-C at the prompt leaves, cleanly.
     t.tmux(&["send-keys", "-t", "chat", "C-c"]);
     assert_eq!(t.exit_status(), "0");
