@@ -16,9 +16,9 @@ pub mod sampler;
 
 pub use engine::{generate, Completion, FinishReason, GenerateOptions};
 pub use model::ModelFiles;
-#[cfg(feature = "cli")]
+#[cfg(all(feature = "cli", not(target_arch = "wasm32")))]
 pub mod cli;
-#[cfg(feature = "cli")]
+#[cfg(all(feature = "cli", not(target_arch = "wasm32")))]
 pub mod server;
 
 /// Where flint keeps fetched models and tokenizers: `$FLINT_CACHE`, else `~/.cache/flint`.
