@@ -315,66 +315,45 @@ impl ModelWeights {
     /// the embeddings, the output projection, routers and gates stay as they are. A matrix
     /// whose rows are not a whole number of groups stays f32.
     pub fn quantize_int4(&mut self, group: usize) -> Result<()> {
-        let quantize = |m: &mut PackedMatrix| -> Result<()> {
+        self.for_each_decoder_linear(|m| {
             if m.format == crate::quant::packed::Format::F32 && m.cols.is_multiple_of(group) && m.cols.is_multiple_of(8)
             {
                 *m = PackedMatrix::quantize_int4(m.rows, m.cols, &m.dequantize(), group)?;
             }
             Ok(())
-        };
-        let mlp = |m: &mut MlpWeights| -> Result<()> {
-            quantize(&mut m.gate)?;
-            quantize(&mut m.up)?;
-            quantize(&mut m.down)
-        };
-        for layer in &mut self.layers {
-            for l in [&mut layer.q, &mut layer.k, &mut layer.v, &mut layer.o] {
-                quantize(&mut l.weight)?;
-            }
-            match &mut layer.ffn {
-                FfnWeights::Dense(m) => mlp(m)?,
-                FfnWeights::Moe(moe) => {
-                    mlp(&mut moe.experts)?;
-                    if let Some(s) = &mut moe.shared {
-                        mlp(s)?;
-                    }
-                }
-            }
-        }
-        Ok(())
+        })
     }
-}
 
-impl ModelWeights {
     /// Quantizes the decoder's linears (attention, dense and expert FFNs, shared experts) on
     /// the GPTQ grid with groups of `group`, exactly as `flint quantize` writes them: loading
     /// the written checkpoint gives these very matrices. Embeddings, output, routers and gates
     /// stay as they are. Every such matrix must be f32 with rows of whole groups.
     pub fn quantize_gptq(&mut self, group: usize) -> Result<()> {
         use crate::quant::gptq_grid::GptqMatrix;
-        let quantize = |m: &mut PackedMatrix| -> Result<()> {
+        self.for_each_decoder_linear(|m| {
             if m.format != crate::quant::packed::Format::F32 {
                 return Err(Error::tensor(format!("{:?} matrix", m.format), "is already quantized"));
             }
             *m = GptqMatrix::quantize(m.rows, m.cols, &m.dequantize(), group)?.to_packed()?;
             Ok(())
-        };
-        let mlp = |m: &mut MlpWeights| -> Result<()> {
-            quantize(&mut m.gate)?;
-            quantize(&mut m.up)?;
-            quantize(&mut m.down)
-        };
+        })
+    }
+
+    /// Calls `f` on the weight of every decoder linear a quantizer rewrites: attention q/k/v/o,
+    /// dense FFNs, routed experts (stacked) and shared experts; not embeddings, output, routers
+    /// or gates.
+    fn for_each_decoder_linear(&mut self, mut f: impl FnMut(&mut PackedMatrix) -> Result<()>) -> Result<()> {
         for layer in &mut self.layers {
             for l in [&mut layer.q, &mut layer.k, &mut layer.v, &mut layer.o] {
-                quantize(&mut l.weight)?;
+                f(&mut l.weight)?;
             }
-            match &mut layer.ffn {
-                FfnWeights::Dense(m) => mlp(m)?,
-                FfnWeights::Moe(moe) => {
-                    mlp(&mut moe.experts)?;
-                    if let Some(s) = &mut moe.shared {
-                        mlp(s)?;
-                    }
+            let mlps = match &mut layer.ffn {
+                FfnWeights::Dense(m) => vec![m],
+                FfnWeights::Moe(moe) => std::iter::once(&mut moe.experts).chain(moe.shared.as_mut()).collect(),
+            };
+            for m in mlps {
+                for w in [&mut m.gate, &mut m.up, &mut m.down] {
+                    f(w)?;
                 }
             }
         }
