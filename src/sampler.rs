@@ -39,6 +39,23 @@ impl Default for SamplingParams {
     }
 }
 
+impl SamplingParams {
+    /// An error naming the setting the sampler cannot use: a temperature that is negative or
+    /// NaN, a top_p outside (0, 1].
+    pub fn check(&self) -> crate::Result<()> {
+        if self.temperature.is_nan() || self.temperature < 0.0 {
+            return Err(crate::Error::Request(format!(
+                "temperature {} is not a non-negative number",
+                self.temperature
+            )));
+        }
+        if !(self.top_p > 0.0 && self.top_p <= 1.0) {
+            return Err(crate::Error::Request(format!("top_p {} is not in (0, 1]", self.top_p)));
+        }
+        Ok(())
+    }
+}
+
 /// The 24 random bits of SplitMix64's finaliser of (seed, step).
 pub fn uniform_bits(seed: u64, step: u64) -> u32 {
     let mut z = seed ^ step.wrapping_add(1).wrapping_mul(0x9E37_79B9_7F4A_7C15);

@@ -57,9 +57,7 @@ enum Input {
 }
 
 pub fn run(args: ChatArgs) -> Result<()> {
-    if !(args.top_p > 0.0 && args.top_p <= 1.0) {
-        return Err(Error::Request(format!("--top-p {} is not in (0, 1]", args.top_p)));
-    }
+    SamplingParams { temperature: args.temperature, top_p: args.top_p, ..Default::default() }.check()?;
     let path = model_path(args.model)?;
     let files = ModelFiles::open(&path)?;
     let tokenizer =

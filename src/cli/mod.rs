@@ -265,12 +265,6 @@ fn run(cli: Cli) -> Result<()> {
                 false => prompt,
             };
             let ids = tokenizer.encode(&text, true)?;
-            if !(0.0..=1.0).contains(&top_p) || top_p == 0.0 {
-                return Err(Error::Request(format!("--top-p {top_p} is not in (0, 1]")));
-            }
-            if temperature.is_nan() || temperature < 0.0 {
-                return Err(Error::Request(format!("--temperature {temperature} is not a non-negative number")));
-            }
             let seed = seed.unwrap_or_else(clock_seed);
             let options = GenerateOptions {
                 max_tokens,
@@ -278,6 +272,7 @@ fn run(cli: Cli) -> Result<()> {
                 stop: vec![],
                 stop_token_ids: files.stop_token_ids(),
             };
+            options.sampling.check()?;
             let mut forward = build_generator(&files.config, &load_weights(&files)?, device, backend, ctx)?;
             let mut stdout = std::io::stdout().lock();
             if !chat {

@@ -54,12 +54,7 @@ impl JsGenerateOptions {
             top_k: self.top_k.unwrap_or(0),
             seed: self.seed.unwrap_or(0),
         };
-        if sampling.temperature.is_nan() || sampling.temperature < 0.0 {
-            return Err(Error::Request(format!("temperature {} is not a non-negative number", sampling.temperature)));
-        }
-        if !(sampling.top_p > 0.0 && sampling.top_p <= 1.0) {
-            return Err(Error::Request(format!("topP {} is not in (0, 1]", sampling.top_p)));
-        }
+        sampling.check()?;
         Ok(GenerateOptions { max_tokens: self.max_tokens.unwrap_or(128), sampling, stop: self.stop, stop_token_ids })
     }
 }
