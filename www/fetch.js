@@ -64,8 +64,13 @@ function quotaMessage(url, size) {
  * `onBytes(received, total)` reports progress.
  */
 export async function fetchBlob(url, { cache = true, signal, onBytes = () => {}, fetchImpl = fetch } = {}) {
+  const options = { signal, onBytes, fetchImpl };
   const dir = cache ? await cacheDir() : null;
-  if (!dir) return downloadToMemory(url, { signal, onBytes, fetchImpl });
+  if (!dir) {
+    const sink = memorySink();
+    await download(url, sink, options);
+    return new Blob(sink.chunks);
+  }
   const key = await keyOf(url);
   const meta = await readMeta(dir, key);
   const handle = await dir.getFileHandle(key, { create: true });
@@ -81,7 +86,8 @@ export async function fetchBlob(url, { cache = true, signal, onBytes = () => {},
     if (quota - usage < meta.size - (await handle.getFile()).size) throw new DownloadError(quotaMessage(url, meta.size));
   }
   try {
-    await downloadToFile(url, handle, dir, key, { signal, onBytes, fetchImpl });
+    const size = await download(url, await fileSink(url, handle, dir, key), options);
+    await writeMeta(dir, key, { url, size, complete: true });
   } catch (e) {
     if (isQuotaError(e)) throw new DownloadError(quotaMessage(url, meta?.size));
     throw e;
@@ -89,9 +95,40 @@ export async function fetchBlob(url, { cache = true, signal, onBytes = () => {},
   return handle.getFile();
 }
 
-/** Appends the missing bytes of `url` to the OPFS file, resuming with Range after a failure. */
-async function downloadToFile(url, handle, dir, key, { signal, onBytes, fetchImpl }) {
-  let received = (await handle.getFile()).size;
+/** Bytes kept in memory (no cache); they last for this call only. */
+function memorySink() {
+  const chunks = [];
+  return {
+    chunks,
+    received: 0,
+    start(resumed) {
+      if (!resumed) chunks.length = 0;
+      return { write: (chunk) => chunks.push(chunk), close: async () => {} };
+    },
+  };
+}
+
+/** Bytes appended to an OPFS file, which keeps what arrived across attempts and sessions. */
+async function fileSink(url, handle, dir, key) {
+  return {
+    received: (await handle.getFile()).size,
+    async start(resumed, total, received) {
+      if (total) await writeMeta(dir, key, { url, size: total, complete: false });
+      const writable = await handle.createWritable({ keepExistingData: resumed });
+      if (resumed) await writable.seek(received);
+      return writable;
+    },
+  };
+}
+
+/**
+ * Downloads the bytes of `url` that `sink` lacks (it holds `sink.received` already), resuming
+ * with a Range request after a failure, up to RETRIES times; returns the file's size.
+ * `sink.start(resumed, total, received)` opens a writer for one response: appending when the
+ * server resumed, from scratch when it sent the whole file.
+ */
+async function download(url, sink, { signal, onBytes, fetchImpl }) {
+  let received = sink.received;
   let total = null;
   let lastError;
   for (let attempt = 0; attempt <= RETRIES; attempt++) {
@@ -106,7 +143,7 @@ async function downloadToFile(url, handle, dir, key, { signal, onBytes, fetchImp
       continue;
     }
     if (response.status === 416 && total === null) {
-      // The file on disk is already whole (a crash between the last write and the meta).
+      // What the sink holds is already whole (a crash between the last write and the meta).
       total = received;
       break;
     }
@@ -115,22 +152,20 @@ async function downloadToFile(url, handle, dir, key, { signal, onBytes, fetchImp
     if (!resumed) received = 0; // the server ignored Range: start over
     total = resumed ? Number(response.headers.get("Content-Range")?.split("/")[1]) : Number(response.headers.get("Content-Length"));
     if (!Number.isFinite(total) || total <= 0) total = null;
-    if (total) await writeMeta(dir, key, { url, size: total, complete: false });
-    const writable = await handle.createWritable({ keepExistingData: resumed });
-    if (resumed) await writable.seek(received);
+    const writer = await sink.start(resumed, total, received);
     try {
       const reader = response.body.getReader();
       for (;;) {
         const { done, value } = await reader.read();
         if (done) break;
-        await writable.write(value);
+        await writer.write(value);
         received += value.byteLength;
         onBytes(received, total);
       }
-      await writable.close();
+      await writer.close();
     } catch (e) {
       // Keep what arrived: close (not abort) so the bytes stay for the next attempt.
-      await writable.close().catch(() => {});
+      await writer.close().catch(() => {});
       if (signal?.aborted || isQuotaError(e)) throw e;
       lastError = e;
       continue;
@@ -145,49 +180,7 @@ async function downloadToFile(url, handle, dir, key, { signal, onBytes, fetchImp
   if (total === null || received !== total) {
     throw new DownloadError(`${url}: download failed after ${RETRIES + 1} attempts (${lastError?.message ?? "unknown error"})`);
   }
-  await writeMeta(dir, key, { url, size: total, complete: true });
-}
-
-/** Without a cache: chunks kept as a Blob, resumed with Range within this call. */
-async function downloadToMemory(url, { signal, onBytes, fetchImpl }) {
-  const chunks = [];
-  let received = 0;
-  let total = null;
-  let lastError;
-  for (let attempt = 0; attempt <= RETRIES; attempt++) {
-    signal?.throwIfAborted();
-    let response;
-    try {
-      response = await fetchImpl(url, { headers: received ? { Range: `bytes=${received}-` } : {}, signal });
-    } catch (e) {
-      if (signal?.aborted) throw e;
-      lastError = e;
-      continue;
-    }
-    if (!response.ok) throw new DownloadError(`${url}: HTTP ${response.status} ${response.statusText}`);
-    if (response.status !== 206) {
-      chunks.length = 0;
-      received = 0;
-      total = Number(response.headers.get("Content-Length")) || null;
-    }
-    try {
-      const reader = response.body.getReader();
-      for (;;) {
-        const { done, value } = await reader.read();
-        if (done) break;
-        chunks.push(value);
-        received += value.byteLength;
-        onBytes(received, total);
-      }
-    } catch (e) {
-      if (signal?.aborted) throw e;
-      lastError = e;
-      continue;
-    }
-    if (total !== null && received < total) continue;
-    return new Blob(chunks);
-  }
-  throw new DownloadError(`${url}: download failed after ${RETRIES + 1} attempts (${lastError?.message ?? "unknown error"})`);
+  return total;
 }
 
 /** A small JSON value kept beside the cached files (a folder's file list), or null. */
