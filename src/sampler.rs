@@ -40,20 +40,32 @@ impl Default for SamplingParams {
 }
 
 impl SamplingParams {
-    /// An error naming the setting the sampler cannot use: a temperature that is negative or
-    /// NaN, a top_p outside (0, 1].
-    pub fn check(&self) -> crate::Result<()> {
-        if self.temperature.is_nan() || self.temperature < 0.0 {
-            return Err(crate::Error::Request(format!(
-                "temperature {} is not a non-negative number",
-                self.temperature
-            )));
+    /// The one range check for every surface (CLI, server, browser): temperature in [0, 2]
+    /// (OpenAI's range; 0 is greedy) and top_p in (0, 1]. On failure, the setting's name and
+    /// the problem, so the server can report the parameter as OpenAI does.
+    pub fn check_setting(&self) -> Result<(), (&'static str, String)> {
+        if !(0.0..=MAX_TEMPERATURE).contains(&self.temperature) {
+            let problem = format!("temperature {} is not in [0, {MAX_TEMPERATURE}]", self.temperature);
+            return Err(("temperature", problem));
         }
         if !(self.top_p > 0.0 && self.top_p <= 1.0) {
-            return Err(crate::Error::Request(format!("top_p {} is not in (0, 1]", self.top_p)));
+            return Err(("top_p", format!("top_p {} is not in (0, 1]", self.top_p)));
         }
         Ok(())
     }
+
+    /// [`SamplingParams::check_setting`] as a request error.
+    pub fn check(&self) -> crate::Result<()> {
+        self.check_setting().map_err(|(_, problem)| crate::Error::Request(problem))
+    }
+}
+
+/// The highest temperature a request may ask for.
+pub const MAX_TEMPERATURE: f32 = 2.0;
+
+/// A seed from the clock, for requests that give none.
+pub fn clock_seed() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64)
 }
 
 /// The 24 random bits of SplitMix64's finaliser of (seed, step).

@@ -3,8 +3,9 @@
 //!
 //! Files are built in memory by `GgufWriter` below, a minimal writer of the GGUF v3 layout.
 
+use flint::config::gguf::config_from_gguf;
 use flint::config::{Family, FfnKind, QkNorm, RopePairing};
-use flint::weights::gguf::{config_from_gguf, GgufFile, MetaValue};
+use flint::format::gguf::{GgufFile, MetaValue};
 use flint::weights::{Bytes, DType, TensorSource};
 use flint::Error;
 use half::f16;

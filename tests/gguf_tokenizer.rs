@@ -7,8 +7,8 @@
 //! `ids_digits_isolated` on the cases where the two differ (non-ASCII numerals only), and those
 //! are the ids flint must give there.
 
+use flint::format::gguf::GgufFile;
 use flint::tokenizer::gguf::from_gguf;
-use flint::weights::gguf::GgufFile;
 use serde_json::Value;
 mod common;
 

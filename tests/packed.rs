@@ -8,10 +8,10 @@
 
 mod common;
 
+use flint::format::gguf::GgufFile;
 use flint::quant::ggml;
 use flint::quant::packed::{pack_f16_pair, unpack_f16_pair, Format, PackedMatrix};
 use flint::quant::quantize::INT4_GROUP_SIZES;
-use flint::weights::gguf::GgufFile;
 use flint::weights::gptq::{GptqCheckpoint, GptqConfig};
 use flint::weights::safetensors::SafetensorsCheckpoint;
 use flint::weights::{DType, TensorSource};
@@ -82,7 +82,7 @@ fn assert_same(got: &[f32], want: &[f32], what: &str) {
 
 /// Random ggml blocks of `dtype` for `n` elements.
 fn random_blocks(rng: &mut Rng, dtype: DType, n: usize) -> Vec<u8> {
-    let (per_block, block_bytes) = ggml::block_info(dtype).unwrap();
+    let (per_block, block_bytes) = flint::tensor::ggml::block_info(dtype).unwrap();
     let mut out = Vec::with_capacity(n / per_block * block_bytes);
     for _ in 0..n / per_block {
         let mut b: Vec<u8> = (0..block_bytes).map(|_| rng.byte()).collect();
@@ -200,7 +200,7 @@ fn ggml_blocks_repack_exactly_at_awkward_shapes() {
                 assert_same(&packed.dequantize(), &want, &what);
                 assert_fma_invariant(&packed);
                 // Rows are independent: packing row r alone gives row r's words and scales.
-                let (per_block, block_bytes) = ggml::block_info(dtype).unwrap();
+                let (per_block, block_bytes) = flint::tensor::ggml::block_info(dtype).unwrap();
                 let row_bytes = cols / per_block * block_bytes;
                 let r = rows / 2;
                 let alone =

@@ -5,8 +5,8 @@
 mod common;
 
 use common::{fixture, real_model, relative_error, Reference};
+use flint::engine::streamed::StreamedModel;
 use flint::gpu::model::GpuModel;
-use flint::gpu::streamed::StreamedModel;
 use flint::gpu::{Backend, Gpu};
 use flint::ModelFiles;
 use std::path::Path;

@@ -8,7 +8,9 @@
 //! device has them.
 
 use crate::config::presets::{self, Preset};
+use crate::engine::build::CHUNK_TOKENS;
 use crate::engine::Generator;
+use crate::engine::ModelFiles;
 use crate::gpu::feed::HostFeed;
 use crate::gpu::generated::GeneratedFeed;
 use crate::gpu::generator::GpuGenerator;
@@ -16,7 +18,6 @@ use crate::gpu::measure::{copy_gbps, host_rss, op_times, read_gbps};
 use crate::gpu::model::GpuModel;
 use crate::gpu::plan::MemoryPlan;
 use crate::gpu::{Backend, Gpu, Op};
-use crate::model::ModelFiles;
 use crate::sampler::SamplingParams;
 use crate::{Error, Result};
 use serde_json::json;
@@ -24,8 +25,6 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
-/// Tokens per prefill chunk (as `flint run`).
-const CHUNK_TOKENS: u32 = 64;
 /// Seed of a preset's generated weights.
 const SEED: u32 = 1;
 

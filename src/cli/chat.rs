@@ -2,9 +2,10 @@
 //! model's chat template each turn; answers stream as they form. Ctrl-C during an answer stops
 //! that answer (the partial answer stays in the history); at the prompt it leaves.
 
-use super::{build_generator, clock_seed, load_weights, model_path, BackendArg, Device};
+use super::{model_path, EngineArgs};
+use crate::engine::ModelFiles;
 use crate::engine::{generate, GenerateOptions};
-use crate::model::ModelFiles;
+use crate::sampler::clock_seed;
 use crate::sampler::SamplingParams;
 use crate::tokenizer::Message;
 use crate::{Error, Result};
@@ -40,13 +41,9 @@ pub struct ChatArgs {
     top_p: f32,
     #[arg(long)]
     seed: Option<u64>,
-    #[arg(long, value_enum, default_value = "gpu")]
-    device: Device,
-    #[arg(long, value_enum, default_value = "auto")]
-    backend: BackendArg,
-    /// Positions the KV cache holds (at most the model's context); old turns are dropped to fit.
-    #[arg(long, default_value_t = 2048)]
-    ctx: usize,
+    /// Engine and KV cache (old turns are dropped to fit the context).
+    #[command(flatten)]
+    engine: EngineArgs,
 }
 
 /// What the main loop waits for at the prompt.
@@ -62,7 +59,7 @@ pub fn run(args: ChatArgs) -> Result<()> {
     let files = ModelFiles::open(&path)?;
     let tokenizer =
         files.tokenizer.as_ref().ok_or_else(|| Error::Tokenizer(format!("{} has no tokenizer", path.display())))?;
-    let mut generator = build_generator(&files.config, &load_weights(&files)?, args.device, args.backend, args.ctx)?;
+    let mut generator = args.engine.generator(&files)?;
     let context = generator.context_len();
 
     // Lines and Ctrl-C at the prompt arrive on one channel, so the main thread is the one that

@@ -2,7 +2,7 @@
 //! `weights::gptq_writer`), with a progress bar and an optional JSON summary.
 
 use super::hub;
-use crate::model::ModelFiles;
+use crate::engine::ModelFiles;
 use crate::weights::gptq_writer;
 use crate::{Error, Result};
 use clap::Args;

@@ -1,7 +1,8 @@
 //! `flint serve`: loads the model, starts the engine worker, serves the OpenAI API.
 
-use super::{build_generator, load_weights, model_path, BackendArg, Device};
-use crate::model::ModelFiles;
+use super::{load_weights, model_path, EngineArgs};
+use crate::engine::build::{self, Device};
+use crate::engine::ModelFiles;
 use crate::server::worker::{Engine, Stats};
 use crate::server::ServerConfig;
 use crate::{Error, Result};
@@ -39,19 +40,14 @@ pub struct ServeArgs {
     /// Requests queued or running at once; more are refused with 429.
     #[arg(long, default_value_t = 64)]
     max_concurrent: usize,
-    /// Positions the KV cache holds: prompt plus completion (at most the model's context).
-    #[arg(long, default_value_t = 2048)]
-    ctx: usize,
     /// The `model` name clients use (default: the file or folder name without extension).
     #[arg(long)]
     served_model_name: Option<String>,
     /// Largest request body, in bytes.
     #[arg(long, default_value_t = 1 << 20)]
     max_body_bytes: usize,
-    #[arg(long, value_enum, default_value = "gpu")]
-    device: Device,
-    #[arg(long, value_enum, default_value = "auto")]
-    backend: BackendArg,
+    #[command(flatten)]
+    engine: EngineArgs,
     /// Print the listening address as one JSON line on stdout (for scripts).
     #[arg(long)]
     json: bool,
@@ -71,15 +67,15 @@ pub fn run(args: ServeArgs) -> Result<()> {
         .served_model_name
         .unwrap_or_else(|| path.file_stem().map_or_else(|| "model".to_string(), |s| s.to_string_lossy().into_owned()));
     let max_ctx = files.config.max_position_embeddings;
-    let context = match args.device {
-        Device::Gpu => args.ctx.clamp(1, max_ctx),
+    let context = match args.engine.device {
+        Device::Gpu => args.engine.ctx.clamp(1, max_ctx),
         Device::Cpu => max_ctx,
     };
     let weights = load_weights(&files)?;
     let stats = Arc::new(Stats::default());
-    let (config, device, backend, ctx) = (files.config.clone(), args.device, args.backend, args.ctx);
+    let (config, e) = (files.config.clone(), args.engine);
     let engine = Engine::start(
-        move || build_generator(&config, &weights, device, backend, ctx),
+        move || build::generator(&config, &weights, e.device, e.backend, e.ctx),
         tokenizer.clone(),
         stats.clone(),
     )?;

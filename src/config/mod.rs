@@ -2,8 +2,9 @@
 //!
 //! Families differ in a handful of rules; each rule is an explicit field here, and the one
 //! forward pass (`crate::reference`) reads them. Builders: [`hf`] (Hugging Face `config.json`)
-//! and `crate::weights::gguf` (GGUF metadata).
+//! and [`gguf`] (GGUF metadata); [`presets`] for generated weights.
 
+pub mod gguf;
 pub mod hf;
 pub mod presets;
 

@@ -9,6 +9,7 @@ use wgpu::util::DeviceExt;
 
 /// Which native API to ask wgpu for; `Auto` lets wgpu choose (WebGPU in the browser).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[cfg_attr(all(feature = "cli", not(target_arch = "wasm32")), derive(clap::ValueEnum))]
 pub enum Backend {
     #[default]
     Auto,

@@ -9,8 +9,6 @@
 use super::kernels::sample::{self, SamplerBuffers};
 use super::model::GpuModel;
 use super::Op;
-#[cfg(not(target_arch = "wasm32"))]
-use crate::engine::Generator;
 use crate::sampler::SamplingParams;
 use crate::{Error, Result};
 use std::collections::VecDeque;
@@ -139,20 +137,5 @@ impl GpuGenerator {
             self.submit_sampled(Some(last))?;
         }
         Ok(())
-    }
-}
-
-#[cfg(not(target_arch = "wasm32"))]
-impl Generator for GpuGenerator {
-    fn context_len(&self) -> usize {
-        self.model.max_ctx as usize
-    }
-
-    fn start(&mut self, prompt: &[u32], sampling: &SamplingParams, max_tokens: usize) -> Result<()> {
-        GpuGenerator::start(self, prompt, sampling, max_tokens)
-    }
-
-    fn next_token(&mut self) -> Result<u32> {
-        pollster::block_on(self.next_token_async())
     }
 }

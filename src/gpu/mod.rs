@@ -16,7 +16,6 @@ pub mod measure;
 pub mod model;
 pub mod plan;
 pub mod step;
-pub mod streamed;
 
 pub use device::{Backend, Gpu};
 

@@ -19,7 +19,7 @@
 use super::feed::{GpuFfn, GpuHead, GpuLayerWeights, GpuLinear, GpuMlp, GpuMoe, HostFeed, WeightFeed};
 use super::kernels::{add_scaled, attention, embed, matmul, moe_combine, moe_route, rms_norm, rope, swiglu};
 use super::matrix::GpuMatrix;
-use super::plan::Scratch;
+use super::plan::{kv_buffer_bytes, Scratch};
 use super::step::Step;
 use super::{Gpu, Op};
 use crate::config::{FfnKind, ModelConfig, QkNorm};
@@ -225,7 +225,7 @@ impl GpuModelBuilder {
         }
         check_layer(&self.config, l, &w)?;
         self.weight_bytes += w.matrices().iter().map(|m| m.bytes()).sum::<u64>();
-        let cache_bytes = u64::from(self.max_ctx) * self.config.kv_dim() as u64 * 4;
+        let cache_bytes = kv_buffer_bytes(&self.config, self.max_ctx);
         let g = &self.gpu;
         let k_cache = g.storage_zeroed(&format!("k cache {l}"), cache_bytes);
         let v_cache = g.storage_zeroed(&format!("v cache {l}"), cache_bytes);
@@ -259,7 +259,7 @@ impl GpuModelBuilder {
             }
         }
         weight_bytes += head.lm_head.as_ref().map_or(0, |m| m.bytes());
-        let kv_bytes = 2 * u64::from(max_ctx) * c.kv_dim() as u64 * 4 * c.num_layers as u64;
+        let kv_bytes = 2 * c.num_layers as u64 * kv_buffer_bytes(c, max_ctx);
         let g = &*gpu;
         let resident = Resident::new(g, c, embed, layers, head, max_tokens);
         let step = Step::new(g);

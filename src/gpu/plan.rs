@@ -144,7 +144,7 @@ impl MemoryPlan {
     /// The plan of `config` with `weights` bytes of matrices and `vectors` of norms and biases
     /// known (a checkpoint's, whatever their formats).
     pub fn with_weights(c: &ModelConfig, weights: u64, vectors: u64, max_tokens: u32, max_ctx: u32) -> Self {
-        let kv_per_token = 2 * c.num_layers as u64 * c.kv_dim() as u64 * 4;
+        let kv_per_token = 2 * c.num_layers as u64 * kv_buffer_bytes(c, 1);
         let t = u64::from(max_tokens);
         // Token ids, the step uniform (16 B); the sampler: request uniform, state, ring and one
         // readback of 4 B per slot (3), argmax partials (8 B per block), exp2 tables (512 u32).
@@ -159,7 +159,7 @@ impl MemoryPlan {
             vectors,
             kv_per_token,
             // One buffer per layer for keys and one for values.
-            kv_cache: 2 * c.num_layers as u64 * buffer(u64::from(max_ctx) * c.kv_dim() as u64 * 4),
+            kv_cache: 2 * c.num_layers as u64 * buffer(kv_buffer_bytes(c, max_ctx)),
             max_ctx,
             max_tokens,
             scratch: Scratch::new(c, max_tokens).total(),
@@ -171,4 +171,10 @@ impl MemoryPlan {
     pub fn total(&self) -> u64 {
         self.weights + self.vectors + self.kv_cache + self.scratch + self.logits + self.io
     }
+}
+
+/// Bytes of one layer's key (or value) cache of `positions` rows: the one formula the plan and
+/// the allocation share.
+pub fn kv_buffer_bytes(c: &ModelConfig, positions: u32) -> u64 {
+    u64::from(positions) * c.kv_dim() as u64 * 4
 }

@@ -1,4 +1,4 @@
-//! ggml block formats: type numbering, block sizes, and dequantization to f32.
+//! ggml block formats: dequantization to f32 (type numbering and block sizes: `tensor::ggml`).
 //!
 //! A ggml tensor row is a run of blocks; each block holds a fixed number of elements in a fixed
 //! number of bytes, little-endian. [`dequantize`] and [`dequantize_into`] check every size first,
@@ -7,80 +7,9 @@
 //! The layouts follow ggml's reference (`ggml-common.h`, `ggml-quants.c`); each function states
 //! the one it decodes.
 
-use crate::weights::DType;
+use crate::tensor::ggml::{block_info, QK, QK_K};
+use crate::tensor::DType;
 use half::{bf16, f16};
-
-/// Elements in one Q4_0 / Q4_1 / Q8_0 block.
-pub const QK: usize = 32;
-/// Elements in one k-quant super-block (Q4_K, Q6_K).
-pub const QK_K: usize = 256;
-
-/// The ggml type number of a [`DType`] (the `type` field of a GGUF tensor info); `None` for
-/// flint's `Int4`, which is not a ggml format.
-pub fn ggml_type_id(dtype: DType) -> Option<u32> {
-    Some(match dtype {
-        DType::F32 => 0,
-        DType::F16 => 1,
-        DType::Q4_0 => 2,
-        DType::Q4_1 => 3,
-        DType::Q8_0 => 8,
-        DType::Q4_K => 12,
-        DType::Q6_K => 14,
-        DType::BF16 => 30,
-        DType::Int4 => return None,
-    })
-}
-
-/// The [`DType`] for a ggml type number, when flint can read it.
-pub fn dtype_from_ggml(type_id: u32) -> Option<DType> {
-    Some(match type_id {
-        0 => DType::F32,
-        1 => DType::F16,
-        2 => DType::Q4_0,
-        3 => DType::Q4_1,
-        8 => DType::Q8_0,
-        12 => DType::Q4_K,
-        14 => DType::Q6_K,
-        30 => DType::BF16,
-        _ => return None,
-    })
-}
-
-/// ggml's name for a type number, for error messages; `None` for numbers ggml never assigned
-/// (4 and 5 were removed formats and count as unassigned here).
-pub fn ggml_type_name(type_id: u32) -> Option<&'static str> {
-    const NAMES: [&str; 42] = [
-        "F32", "F16", "Q4_0", "Q4_1", "", "", "Q5_0", "Q5_1", "Q8_0", "Q8_1", "Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K",
-        "Q8_K", "IQ2_XXS", "IQ2_XS", "IQ3_XXS", "IQ1_S", "IQ4_NL", "IQ3_S", "IQ2_S", "IQ4_XS", "I8", "I16", "I32",
-        "I64", "F64", "IQ1_M", "BF16", "", "", "", "TQ1_0", "TQ2_0", "", "", "", "MXFP4", "", "",
-    ];
-    NAMES.get(type_id as usize).copied().filter(|n| !n.is_empty())
-}
-
-/// `(elements per block, bytes per block)` of a ggml format; plain float types are blocks of one
-/// element. `None` for `DType::Int4`, whose groups are not a fixed ggml block.
-pub fn block_info(dtype: DType) -> Option<(usize, usize)> {
-    Some(match dtype {
-        DType::F32 => (1, 4),
-        DType::F16 | DType::BF16 => (1, 2),
-        DType::Q8_0 => (QK, 2 + QK),
-        DType::Q4_0 => (QK, 2 + QK / 2),
-        DType::Q4_1 => (QK, 4 + QK / 2),
-        DType::Q4_K => (QK_K, 2 + 2 + 12 + QK_K / 2),
-        DType::Q6_K => (QK_K, QK_K / 2 + QK_K / 4 + QK_K / 16 + 2),
-        DType::Int4 => return None,
-    })
-}
-
-/// Bytes that `n_elements` of `dtype` take, or `None` when `n_elements` is not a whole number
-/// of blocks or the size overflows.
-pub fn byte_size(dtype: DType, n_elements: u64) -> Option<u64> {
-    let (per_block, block_bytes) = block_info(dtype)?;
-    if !n_elements.is_multiple_of(per_block as u64) {
-        return None;
-    }
-    (n_elements / per_block as u64).checked_mul(block_bytes as u64)
-}
 
 /// Dequantizes `data` (a whole number of blocks of `dtype`) into `out`, which must hold exactly
 /// the elements those blocks encode. The error says what did not fit.
@@ -187,21 +116,10 @@ pub fn q4_k_scale_min(j: usize, scales: &[u8]) -> (u8, u8) {
 /// from the low nibbles (sub-block 2r), its next 32 from the high nibbles (sub-block 2r + 1).
 /// Element = `d * scale * q - dmin * min`.
 pub fn dequantize_block_q4_k(block: &[u8], out: &mut [f32]) {
-    let d = read_f16(block, 0);
-    let dmin = read_f16(block, 2);
-    let scales = &block[4..16];
-    let qs = &block[16..16 + QK_K / 2];
-    for run in 0..4 {
-        let bytes = &qs[32 * run..32 * run + 32];
-        let (sc_lo, m_lo) = q4_k_scale_min(2 * run, scales);
-        let (sc_hi, m_hi) = q4_k_scale_min(2 * run + 1, scales);
-        let (d_lo, min_lo) = (d * f32::from(sc_lo), dmin * f32::from(m_lo));
-        let (d_hi, min_hi) = (d * f32::from(sc_hi), dmin * f32::from(m_hi));
-        let dst = &mut out[64 * run..64 * run + 64];
-        for (l, &byte) in bytes.iter().enumerate() {
-            dst[l] = d_lo * f32::from(byte & 0x0F) - min_lo;
-            dst[l + 32] = d_hi * f32::from(byte >> 4) - min_hi;
-        }
+    let (q, pairs) = q4_k_unpack(block);
+    for (i, (o, &qi)) in out[..QK_K].iter_mut().zip(&q).enumerate() {
+        let (d, m) = pairs[i / 32];
+        *o = d * f32::from(qi) + m;
     }
 }
 
@@ -214,30 +132,61 @@ pub fn dequantize_block_q4_k(block: &[u8], out: &mut [f32]) {
 /// nibble of `ql[l + 32]`). Element i of the half uses scale `i / 16`.
 /// Element = `d * scale * (q - 32)` with q the 6-bit value.
 pub fn dequantize_block_q6_k(block: &[u8], out: &mut [f32]) {
-    let ql_all = &block[0..128];
-    let qh_all = &block[128..192];
-    let sc_all = &block[192..208];
+    let (q, scales) = q6_k_unpack(block);
+    for (i, (o, &qi)) in out[..QK_K].iter_mut().zip(&q).enumerate() {
+        *o = scales[i / 16] * f32::from(qi);
+    }
+}
+
+/// One Q4_K super-block: its 256 nibbles in element order and each 32-element sub-block's
+/// `(d * sc, -(dmin * min))`, computed in f32 as [`dequantize_block_q4_k`] uses them.
+pub fn q4_k_unpack(block: &[u8]) -> ([u8; QK_K], [(f32, f32); 8]) {
+    let d = read_f16(block, 0);
+    let dmin = read_f16(block, 2);
+    let packed_scales = &block[4..16];
+    let nib = &block[16..16 + QK_K / 2];
+    let mut pairs = [(0.0f32, 0.0f32); 8];
+    for (j, p) in pairs.iter_mut().enumerate() {
+        let (sc, min) = q4_k_scale_min(j, packed_scales);
+        *p = (d * f32::from(sc), -(dmin * f32::from(min)));
+    }
+    let mut q = [0u8; QK_K];
+    for run in 0..4 {
+        for l in 0..32 {
+            let byte = nib[32 * run + l];
+            q[64 * run + l] = byte & 0x0F;
+            q[64 * run + 32 + l] = byte >> 4;
+        }
+    }
+    (q, pairs)
+}
+
+/// One Q6_K super-block: its 256 values `q - 32` in element order and each 16-element
+/// sub-block's scale `d * sc` in f32 (ggml's `d * scale * (q - 32)` evaluates `d * scale` first).
+pub fn q6_k_unpack(block: &[u8]) -> ([i8; QK_K], [f32; 16]) {
     let d = read_f16(block, 208);
+    let mut scales = [0.0f32; 16];
+    for (j, s) in scales.iter_mut().enumerate() {
+        *s = d * f32::from(block[192 + j] as i8);
+    }
+    let mut q = [0i8; QK_K];
     for half in 0..2 {
-        let ql = &ql_all[64 * half..64 * half + 64];
-        let qh = &qh_all[32 * half..32 * half + 32];
-        let sc = &sc_all[8 * half..8 * half + 8];
-        let dst = &mut out[128 * half..128 * half + 128];
+        let ql = &block[64 * half..64 * half + 64];
+        let qh = &block[128 + 32 * half..128 + 32 * half + 32];
         for l in 0..32 {
             let h = qh[l];
-            let q = [
+            let v = [
                 (ql[l] & 0x0F) | ((h & 0x03) << 4),
                 (ql[l + 32] & 0x0F) | (((h >> 2) & 0x03) << 4),
                 (ql[l] >> 4) | (((h >> 4) & 0x03) << 4),
                 (ql[l + 32] >> 4) | (((h >> 6) & 0x03) << 4),
             ];
-            for (k, &qk) in q.iter().enumerate() {
-                let i = l + 32 * k;
-                let scale = f32::from(sc[i / 16] as i8);
-                dst[i] = d * scale * (f32::from(qk) - 32.0);
+            for (k, &vk) in v.iter().enumerate() {
+                q[128 * half + l + 32 * k] = vk as i8 - 32;
             }
         }
     }
+    (q, scales)
 }
 
 #[cfg(test)]
@@ -246,28 +195,6 @@ mod tests {
 
     fn f16_bytes(x: f32) -> [u8; 2] {
         f16::from_f32(x).to_bits().to_le_bytes()
-    }
-
-    #[test]
-    fn block_sizes_match_ggml() {
-        assert_eq!(block_info(DType::Q8_0), Some((32, 34)));
-        assert_eq!(block_info(DType::Q4_0), Some((32, 18)));
-        assert_eq!(block_info(DType::Q4_1), Some((32, 20)));
-        assert_eq!(block_info(DType::Q4_K), Some((256, 144)));
-        assert_eq!(block_info(DType::Q6_K), Some((256, 210)));
-        assert_eq!(block_info(DType::F16), Some((1, 2)));
-        assert_eq!(block_info(DType::Int4), None);
-        assert_eq!(byte_size(DType::Q4_0, 64), Some(36));
-        assert_eq!(byte_size(DType::Q4_0, 48), None);
-        for id in 0..64 {
-            if let Some(dt) = dtype_from_ggml(id) {
-                assert_eq!(ggml_type_id(dt), Some(id));
-                assert_eq!(ggml_type_name(id), Some(format!("{dt:?}").as_str()));
-            }
-        }
-        assert_eq!(ggml_type_name(6), Some("Q5_0"));
-        assert_eq!(ggml_type_name(4), None);
-        assert_eq!(ggml_type_name(1000), None);
     }
 
     #[test]

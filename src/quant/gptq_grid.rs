@@ -5,7 +5,7 @@
 //! [`GptqMatrix::to_packed`] gives exactly the matrix flint's GPTQ reader builds from that file.
 
 use super::packed::{exact_f16, nibble_word, pack_f16_pair, Format, PackedMatrix};
-use super::quantize::INT4_GROUP_SIZES;
+use super::quantize::{alternate, Fit, INT4_GROUP_SIZES};
 use crate::{Error, Result};
 use half::f16;
 
@@ -152,51 +152,22 @@ fn quantize_group(x: &[f32], q_out: &mut [u8]) -> (f16, u8) {
         q_out.fill(8);
         return (f16::ZERO, 8);
     }
-    let range = f64::from(hi) - f64::from(lo);
-    let d0 = range / 15.0;
-    let (mut best_d, mut best_z) = (f16::from_f64(d0), clamp_zero(-f64::from(lo) / d0));
-    let mut best = score(x, best_d, best_z, q_out);
-    let mut q = q_out.to_vec();
-    for _ in 0..ROUNDS {
-        let n = x.len() as f64;
-        let (mut sq, mut sqq, mut sx, mut sqx) = (0.0f64, 0.0f64, 0.0f64, 0.0f64);
-        for (&qi, &xi) in q.iter().zip(x) {
-            let (qf, xf) = (f64::from(qi), f64::from(xi));
-            sq += qf;
-            sqq += qf * qf;
-            sx += xf;
-            sqx += qf * xf;
-        }
-        let var = n * sqq - sq * sq;
-        if var <= 0.0 {
-            break;
-        }
-        let slope = (n * sqx - sq * sx) / var;
-        if slope <= 0.0 {
-            break;
-        }
-        let z = clamp_zero(-(sx - slope * sq) / n / slope);
+    let d0 = (f64::from(hi) - f64::from(lo)) / 15.0;
+    let start = (f16::from_f64(d0), clamp_zero(-f64::from(lo) / d0));
+    // The regression line's zero crossing gives z; with z fixed, least squares gives d.
+    let fit = |q: &[u8]| {
+        let line = Fit::new(q, x);
+        let slope = line.slope().filter(|&s| s > 0.0)?;
+        let z = clamp_zero(-line.intercept(slope) / slope);
         let (mut num, mut den) = (0.0f64, 0.0f64);
         for (&qi, &xi) in q.iter().zip(x) {
             let c = f64::from(qi) - f64::from(z);
             num += c * f64::from(xi);
             den += c * c;
         }
-        if den <= 0.0 || num <= 0.0 {
-            break;
-        }
-        let d = f16::from_f64(num / den);
-        let previous = q.clone();
-        let err = score(x, d, z, &mut q);
-        if err < best {
-            (best, best_d, best_z) = (err, d, z);
-            q_out.copy_from_slice(&q);
-        }
-        if q == previous {
-            break;
-        }
-    }
-    (best_d, best_z)
+        (den > 0.0 && num > 0.0).then(|| (f16::from_f64(num / den), z))
+    };
+    alternate(q_out, start, ROUNDS, fit, |(d, z), q| score(x, d, z, q))
 }
 
 #[cfg(test)]

@@ -25,8 +25,9 @@
 //! `d * q` is exact in f32 (`d` has at most 17 significant bits, `q` at most 4), so a fused
 //! multiply-add gives the same value as a multiply then an add: a kernel may use either.
 
-use crate::quant::ggml::{self, QK, QK_K};
-use crate::weights::{DType, Tensor};
+use crate::quant::ggml;
+use crate::tensor::ggml::{block_info, QK};
+use crate::tensor::{DType, Tensor};
 use crate::{Error, Result};
 use half::f16;
 
@@ -308,7 +309,7 @@ impl PackedMatrix {
     pub fn from_ggml(dtype: DType, rows: usize, cols: usize, bytes: &[u8]) -> Result<PackedMatrix> {
         let err = |p: String| Error::tensor(unnamed(dtype, rows, cols), p);
         let (per_block, block_bytes) =
-            ggml::block_info(dtype).ok_or_else(|| err(format!("{dtype:?} is not a ggml block format")))?;
+            block_info(dtype).ok_or_else(|| err(format!("{dtype:?} is not a ggml block format")))?;
         let n = rows.checked_mul(cols).ok_or_else(|| err("too many elements".into()))?;
         if !cols.is_multiple_of(per_block) {
             return Err(err(format!("rows of {cols} elements are not whole {dtype:?} blocks of {per_block}")));
@@ -340,7 +341,7 @@ impl PackedMatrix {
                 let mut qs = Vec::with_capacity(n / 4);
                 let mut scales = Vec::with_capacity(n_blocks * 16);
                 for b in blocks {
-                    let (q, s) = q6_k_values(b);
+                    let (q, s) = ggml::q6_k_unpack(b);
                     qs.extend(q.chunks_exact(4).map(byte_word));
                     scales.extend(s.iter().map(|v| v.to_bits()));
                 }
@@ -383,7 +384,7 @@ impl PackedMatrix {
                 let mut qs = Vec::with_capacity(n / 8);
                 let mut scales = Vec::with_capacity(n_blocks * 16);
                 for b in blocks {
-                    let (q, pairs) = q4_k_values(b);
+                    let (q, pairs) = ggml::q4_k_unpack(b);
                     qs.extend(q.chunks_exact(8).map(nibble_word));
                     scales.extend(pairs.iter().flat_map(|&(d, m)| [d.to_bits(), m.to_bits()]));
                 }
@@ -393,57 +394,6 @@ impl PackedMatrix {
         };
         PackedMatrix::new(rows, cols, format, qs, scales)
     }
-}
-
-/// One Q4_K super-block: its 256 nibbles in element order and each 32-element sub-block's
-/// `(d * sc, -(dmin * min))`, computed in f32 as [`ggml::dequantize_block_q4_k`] computes them.
-fn q4_k_values(block: &[u8]) -> ([u8; QK_K], [(f32, f32); 8]) {
-    let d = f16::from_bits(read_f16_bits(block, 0)).to_f32();
-    let dmin = f16::from_bits(read_f16_bits(block, 2)).to_f32();
-    let packed_scales = &block[4..16];
-    let nib = &block[16..16 + QK_K / 2];
-    let mut pairs = [(0.0f32, 0.0f32); 8];
-    for (j, p) in pairs.iter_mut().enumerate() {
-        let (sc, min) = ggml::q4_k_scale_min(j, packed_scales);
-        *p = (d * f32::from(sc), -(dmin * f32::from(min)));
-    }
-    let mut q = [0u8; QK_K];
-    for run in 0..4 {
-        for l in 0..32 {
-            let byte = nib[32 * run + l];
-            q[64 * run + l] = byte & 0x0F;
-            q[64 * run + 32 + l] = byte >> 4;
-        }
-    }
-    (q, pairs)
-}
-
-/// One Q6_K super-block: its 256 values `q - 32` in element order and each 16-element
-/// sub-block's scale `d * sc` in f32 (ggml's `d * scale * (q - 32)` evaluates `d * scale` first).
-fn q6_k_values(block: &[u8]) -> ([i8; QK_K], [f32; 16]) {
-    let d = f16::from_bits(read_f16_bits(block, 208)).to_f32();
-    let mut scales = [0.0f32; 16];
-    for (j, s) in scales.iter_mut().enumerate() {
-        *s = d * f32::from(block[192 + j] as i8);
-    }
-    let mut q = [0i8; QK_K];
-    for half in 0..2 {
-        let ql = &block[64 * half..64 * half + 64];
-        let qh = &block[128 + 32 * half..128 + 32 * half + 32];
-        for l in 0..32 {
-            let h = qh[l];
-            let v = [
-                (ql[l] & 0x0F) | ((h & 0x03) << 4),
-                (ql[l + 32] & 0x0F) | (((h >> 2) & 0x03) << 4),
-                (ql[l] >> 4) | (((h >> 4) & 0x03) << 4),
-                (ql[l + 32] >> 4) | (((h >> 6) & 0x03) << 4),
-            ];
-            for (k, &vk) in v.iter().enumerate() {
-                q[128 * half + l + 32 * k] = vk as i8 - 32;
-            }
-        }
-    }
-    (q, scales)
 }
 
 #[cfg(test)]

@@ -100,45 +100,76 @@ fn quantize_group(x: &[f32], q_out: &mut [u8]) -> (f16, f16) {
     if lo == hi {
         return constant_group(lo, q_out);
     }
-    let n = x.len();
-    let mut q = [0u8; 128];
-    let q = &mut q[..n];
-    // 1. min/max.
-    let (mut best_d, mut best_m) = (f16::from_f64((f64::from(hi) - f64::from(lo)) / 15.0), f16::from_f32(lo));
-    let mut best = score(x, best_d, best_m, q_out);
-    q.copy_from_slice(q_out);
-    // 2. Alternating least squares from the q's of the latest candidate.
-    for _ in 0..ALS_ROUNDS {
-        let (mut sq, mut sqq, mut sx, mut sqx) = (0.0f64, 0.0f64, 0.0f64, 0.0f64);
+    // 1. min/max; 2. the regression line of x on the latest q's; 3. scored as stored (f16).
+    let start = (f16::from_f64((f64::from(hi) - f64::from(lo)) / 15.0), f16::from_f32(lo));
+    let fit = |q: &[u8]| {
+        let fit = Fit::new(q, x);
+        let d = fit.slope().map_or(0.0, |s| s.max(0.0));
+        Some((f16::from_f64(d), f16::from_f64(fit.intercept(d))))
+    };
+    alternate(q_out, start, ALS_ROUNDS, fit, |(d, m), q| score(x, d, m, q))
+}
+
+/// The sums of a least-squares line through the points `(q_i, x_i)`.
+pub(crate) struct Fit {
+    n: f64,
+    sq: f64,
+    sqq: f64,
+    sx: f64,
+    sqx: f64,
+}
+
+impl Fit {
+    pub fn new(q: &[u8], x: &[f32]) -> Fit {
+        let mut f = Fit { n: q.len() as f64, sq: 0.0, sqq: 0.0, sx: 0.0, sqx: 0.0 };
         for (&qi, &xi) in q.iter().zip(x) {
             let (qf, xf) = (f64::from(qi), f64::from(xi));
-            sq += qf;
-            sqq += qf * qf;
-            sx += xf;
-            sqx += qf * xf;
+            f.sq += qf;
+            f.sqq += qf * qf;
+            f.sx += xf;
+            f.sqx += qf * xf;
         }
-        let nf = n as f64;
-        let var = nf * sqq - sq * sq;
-        let (d, m) = match var > 0.0 {
-            true => {
-                let d = ((nf * sqx - sq * sx) / var).max(0.0);
-                (d, (sx - d * sq) / nf)
-            }
-            false => (0.0, sx / nf),
-        };
-        // 3. Score the stored values.
-        let (d16, m16) = (f16::from_f64(d), f16::from_f64(m));
-        let previous = q.to_vec();
-        let err = score(x, d16, m16, q);
-        if err < best {
-            (best, best_d, best_m) = (err, d16, m16);
-            q_out.copy_from_slice(q);
+        f
+    }
+
+    /// The slope; `None` when every q is the same.
+    pub fn slope(&self) -> Option<f64> {
+        let var = self.n * self.sqq - self.sq * self.sq;
+        (var > 0.0).then(|| (self.n * self.sqx - self.sq * self.sx) / var)
+    }
+
+    /// The intercept of the line of `slope` through the mean point.
+    pub fn intercept(&self, slope: f64) -> f64 {
+        (self.sx - slope * self.sq) / self.n
+    }
+}
+
+/// The alternating search both INT4 quantizers run. From `start`, `score` sets the q's nearest
+/// to x for a candidate and returns its squared error; `fit` proposes the next candidate from
+/// the latest q's (`None` ends the search). Runs at most `rounds` rounds, stopping once the q's
+/// no longer change; the best candidate is returned and its q's are left in `q_out`.
+pub(crate) fn alternate<P: Copy>(
+    q_out: &mut [u8],
+    start: P,
+    rounds: usize,
+    mut fit: impl FnMut(&[u8]) -> Option<P>,
+    mut score: impl FnMut(P, &mut [u8]) -> f64,
+) -> P {
+    let (mut best, mut best_err) = (start, score(start, q_out));
+    let mut q = q_out.to_vec();
+    for _ in 0..rounds {
+        let Some(candidate) = fit(&q) else { break };
+        let previous = q.clone();
+        let err = score(candidate, &mut q);
+        if err < best_err {
+            (best, best_err) = (candidate, err);
+            q_out.copy_from_slice(&q);
         }
-        if *q == previous[..] {
+        if q == previous {
             break;
         }
     }
-    (best_d, best_m)
+    best
 }
 
 /// A group whose elements all equal `c`: `(0, c)` when c is an f16, else the pair `(d, m)` and

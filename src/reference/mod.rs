@@ -1,15 +1,14 @@
 //! The CPU f32 forward pass: the executable spec that every GPU kernel is held to.
 //!
-//! One function per operation (`ops`), the weights as plain f32 (`weights`), and here the
+//! One function per operation (`crate::ops`), the weights as plain f32 (`weights`), and here the
 //! pass itself, readable top to bottom. `forward` takes a chunk of T tokens: prefill is one
 //! call with the prompt, decode is a call with one token; both extend the same KV cache.
 
-pub mod ops;
 pub mod weights;
 
 use crate::config::{ModelConfig, QkNorm, RopePairing};
+use crate::ops::{attend, rms_norm, rope, rope_angles, sigmoid, silu, softmax, top_k};
 use crate::{Error, Result};
-use ops::{attend, rms_norm, rope, rope_angles, sigmoid, silu, softmax, top_k};
 pub use weights::{Ffn, Layer, Mlp, Moe, Weights};
 
 /// Keys and values of every past position, per layer: `[position, kv_dim]` rows.

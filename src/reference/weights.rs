@@ -1,7 +1,7 @@
 //! The model's weights in f32, as the reference forward pass reads them: the packed weights of
 //! [`ModelWeights`], dequantized.
 
-use super::ops::Linear;
+use crate::ops::Linear;
 use crate::quant::packed::PackedMatrix;
 use crate::weights::model::{FfnWeights, LinearWeights, MlpWeights, ModelWeights};
 

@@ -5,7 +5,7 @@ use super::openai::{ApiError, ChatRequest, CompletionRequest, Content, Prompt, S
 use super::worker::{Event, Job};
 use super::AppState;
 use crate::engine::{Completion, FinishReason, GenerateOptions};
-use crate::sampler::SamplingParams;
+use crate::sampler::{clock_seed, SamplingParams};
 use crate::tokenizer::Message;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
@@ -264,14 +264,10 @@ fn plan(state: &AppState, s: &Settings, prompt: Vec<u32>) -> Result<Plan, ApiErr
             ));
         }
     }
-    let temperature = s.temperature.unwrap_or(1.0);
-    if !(0.0..=2.0).contains(&temperature) {
-        return Err(ApiError::invalid(Some("temperature"), format!("temperature {temperature} is not in [0, 2]")));
-    }
-    let top_p = s.top_p.unwrap_or(1.0);
-    if !(top_p > 0.0 && top_p <= 1.0) {
-        return Err(ApiError::invalid(Some("top_p"), format!("top_p {top_p} is not in (0, 1]")));
-    }
+    let seed = s.seed.map_or_else(clock_seed, |s| s as u64);
+    let sampling =
+        SamplingParams { temperature: s.temperature.unwrap_or(1.0), top_k: 0, top_p: s.top_p.unwrap_or(1.0), seed };
+    sampling.check_setting().map_err(|(param, problem)| ApiError::invalid(Some(param), problem))?;
     let stop = match &s.stop {
         None => vec![],
         Some(Stop::One(s)) => vec![s.clone()],
@@ -290,15 +286,9 @@ fn plan(state: &AppState, s: &Settings, prompt: Vec<u32>) -> Result<Plan, ApiErr
         Some(m) => m as usize,
         None => context - prompt.len(),
     };
-    let seed = s.seed.map_or_else(crate::cli::clock_seed, |s| s as u64);
     Ok(Plan {
         prompt,
-        options: GenerateOptions {
-            max_tokens,
-            sampling: SamplingParams { temperature, top_k: 0, top_p, seed },
-            stop,
-            stop_token_ids: state.stop_token_ids.clone(),
-        },
+        options: GenerateOptions { max_tokens, sampling, stop, stop_token_ids: state.stop_token_ids.clone() },
         stream: s.stream.unwrap_or(false),
         include_usage: s.stream_options.as_ref().and_then(|o| o.include_usage).unwrap_or(false),
     })

@@ -10,7 +10,7 @@
 //! alphabet; the byte-level decoder; control tokens as special added tokens (matched whole in
 //! text, so `<|im_start|>` is one id) and user-defined tokens as plain added tokens.
 
-use crate::weights::gguf::{GgufFile, MetaValue};
+use crate::format::gguf::{GgufFile, MetaValue};
 use crate::{Error, Result};
 use tokenizers::decoders::byte_level::ByteLevel as ByteLevelDecoder;
 use tokenizers::models::bpe::{Vocab, BPE};

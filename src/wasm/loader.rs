@@ -1,10 +1,11 @@
 //! Loading a model part by part from JS ([`StreamedModel`] behind wasm-bindgen): JS reads the
 //! headers from file prefixes, asks for each part's byte spans, and hands them over in turn.
 
-use super::model::{context, LoadCheck, Model, CHUNK_TOKENS};
+use super::model::{LoadCheck, Model};
 use super::{js_error, Engine};
 use crate::config::ModelConfig;
-use crate::gpu::streamed::StreamedModel;
+use crate::engine::build;
+use crate::engine::streamed::StreamedModel;
 use crate::tokenizer::Tokenizer;
 use wasm_bindgen::prelude::*;
 
@@ -44,12 +45,9 @@ impl Drop for LoadScopes {
     }
 }
 
-/// The prefill chunk and KV cache length for a config and the context asked for.
+/// The prefill chunk and KV cache length for a config and the context asked for (0: 4096).
 fn sizes(ctx: u32) -> impl FnOnce(&ModelConfig) -> (u32, u32) {
-    move |config| {
-        let ctx = context(config, ctx);
-        (CHUNK_TOKENS.min(ctx), ctx)
-    }
+    move |config| build::sizes(config, if ctx == 0 { 4096 } else { ctx as usize })
 }
 
 #[wasm_bindgen]

@@ -12,9 +12,6 @@ use std::cell::RefCell;
 use std::rc::Rc;
 use wasm_bindgen::prelude::*;
 
-/// Tokens per prefill chunk, as natively.
-pub(crate) const CHUNK_TOKENS: u32 = 64;
-
 pub(crate) struct Inner {
     pub generator: GpuGenerator,
     pub tokenizer: Option<Tokenizer>,
@@ -93,12 +90,6 @@ fn now() -> f64 {
         .and_then(|f| f.call0(&performance).ok())
         .and_then(|v| v.as_f64())
         .unwrap_or_else(js_sys::Date::now)
-}
-
-/// The KV cache length: what was asked, within what the model supports (0: a default of 4096).
-pub(crate) fn context(config: &ModelConfig, asked: u32) -> u32 {
-    let asked = if asked == 0 { 4096 } else { asked as usize };
-    asked.clamp(1, config.max_position_embeddings) as u32
 }
 
 #[wasm_bindgen]

@@ -5,7 +5,6 @@
 //! Readers check every offset, size and dtype against the file before any read, so a
 //! truncated or lying file is an error, never an out-of-bounds access.
 
-pub mod bytes;
 pub mod gguf;
 pub mod gptq;
 #[cfg(not(target_arch = "wasm32"))]
@@ -14,40 +13,10 @@ pub mod model;
 pub mod names;
 pub mod safetensors;
 
-pub use bytes::Bytes;
+pub use crate::tensor::{Bytes, DType, Tensor};
 
 use crate::quant::packed::PackedMatrix;
 use crate::Result;
-
-/// A dense f32 tensor, row-major.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Tensor {
-    pub shape: Vec<usize>,
-    pub data: Vec<f32>,
-}
-
-impl Tensor {
-    pub fn new(shape: Vec<usize>, data: Vec<f32>) -> Self {
-        debug_assert_eq!(shape.iter().product::<usize>(), data.len());
-        Tensor { shape, data }
-    }
-}
-
-/// Element types found in checkpoints.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[allow(non_camel_case_types)]
-pub enum DType {
-    F32,
-    F16,
-    BF16,
-    Q8_0,
-    Q4_0,
-    Q4_1,
-    Q4_K,
-    Q6_K,
-    /// 4-bit groups with f16 scale and offset (GPTQ, and flint's own INT4 format).
-    Int4,
-}
 
 /// A set of named tensors.
 pub trait TensorSource: Send + Sync {

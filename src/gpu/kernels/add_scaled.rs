@@ -1,4 +1,4 @@
-//! Scaled residual add (`shaders/add_scaled.wgsl`); CPU twin: `reference::ops::add_scaled`.
+//! Scaled residual add (`shaders/add_scaled.wgsl`); CPU twin: `ops::add_scaled`.
 
 use crate::gpu::{Gpu, Op};
 use crate::Result;
@@ -46,7 +46,7 @@ mod tests {
     use super::*;
     use crate::gpu::kernels::testing::{gpu, random};
     use crate::gpu::step::Step;
-    use crate::reference::ops::add_scaled;
+    use crate::ops::add_scaled;
 
     #[test]
     fn matches_cpu_twin_and_leaves_surplus_tokens_alone() {

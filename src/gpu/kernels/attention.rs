@@ -1,5 +1,5 @@
 //! Causal GQA attention over the KV cache (`shaders/attention.wgsl`), one kernel for prefill
-//! chunks and decode; CPU twin: `reference::ops::attend`. The cache layout is the one
+//! chunks and decode; CPU twin: `ops::attend`. The cache layout is the one
 //! `rope` writes (see `super::rope`).
 
 use crate::gpu::{Gpu, Op};
@@ -61,7 +61,7 @@ mod tests {
     use super::*;
     use crate::gpu::kernels::testing::{gpu, random};
     use crate::gpu::step::Step;
-    use crate::reference::ops::attend;
+    use crate::ops::attend;
 
     /// Runs the op on random q and a random cache of `position + tokens` rows (plus spare rows
     /// holding huge values that must not be read) and returns the largest error (absolute: the

@@ -1,5 +1,5 @@
 //! Token embeddings from a packed, possibly row-split table (`shaders/embed.wgsl`); CPU twin:
-//! `reference::ops::embed` over `PackedMatrix::dequantize`.
+//! `ops::embed` over `PackedMatrix::dequantize`.
 
 use crate::gpu::matrix::GpuMatrix;
 use crate::gpu::{Gpu, Op};
@@ -72,8 +72,8 @@ mod tests {
     use super::*;
     use crate::gpu::kernels::testing::{gpu, random};
     use crate::gpu::step::Step;
+    use crate::ops::embed;
     use crate::quant::packed::{pack_f16_pair, PackedMatrix};
-    use crate::reference::ops::embed;
     use half::f16;
 
     /// A `[rows, cols]` table in `format` with random values, scales and offsets: f16 pairs,

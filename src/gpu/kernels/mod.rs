@@ -1,5 +1,5 @@
 //! One typed wrapper per WGSL kernel in `shaders/`. Each builds [`Op`](super::Op)s with its
-//! buffers bound, and each has a test against its CPU twin in `crate::reference::ops`.
+//! buffers bound, and each has a test against its CPU twin in `crate::ops`.
 
 pub mod add_scaled;
 pub mod attention;

@@ -3,7 +3,7 @@
 //! the residual add of `ReferenceModel::forward`, in their order.
 
 use crate::gpu::{Gpu, Op};
-use crate::reference::ops::sigmoid;
+use crate::ops::sigmoid;
 use crate::{Error, Result};
 use bytemuck::{Pod, Zeroable};
 

@@ -1,8 +1,8 @@
 //! MoE router: softmax, top-k, optional renormalisation (`shaders/moe_route.wgsl`).
-//! CPU twin: [`route`], built from `reference::ops::{softmax, top_k}` as `ReferenceModel::moe` is.
+//! CPU twin: [`route`], built from `ops::{softmax, top_k}` as `ReferenceModel::moe` is.
 
 use crate::gpu::{Gpu, Op};
-use crate::reference::ops::{softmax, top_k as top_k_of};
+use crate::ops::{softmax, top_k as top_k_of};
 use crate::{Error, Result};
 use bytemuck::{Pod, Zeroable};
 

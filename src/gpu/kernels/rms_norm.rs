@@ -1,4 +1,4 @@
-//! RMSNorm (`shaders/rms_norm.wgsl`); CPU twin: `reference::ops::rms_norm`.
+//! RMSNorm (`shaders/rms_norm.wgsl`); CPU twin: `ops::rms_norm`.
 
 use crate::gpu::{Gpu, Op};
 use crate::Result;
@@ -39,7 +39,7 @@ mod tests {
     use super::*;
     use crate::gpu::kernels::testing::{gpu, max_relative_error, random};
     use crate::gpu::step::Step;
-    use crate::reference::ops::rms_norm;
+    use crate::ops::rms_norm;
 
     #[test]
     fn matches_cpu_twin_on_awkward_sizes() {

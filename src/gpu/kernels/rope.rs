@@ -1,5 +1,5 @@
 //! RoPE of q and k in place, fused with the KV-cache append (`shaders/rope.wgsl`); CPU twins:
-//! `reference::ops::{rope_inv_freq, rope_angles, rope}`.
+//! `ops::{rope_inv_freq, rope_angles, rope}`.
 //!
 //! KV cache layout (what `attention` reads): per layer, one buffer for K and one for V, each
 //! f32 `[max_ctx, n_kv_heads * head_dim]` row-major; row `p` holds position `p` (RoPE'd k, raw
@@ -62,7 +62,7 @@ pub fn op(
         _pad: [0; 3],
     };
     let params = gpu.uniform("rope params", &params);
-    let inv_freq = gpu.storage("rope inv_freq", &crate::reference::ops::rope_inv_freq(head_dim as usize, theta));
+    let inv_freq = gpu.storage("rope inv_freq", &crate::ops::rope_inv_freq(head_dim as usize, theta));
     let buffers = [&params, step, &inv_freq, q, k, v, k_cache, v_cache];
     Ok(gpu.op("rope", &kernel, &buffers, [n_heads + n_kv_heads, max_tokens, 1]))
 }
@@ -72,7 +72,7 @@ mod tests {
     use super::*;
     use crate::gpu::kernels::testing::{gpu, random};
     use crate::gpu::step::Step;
-    use crate::reference::ops::{rope, rope_angles};
+    use crate::ops::{rope, rope_angles};
 
     const SENTINEL: f32 = 7.5;
 

@@ -1,4 +1,4 @@
-//! SwiGLU gating (`shaders/swiglu.wgsl`); CPU twin: `reference::ops::silu_mul`.
+//! SwiGLU gating (`shaders/swiglu.wgsl`); CPU twin: `ops::silu_mul`.
 
 use super::add_scaled::grid_2d;
 use crate::gpu::{Gpu, Op};
@@ -41,7 +41,7 @@ mod tests {
     use super::*;
     use crate::gpu::kernels::testing::{gpu, random};
     use crate::gpu::step::Step;
-    use crate::reference::ops::silu_mul;
+    use crate::ops::silu_mul;
 
     #[test]
     fn matches_cpu_twin_on_awkward_sizes() {

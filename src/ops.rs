@@ -1,5 +1,7 @@
 //! The operations of the forward pass, one function each, on plain f32 slices.
-//! Each is the CPU twin of a GPU kernel and the definition that kernel is held to.
+//! Each is the CPU twin of a GPU kernel and the definition that kernel is held to. Below both
+//! engines: `reference` composes these into the forward pass, and `gpu` uses the few that set up
+//! a kernel's constants (RoPE frequencies) or twin its routing.
 
 /// A linear layer: `y = W x + b`, `W` row-major `[out_dim, in_dim]`.
 #[derive(Debug, Clone)]

@@ -1,9 +1,10 @@
 //! Opening a model: a Hugging Face folder (config.json + safetensors, optionally GPTQ) or a
 //! `.gguf` file, giving its normalized config, its tensors and its tokenizer.
 
+use crate::config::gguf::config_from_gguf;
 use crate::config::{self, ModelConfig};
+use crate::format::gguf::GgufFile;
 use crate::tokenizer::Tokenizer;
-use crate::weights::gguf::{config_from_gguf, GgufFile};
 use crate::weights::gptq::{GptqCheckpoint, GptqConfig};
 use crate::weights::names::{Names, Scheme};
 use crate::weights::safetensors::SafetensorsCheckpoint;

@@ -8,13 +8,13 @@
 //! name starts with the layer's prefix), then the head (the final norm and, when untied, the
 //! output projection).
 
-use super::feed::{upload_layer, upload_matrix, GpuHead};
-use super::model::{GpuModel, GpuModelBuilder};
-use super::Gpu;
+use super::files::{hf_tensors, ModelFiles};
 use crate::config::ModelConfig;
-use crate::model::{hf_tensors, ModelFiles};
+use crate::format::gguf::GgufFile;
+use crate::gpu::feed::{upload_layer, upload_matrix, GpuHead};
+use crate::gpu::model::{GpuModel, GpuModelBuilder};
+use crate::gpu::Gpu;
 use crate::tokenizer::Tokenizer;
-use crate::weights::gguf::GgufFile;
 use crate::weights::model::{LayerWeights, ModelWeights};
 use crate::weights::safetensors::SafetensorsCheckpoint;
 use crate::weights::TensorSource;
