@@ -3,25 +3,30 @@
 //! engines: `reference` composes these into the forward pass, and `gpu` uses the few that set up
 //! a kernel's constants (RoPE frequencies) or twin its routing.
 
-/// A linear layer: `y = W x + b`, `W` row-major `[out_dim, in_dim]`.
+/// A dense row-major matrix `[rows, cols]`.
 #[derive(Debug, Clone)]
-pub struct Linear {
-    pub out_dim: usize,
-    pub in_dim: usize,
-    pub weight: Vec<f32>,
-    pub bias: Option<Vec<f32>>,
+pub struct Matrix {
+    pub rows: usize,
+    pub cols: usize,
+    pub data: Vec<f32>,
 }
 
-impl Linear {
-    /// `y[t] = W x[t] + b` for each of the T rows of `x` (`[T, in_dim]` -> `[T, out_dim]`).
-    /// Weight rows are the outer loop so each is read once per call, whatever T is.
+impl Matrix {
+    /// `y[t] = W x[t]` for each of the T rows of `x` (`[T, cols]` -> `[T, rows]`).
     pub fn forward(&self, x: &[f32]) -> Vec<f32> {
-        let t_count = x.len() / self.in_dim;
-        let mut y = vec![0.0; t_count * self.out_dim];
-        for (o, w_row) in self.weight.chunks_exact(self.in_dim).enumerate() {
-            let b = self.bias.as_ref().map_or(0.0, |b| b[o]);
+        self.forward_rows(x, 0..self.rows)
+    }
+
+    /// [`Matrix::forward`] with only the weight rows `rows` (one expert of a stacked matrix):
+    /// `[T, cols]` -> `[T, rows.len()]`. Weight rows are the outer loop so each is read once
+    /// per call, whatever T is.
+    pub fn forward_rows(&self, x: &[f32], rows: std::ops::Range<usize>) -> Vec<f32> {
+        let (t_count, n) = (x.len() / self.cols, rows.len());
+        let mut y = vec![0.0; t_count * n];
+        let weights = &self.data[rows.start * self.cols..rows.end * self.cols];
+        for (o, w_row) in weights.chunks_exact(self.cols).enumerate() {
             for t in 0..t_count {
-                y[t * self.out_dim + o] = dot(w_row, &x[t * self.in_dim..(t + 1) * self.in_dim]) + b;
+                y[t * n + o] = dot(w_row, &x[t * self.cols..(t + 1) * self.cols]);
             }
         }
         y

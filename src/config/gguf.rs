@@ -1,6 +1,6 @@
 //! `ModelConfig` from GGUF metadata (llama.cpp's `{arch}.*` keys).
 
-use super::{Family, FfnKind, ModelConfig, MoeConfig, QkNorm, RopePairing};
+use super::{Family, FfnKind, ModelConfig, MoeConfig, RopePairing};
 use crate::format::gguf::{GgufFile, MetaValue};
 use crate::{Error, Result};
 
@@ -180,19 +180,19 @@ pub fn config_from_gguf(file: &GgufFile) -> Result<ModelConfig> {
         let from_tensor = first_moe.and_then(|l| dim(format!("blk.{l}.ffn_gate_exps.weight"), 1));
         let expert_intermediate_size = match (m.usize_opt("expert_feed_forward_length")?, family) {
             (Some(n), _) => n,
-            (None, Family::Qwen2Moe | Family::Qwen3Moe) => from_tensor
+            (None, f) if f.mixes_dense_layers() => from_tensor
                 .ok_or_else(|| gguf_err(format!("missing metadata key `{arch}.expert_feed_forward_length`")))?,
             (None, _) => from_tensor
                 .or(feed_forward)
                 .ok_or_else(|| gguf_err(format!("missing metadata key `{arch}.feed_forward_length`")))?,
         };
         let norm = m.bool_opt("expert_weights_norm")?;
+        // Where the file says nothing, llama.cpp's defaults: Qwen3-MoE renormalises, the others not.
         let renormalize = match family {
-            Family::Mixtral | Family::GraniteMoe => true,
+            f if f.always_renormalizes() => true,
             Family::Qwen3Moe => norm.unwrap_or(true),
             Family::Qwen2Moe => norm.unwrap_or(false),
-            Family::Olmoe => false,
-            Family::Llama => unreachable!("llama with experts is mixtral"),
+            _ => false,
         };
         if let Some(func) = m.usize_opt("expert_gating_func")? {
             // llama.cpp: 1 = softmax, 2 = sigmoid.
@@ -200,7 +200,7 @@ pub fn config_from_gguf(file: &GgufFile) -> Result<ModelConfig> {
                 return Err(gguf_err(format!("`{arch}.expert_gating_func` {func} is not supported (only softmax, 1)")));
             }
         }
-        let (shared, gate) = if family == Family::Qwen2Moe {
+        let (shared, gate) = if family.has_shared_expert() {
             let size = match (shared_len, &shared_tensor) {
                 (Some(n), _) => Some(n),
                 // ffn_gate_shexp is ne = [hidden, shared_ff]: row-major [shared_ff, hidden].
@@ -240,7 +240,7 @@ pub fn config_from_gguf(file: &GgufFile) -> Result<ModelConfig> {
         },
     };
 
-    let granite = family == Family::GraniteMoe;
+    let granite = family.has_multipliers();
     let granite_scale =
         |suffix: &str| -> Result<f32> { Ok(if granite { m.f32_opt(suffix)?.unwrap_or(1.0) } else { 1.0 }) };
     let logit_scale = granite_scale("logit_scale")?;
@@ -269,11 +269,7 @@ pub fn config_from_gguf(file: &GgufFile) -> Result<ModelConfig> {
         },
         max_position_embeddings: m.usize("context_length")?,
         qkv_bias: has("blk.0.attn_q.bias"),
-        qk_norm: match family {
-            Family::Qwen3Moe => QkNorm::PerHead,
-            Family::Olmoe => QkNorm::Whole,
-            _ => QkNorm::None,
-        },
+        qk_norm: family.qk_norm(),
         attention_scale,
         embedding_multiplier: granite_scale("embedding_scale")?,
         residual_multiplier: granite_scale("residual_scale")?,

@@ -3,7 +3,7 @@
 //! Accepts both spellings transformers has used: `rope_theta` or `rope_parameters.rope_theta`,
 //! `num_experts` or `num_local_experts`. A key given twice with different values is an error.
 
-use super::{Family, FfnKind, ModelConfig, MoeConfig, QkNorm, RopePairing};
+use super::{Family, FfnKind, ModelConfig, MoeConfig, RopePairing};
 use crate::{Error, Result};
 use serde_json::{Map, Value};
 
@@ -145,19 +145,16 @@ pub fn from_json(obj: &Map<String, Value>) -> Result<ModelConfig> {
         (Family::Llama, _) | (_, None) | (_, Some(0)) => None,
         (_, Some(num_experts)) => {
             let top_k = f.usize("num_experts_per_tok")?;
-            let (expert_intermediate_size, renormalize, shared, gate) = match family {
-                Family::Mixtral => (f.usize("intermediate_size")?, true, None, false),
-                Family::GraniteMoe => (f.usize("intermediate_size")?, true, None, false),
-                Family::Olmoe => (f.usize("intermediate_size")?, f.bool_or("norm_topk_prob", false)?, None, false),
-                Family::Qwen3Moe => {
-                    (f.usize("moe_intermediate_size")?, f.bool_or("norm_topk_prob", false)?, None, false)
-                }
-                Family::Qwen2Moe => {
-                    let shared = f.usize_opt("shared_expert_intermediate_size")?.filter(|&s| s > 0);
-                    (f.usize("moe_intermediate_size")?, f.bool_or("norm_topk_prob", false)?, shared, shared.is_some())
-                }
-                Family::Llama => unreachable!("llama handled above"),
+            let expert_intermediate_size = match family {
+                Family::Qwen2Moe | Family::Qwen3Moe => f.usize("moe_intermediate_size")?,
+                _ => f.usize("intermediate_size")?,
             };
+            let renormalize = family.always_renormalizes() || f.bool_or("norm_topk_prob", false)?;
+            let shared = match family.has_shared_expert() {
+                true => f.usize_opt("shared_expert_intermediate_size")?.filter(|&s| s > 0),
+                false => None,
+            };
+            let gate = shared.is_some();
             Some(MoeConfig {
                 num_experts,
                 top_k,
@@ -189,14 +186,14 @@ pub fn from_json(obj: &Map<String, Value>) -> Result<ModelConfig> {
     let layer_ffn = (0..num_layers)
         .map(|l| match (&moe, family) {
             (None, _) => FfnKind::Dense,
-            (Some(_), Family::Qwen2Moe | Family::Qwen3Moe) if mlp_only.contains(&l) || (l + 1) % sparse_step != 0 => {
+            (Some(_), f) if f.mixes_dense_layers() && (mlp_only.contains(&l) || (l + 1) % sparse_step != 0) => {
                 FfnKind::Dense
             }
             (Some(_), _) => FfnKind::Moe,
         })
         .collect();
 
-    let granite = family == Family::GraniteMoe;
+    let granite = family.has_multipliers();
     let multiplier = |key: &str| -> Result<f32> { Ok(if granite { f.f32_opt(key)?.unwrap_or(1.0) } else { 1.0 }) };
     let logits_scaling = multiplier("logits_scaling")?;
     if logits_scaling == 0.0 {
@@ -223,11 +220,7 @@ pub fn from_json(obj: &Map<String, Value>) -> Result<ModelConfig> {
             Family::Qwen2Moe => f.bool_or("qkv_bias", true)?,
             _ => f.bool_or("attention_bias", false)?,
         },
-        qk_norm: match family {
-            Family::Qwen3Moe => QkNorm::PerHead,
-            Family::Olmoe => QkNorm::Whole,
-            _ => QkNorm::None,
-        },
+        qk_norm: family.qk_norm(),
         attention_scale,
         embedding_multiplier: multiplier("embedding_multiplier")?,
         residual_multiplier: multiplier("residual_multiplier")?,

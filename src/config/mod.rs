@@ -46,6 +46,39 @@ impl Family {
             Family::GraniteMoe => "granitemoe",
         }
     }
+
+    // The rules below are the family's whatever the file format; each config builder (`hf`,
+    // `gguf`) reads the format's keys and asks these for the rest.
+
+    /// q/k RMSNorm: per head (Qwen3-MoE), over the whole projection (OLMoE), or none.
+    pub fn qk_norm(self) -> QkNorm {
+        match self {
+            Family::Qwen3Moe => QkNorm::PerHead,
+            Family::Olmoe => QkNorm::Whole,
+            _ => QkNorm::None,
+        }
+    }
+
+    /// Whether the router always renormalises its top-k weights (otherwise a key decides).
+    pub fn always_renormalizes(self) -> bool {
+        matches!(self, Family::Mixtral | Family::GraniteMoe)
+    }
+
+    /// Whether the family has a (sigmoid-gated) shared expert beside the routed ones.
+    pub fn has_shared_expert(self) -> bool {
+        self == Family::Qwen2Moe
+    }
+
+    /// Whether embedding, residual, attention and logit multipliers are read (Granite's).
+    pub fn has_multipliers(self) -> bool {
+        self == Family::GraniteMoe
+    }
+
+    /// Whether some layers may be dense among sparse ones (Qwen's `mlp_only_layers`,
+    /// `decoder_sparse_step`; llama.cpp's per-layer tensors).
+    pub fn mixes_dense_layers(self) -> bool {
+        matches!(self, Family::Qwen2Moe | Family::Qwen3Moe)
+    }
 }
 
 /// How RoPE pairs the dimensions of a head.
@@ -133,6 +166,16 @@ impl ModelConfig {
     }
     pub fn kv_dim(&self) -> usize {
         self.num_kv_heads * self.head_dim
+    }
+
+    /// Lengths of the q and k norm weights: one head's width per head, or the whole
+    /// projection's; `None` without q/k norms.
+    pub fn qk_norm_dims(&self) -> Option<(usize, usize)> {
+        match self.qk_norm {
+            QkNorm::None => None,
+            QkNorm::PerHead => Some((self.head_dim, self.head_dim)),
+            QkNorm::Whole => Some((self.q_dim(), self.kv_dim())),
+        }
     }
 
     /// Parameter counts: (total, active per token).

@@ -14,54 +14,20 @@ use super::matrix::GpuMatrix;
 use super::Gpu;
 use crate::config::ModelConfig;
 use crate::quant::packed::PackedMatrix;
-use crate::weights::model::{FfnWeights, LayerWeights, LinearWeights, MlpWeights, ModelWeights};
+use crate::weights::model::{LayerWeights, ModelWeights};
 use crate::weights::names::Names;
+use crate::weights::tree::{Ffn, Layer, Linear, Mlp, Moe};
 use crate::weights::TensorSource;
 use crate::{Error, Result};
 use std::borrow::Cow;
 
-/// A linear layer on the GPU.
-pub struct GpuLinear {
-    pub weight: GpuMatrix,
-    /// `f32 [rows]`.
-    pub bias: Option<wgpu::Buffer>,
-}
-
-/// A SwiGLU FFN, or `E` of them stacked by rows (uploaded in whole experts).
-pub struct GpuMlp {
-    pub gate: GpuMatrix,
-    pub up: GpuMatrix,
-    pub down: GpuMatrix,
-}
-
-pub struct GpuMoe {
-    /// `[E, H]`.
-    pub router: GpuMatrix,
-    pub experts: GpuMlp,
-    pub shared: Option<GpuMlp>,
-    /// `[1, H]`.
-    pub shared_gate: Option<GpuMatrix>,
-}
-
-// One per layer: the variants' sizes do not matter.
-#[allow(clippy::large_enum_variant)]
-pub enum GpuFfn {
-    Dense(GpuMlp),
-    Moe(Box<GpuMoe>),
-}
-
-/// The weights of one layer on the GPU; vectors are `f32` storage buffers.
-pub struct GpuLayerWeights {
-    pub attn_norm: wgpu::Buffer,
-    pub q: GpuLinear,
-    pub k: GpuLinear,
-    pub v: GpuLinear,
-    pub o: GpuLinear,
-    /// The q and k norms' weights, where the family has them.
-    pub qk_norm: Option<(wgpu::Buffer, wgpu::Buffer)>,
-    pub ffn_norm: wgpu::Buffer,
-    pub ffn: GpuFfn,
-}
+/// The weight tree on the GPU (see `weights::tree`): matrices in [`GpuMatrix`], vectors in
+/// `f32` storage buffers; stacked experts are uploaded in whole experts.
+pub type GpuLinear = Linear<GpuMatrix, wgpu::Buffer>;
+pub type GpuMlp = Mlp<GpuMatrix>;
+pub type GpuMoe = Moe<GpuMatrix>;
+pub type GpuFfn = Ffn<GpuMatrix>;
+pub type GpuLayerWeights = Layer<GpuMatrix, wgpu::Buffer>;
 
 /// The end of the model: the final norm's weight (on the host: the model folds the logits
 /// multiplier into it before upload) and the output projection (`None` when tied).
@@ -78,79 +44,24 @@ pub trait WeightFeed {
     fn head(&mut self, gpu: &Gpu) -> Result<GpuHead>;
 }
 
-impl GpuMlp {
-    pub fn matrices(&self) -> [&GpuMatrix; 3] {
-        [&self.gate, &self.up, &self.down]
-    }
-}
-
-impl GpuLayerWeights {
-    /// Every weight matrix of the layer.
-    pub fn matrices(&self) -> Vec<&GpuMatrix> {
-        let mut v = vec![&self.q.weight, &self.k.weight, &self.v.weight, &self.o.weight];
-        match &self.ffn {
-            GpuFfn::Dense(m) => v.extend(m.matrices()),
-            GpuFfn::Moe(m) => {
-                v.push(&m.router);
-                v.extend(m.experts.matrices());
-                v.extend(m.shared.iter().flat_map(|s| s.matrices()));
-                v.extend(m.shared_gate.iter());
-            }
-        }
-        v
-    }
-}
-
 /// Uploads `m`, split (where a binding requires) only at multiples of `rows_per_unit` rows.
 pub fn upload_matrix(gpu: &Gpu, m: &PackedMatrix, rows_per_unit: usize) -> Result<GpuMatrix> {
     GpuMatrix::upload_with_limit(gpu, m, rows_per_unit, gpu.max_binding_bytes())
 }
 
-fn upload_linear(gpu: &Gpu, l: &LinearWeights) -> Result<GpuLinear> {
-    Ok(GpuLinear { weight: upload_matrix(gpu, &l.weight, 1)?, bias: l.bias.as_ref().map(|b| gpu.storage("bias", b)) })
-}
-
-fn upload_mlp(gpu: &Gpu, m: &MlpWeights, gate_unit: usize, down_unit: usize) -> Result<GpuMlp> {
-    Ok(GpuMlp {
-        gate: upload_matrix(gpu, &m.gate, gate_unit)?,
-        up: upload_matrix(gpu, &m.up, gate_unit)?,
-        down: upload_matrix(gpu, &m.down, down_unit)?,
-    })
-}
-
 /// Uploads one host-side layer; stacked experts are split only between experts.
 pub fn upload_layer(gpu: &Gpu, w: &LayerWeights) -> Result<GpuLayerWeights> {
-    let ffn = match &w.ffn {
-        FfnWeights::Dense(m) => GpuFfn::Dense(upload_mlp(gpu, m, 1, 1)?),
-        FfnWeights::Moe(m) => {
-            let e = m.router.rows;
-            if e == 0 || !m.experts.gate.rows.is_multiple_of(e) || !m.experts.down.rows.is_multiple_of(e) {
-                return Err(Error::Gpu(format!(
-                    "experts of {} gate rows and {} down rows are not {e} equal experts",
-                    m.experts.gate.rows, m.experts.down.rows
-                )));
-            }
-            GpuFfn::Moe(Box::new(GpuMoe {
-                router: upload_matrix(gpu, &m.router, 1)?,
-                experts: upload_mlp(gpu, &m.experts, m.experts.gate.rows / e, m.experts.down.rows / e)?,
-                shared: m.shared.as_ref().map(|s| upload_mlp(gpu, s, 1, 1)).transpose()?,
-                shared_gate: m.shared_gate.as_ref().map(|s| upload_matrix(gpu, s, 1)).transpose()?,
-            }))
-        }
+    let experts = match &w.ffn {
+        Ffn::Moe(m) => m.router.rows,
+        Ffn::Dense(_) => 1,
     };
-    Ok(GpuLayerWeights {
-        attn_norm: gpu.storage("attn norm", &w.attn_norm),
-        q: upload_linear(gpu, &w.q)?,
-        k: upload_linear(gpu, &w.k)?,
-        v: upload_linear(gpu, &w.v)?,
-        o: upload_linear(gpu, &w.o)?,
-        qk_norm: match (&w.q_norm, &w.k_norm) {
-            (Some(qn), Some(kn)) => Some((gpu.storage("q norm", qn), gpu.storage("k norm", kn))),
-            _ => None,
-        },
-        ffn_norm: gpu.storage("ffn norm", &w.ffn_norm),
-        ffn,
-    })
+    let matrix = |m: &PackedMatrix, units: usize| {
+        if units == 0 || !m.rows.is_multiple_of(units) {
+            return Err(Error::Gpu(format!("a matrix of {} rows is not {units} equal experts", m.rows)));
+        }
+        upload_matrix(gpu, m, m.rows / units)
+    };
+    w.try_map(experts, matrix, |v| Ok(gpu.storage("norm or bias", v)))
 }
 
 /// The host-side head: the final norm's weight and the output projection (`None` when tied).

@@ -6,7 +6,7 @@ use super::feed::{GpuFfn, GpuHead, GpuLayerWeights, GpuLinear, GpuMlp, GpuMoe, W
 use super::kernels::generate_int4;
 use super::matrix::{GpuMatrix, MatrixLayout};
 use super::Gpu;
-use crate::config::{FfnKind, ModelConfig, QkNorm};
+use crate::config::{FfnKind, ModelConfig};
 use crate::quant::generated::int4_matrix;
 use crate::quant::packed::Format;
 use crate::weights::model::{FfnWeights, LayerWeights, LinearWeights, MlpWeights, ModelWeights, MoeWeights};
@@ -119,11 +119,8 @@ impl WeightFeed for GeneratedFeed<'_> {
             k: self.linear(gpu, kv, h, id(K), bias)?,
             v: self.linear(gpu, kv, h, id(V), bias)?,
             o: self.linear(gpu, h, q, id(O), false)?,
-            qk_norm: match c.qk_norm {
-                QkNorm::None => None,
-                QkNorm::PerHead => Some((ones(gpu, c.head_dim), ones(gpu, c.head_dim))),
-                QkNorm::Whole => Some((ones(gpu, q), ones(gpu, kv))),
-            },
+            q_norm: c.qk_norm_dims().map(|(qn, _)| ones(gpu, qn)),
+            k_norm: c.qk_norm_dims().map(|(_, kn)| ones(gpu, kn)),
             ffn_norm: ones(gpu, h),
             ffn,
         })
@@ -172,10 +169,9 @@ pub fn host_weights(c: &ModelConfig, group: usize, seed: u32) -> Result<ModelWei
             }
             _ => FfnWeights::Dense(mlp(1, c.intermediate_size, [id(GATE), id(UP), id(DOWN)])?),
         };
-        let (q_norm, k_norm) = match c.qk_norm {
-            QkNorm::None => (None, None),
-            QkNorm::PerHead => (Some(vec![1.0; c.head_dim]), Some(vec![1.0; c.head_dim])),
-            QkNorm::Whole => (Some(vec![1.0; c.q_dim()]), Some(vec![1.0; c.kv_dim()])),
+        let (q_norm, k_norm) = match c.qk_norm_dims() {
+            None => (None, None),
+            Some((qn, kn)) => (Some(vec![1.0; qn]), Some(vec![1.0; kn])),
         };
         layers.push(LayerWeights {
             attn_norm: vec![1.0; h],

@@ -314,13 +314,13 @@ fn check_layer(c: &ModelConfig, l: usize, w: &GpuLayerWeights) -> Result<()> {
             check_vector(&at(&format!("{name} bias")), b, rows)?;
         }
     }
-    if let Some((qn, kn)) = &w.qk_norm {
-        let (qw, kw) = match c.qk_norm {
-            QkNorm::PerHead => (c.head_dim, c.head_dim),
-            _ => (q, kv),
-        };
-        check_vector(&at("q norm"), qn, qw)?;
-        check_vector(&at("k norm"), kn, kw)?;
+    match (&w.q_norm, &w.k_norm, c.qk_norm_dims()) {
+        (Some(qn), Some(kn), Some((qw, kw))) => {
+            check_vector(&at("q norm"), qn, qw)?;
+            check_vector(&at("k norm"), kn, kw)?;
+        }
+        (None, None, None) => {}
+        _ => return Err(Error::Gpu(at("q/k norms: in only one of the config and the weights"))),
     }
     // `n` SwiGLU FFNs of width `width` stacked by rows.
     let mlp = |what: &str, m: &GpuMlp, n: usize, width: usize| -> Result<()> {
@@ -498,8 +498,8 @@ impl Builder<'_> {
         for (w, out) in [(&layer.w.q, &r.q), (&layer.w.k, &r.k), (&layer.w.v, &r.v)] {
             self.linear(ops, w, &r.normed, out)?;
         }
-        let (q, k) = match (&layer.w.qk_norm, c.qk_norm) {
-            (Some((qn, kn)), mode) if mode != QkNorm::None => {
+        let (q, k) = match (&layer.w.q_norm, &layer.w.k_norm, c.qk_norm) {
+            (Some(qn), Some(kn), mode) if mode != QkNorm::None => {
                 // Per head: one weight of head_dim for every head; whole: one over the projection.
                 let (q_rows, k_rows, q_width, k_width) = match mode {
                     QkNorm::PerHead => (c.num_heads, c.num_kv_heads, c.head_dim, c.head_dim),

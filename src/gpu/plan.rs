@@ -8,7 +8,7 @@
 
 use super::kernels::sample_argmax;
 use super::matrix::MatrixLayout;
-use crate::config::{FfnKind, ModelConfig, QkNorm};
+use crate::config::{FfnKind, ModelConfig};
 use crate::quant::packed::Format;
 use crate::Result;
 use serde::Serialize;
@@ -133,11 +133,7 @@ impl MemoryPlan {
         let vector = |n: usize| buffer(4 * n as u64);
         let per_layer = 2 * vector(c.hidden_size)
             + if c.qkv_bias { vector(c.q_dim()) + 2 * vector(c.kv_dim()) } else { 0 }
-            + match c.qk_norm {
-                QkNorm::None => 0,
-                QkNorm::PerHead => 2 * vector(c.head_dim),
-                QkNorm::Whole => vector(c.q_dim()) + vector(c.kv_dim()),
-            };
+            + c.qk_norm_dims().map_or(0, |(qn, kn)| vector(qn) + vector(kn));
         vector(c.hidden_size) + c.num_layers as u64 * per_layer
     }
 

@@ -8,8 +8,9 @@ pub mod weights;
 
 use crate::config::{ModelConfig, QkNorm, RopePairing};
 use crate::ops::{attend, rms_norm, rope, rope_angles, sigmoid, silu, softmax, top_k};
+use crate::weights::tree::Ffn;
 use crate::{Error, Result};
-pub use weights::{Ffn, Layer, Mlp, Moe, Weights};
+pub use weights::{RefLayer, RefMlp, RefMoe, Weights};
 
 /// Keys and values of every past position, per layer: `[position, kv_dim]` rows.
 #[derive(Debug, Clone, Default)]
@@ -69,7 +70,7 @@ impl ReferenceModel {
             if tok >= c.vocab_size {
                 return Err(Error::Request(format!("token id {tok} is outside the vocabulary of {}", c.vocab_size)));
             }
-            x.extend(self.weights.embed.weight[tok * h..(tok + 1) * h].iter().map(|v| v * c.embedding_multiplier));
+            x.extend(self.weights.embed.data[tok * h..(tok + 1) * h].iter().map(|v| v * c.embedding_multiplier));
         }
 
         for (l, layer) in self.weights.layers.iter().enumerate() {
@@ -78,7 +79,7 @@ impl ReferenceModel {
             let mut normed = x.clone();
             rms_norm(&mut normed, &layer.ffn_norm, c.rms_norm_eps);
             let ffn_out = match &layer.ffn {
-                Ffn::Dense(mlp) => swiglu(mlp, &normed),
+                Ffn::Dense(mlp) => swiglu(mlp, &normed, 0, 1),
                 Ffn::Moe(moe) => normed.chunks_exact(h).flat_map(|row| self.moe(moe, row)).collect(),
             };
             add_scaled(&mut x, &ffn_out, c.residual_multiplier);
@@ -86,12 +87,12 @@ impl ReferenceModel {
         cache.len += t_count;
 
         rms_norm(&mut x, &self.weights.final_norm, c.rms_norm_eps);
-        let logits = self.weights.lm_head.forward(&x);
+        let logits = self.weights.output().forward(&x);
         Ok(logits.chunks_exact(c.vocab_size).map(|row| row.iter().map(|v| v * c.logits_multiplier).collect()).collect())
     }
 
     /// Self-attention of T new positions over the cache and themselves (causal, GQA).
-    fn attention(&self, layer: &Layer, l: usize, x: &[f32], cache: &mut KvCache) -> Vec<f32> {
+    fn attention(&self, layer: &RefLayer, l: usize, x: &[f32], cache: &mut KvCache) -> Vec<f32> {
         let c = &self.config;
         let (hd, q_dim, kv_dim) = (c.head_dim, c.q_dim(), c.kv_dim());
         let mut normed = x.to_vec();
@@ -144,7 +145,7 @@ impl ReferenceModel {
 
     /// The sparse FFN for one token: softmax router, top-k, optional renormalisation,
     /// weighted sum of the selected experts, plus the (optionally gated) shared expert.
-    fn moe(&self, moe: &Moe, x: &[f32]) -> Vec<f32> {
+    fn moe(&self, moe: &RefMoe, x: &[f32]) -> Vec<f32> {
         let m = self.config.moe.as_ref().expect("an MoE layer implies an MoE config");
         let mut probs = moe.router.forward(x);
         softmax(&mut probs);
@@ -153,24 +154,25 @@ impl ReferenceModel {
         let mut out = vec![0.0; x.len()];
         for &e in &chosen {
             let weight = if m.renormalize { probs[e] / total } else { probs[e] };
-            add_scaled(&mut out, &swiglu(&moe.experts[e], x), weight);
+            add_scaled(&mut out, &swiglu(&moe.experts, x, e, m.num_experts), weight);
         }
         if let Some(shared) = &moe.shared {
             let gate = moe.shared_gate.as_ref().map_or(1.0, |g| sigmoid(g.forward(x)[0]));
-            add_scaled(&mut out, &swiglu(shared, x), gate);
+            add_scaled(&mut out, &swiglu(shared, x, 0, 1), gate);
         }
         out
     }
 }
 
-/// `down(silu(gate x) * up x)` for each row of `x`.
-fn swiglu(mlp: &Mlp, x: &[f32]) -> Vec<f32> {
-    let mut gate = mlp.gate.forward(x);
-    let up = mlp.up.forward(x);
+/// `down(silu(gate x) * up x)` for each row of `x`, with FFN `e` of the `n` stacked in `mlp`.
+fn swiglu(mlp: &RefMlp, x: &[f32], e: usize, n: usize) -> Vec<f32> {
+    let block = |m: &crate::ops::Matrix| e * m.rows / n..(e + 1) * m.rows / n;
+    let mut gate = mlp.gate.forward_rows(x, block(&mlp.gate));
+    let up = mlp.up.forward_rows(x, block(&mlp.up));
     for (g, u) in gate.iter_mut().zip(&up) {
         *g = silu(*g) * u;
     }
-    mlp.down.forward(&gate)
+    mlp.down.forward_rows(&gate, block(&mlp.down))
 }
 
 fn add_scaled(x: &mut [f32], y: &[f32], scale: f32) {

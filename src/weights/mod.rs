@@ -12,6 +12,7 @@ pub mod gptq_writer;
 pub mod model;
 pub mod names;
 pub mod safetensors;
+pub mod tree;
 
 pub use crate::tensor::{Bytes, DType, Tensor};
 

@@ -7,74 +7,21 @@
 //! `e*I..(e+1)*I`), `down` holds `E * H` rows, whatever layout the checkpoint used.
 
 use super::names::{ExpertLayout, Names};
+use super::tree::{Ffn, Layer, Linear, Mlp, Model, Moe};
 use super::TensorSource;
-use crate::config::{FfnKind, ModelConfig, QkNorm};
+use crate::config::{FfnKind, ModelConfig};
 use crate::quant::packed::PackedMatrix;
 use crate::{Error, Result};
 
-/// A linear layer: `y = W x + b`, `W` `[out, in]`.
-#[derive(Debug, Clone, PartialEq)]
-pub struct LinearWeights {
-    pub weight: PackedMatrix,
-    pub bias: Option<Vec<f32>>,
-}
-
-/// A SwiGLU FFN `down(silu(gate x) * up x)`, or `E` of them stacked by rows.
-#[derive(Debug, Clone, PartialEq)]
-pub struct MlpWeights {
-    pub gate: PackedMatrix,
-    pub up: PackedMatrix,
-    pub down: PackedMatrix,
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct MoeWeights {
-    /// `[E, H]`.
-    pub router: PackedMatrix,
-    /// The E routed experts, stacked.
-    pub experts: MlpWeights,
-    pub shared: Option<MlpWeights>,
-    /// `[1, H]`: the shared expert's sigmoid gate.
-    pub shared_gate: Option<PackedMatrix>,
-}
-
-#[derive(Debug, Clone, PartialEq)]
-// One per layer: the variants' sizes do not matter.
-#[allow(clippy::large_enum_variant)]
-pub enum FfnWeights {
-    Dense(MlpWeights),
-    Moe(Box<MoeWeights>),
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct LayerWeights {
-    pub attn_norm: Vec<f32>,
-    pub q: LinearWeights,
-    pub k: LinearWeights,
-    pub v: LinearWeights,
-    pub o: LinearWeights,
-    pub q_norm: Option<Vec<f32>>,
-    pub k_norm: Option<Vec<f32>>,
-    pub ffn_norm: Vec<f32>,
-    pub ffn: FfnWeights,
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct ModelWeights {
-    /// `[vocab, H]`.
-    pub embed: PackedMatrix,
-    pub layers: Vec<LayerWeights>,
-    pub final_norm: Vec<f32>,
-    /// `[vocab, H]`; `None` when the embeddings are tied.
-    pub lm_head: Option<PackedMatrix>,
-}
+/// The weight tree on the host (see [`super::tree`]).
+pub type LinearWeights = Linear<PackedMatrix, Vec<f32>>;
+pub type MlpWeights = Mlp<PackedMatrix>;
+pub type MoeWeights = Moe<PackedMatrix>;
+pub type FfnWeights = Ffn<PackedMatrix>;
+pub type LayerWeights = Layer<PackedMatrix, Vec<f32>>;
+pub type ModelWeights = Model<PackedMatrix, Vec<f32>>;
 
 impl ModelWeights {
-    /// The output projection: `lm_head`, or the embeddings when tied.
-    pub fn output(&self) -> &PackedMatrix {
-        self.lm_head.as_ref().unwrap_or(&self.embed)
-    }
-
     /// Loads every weight named by `names`, checking each shape against `config`.
     pub fn load(config: &ModelConfig, src: &dyn TensorSource, names: &Names) -> Result<ModelWeights> {
         let embed = Self::load_embed(config, src, names)?;
@@ -116,12 +63,9 @@ impl LayerWeights {
         let h = config.hidden_size;
         let n = names.layer(l);
         let (q_dim, kv_dim) = (config.q_dim(), config.kv_dim());
-        let (q_norm, k_norm) = match config.qk_norm {
-            QkNorm::None => (None, None),
-            QkNorm::PerHead => {
-                (Some(ld.vector(&n.q_norm, config.head_dim)?), Some(ld.vector(&n.k_norm, config.head_dim)?))
-            }
-            QkNorm::Whole => (Some(ld.vector(&n.q_norm, q_dim)?), Some(ld.vector(&n.k_norm, kv_dim)?)),
+        let (q_norm, k_norm) = match config.qk_norm_dims() {
+            None => (None, None),
+            Some((qn, kn)) => (Some(ld.vector(&n.q_norm, qn)?), Some(ld.vector(&n.k_norm, kn)?)),
         };
         let o_bias = src.contains(&format!("{}.bias", n.o));
         let ffn = match (kind, &config.moe) {
