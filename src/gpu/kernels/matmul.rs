@@ -70,8 +70,8 @@ pub struct Shape {
 
 impl Shape {
     /// The shape ops for `format` and `max_tokens` get on `gpu`. Measured with `throughput`
-    /// below (INT4 g32 matvec of [5632, 2048] and [1536, 576], weights streamed from memory; see
-    /// its comment for the numbers):
+    /// below (INT4 g32 matvec of [5632, 2048] and [1536, 576], weights streamed from memory;
+    /// figures in BENCHMARKS.md):
     /// - Int4 where subgroups of 8 or more exist: the subgroup kernel, 4 rows per invocation,
     ///   workgroups of max(16, subgroup size) invocations: on lavapipe 2-4x the best portable
     ///   shape, on an H100 1.5x-4x.
@@ -673,17 +673,7 @@ mod tests {
     /// the CI machines, so that weights come from DRAM as in a real model; `FLINT_BENCH_SHAPES`,
     /// `FLINT_BENCH_PREFILL=0`: see below).
     ///
-    /// Measured 2026-11-26 (T=1: weight GB/s and share of the copy bandwidth measured in the same
-    /// run; T=64: GFLOP/s), INT4 g32, rows x threads/row x rows/thread:
-    /// - lavapipe, 2 cores shared with other jobs (copy 4.8-6.5 GB/s, so figures swing ~2x):
-    ///   subgroup kernel 64x1x4: [5632, 2048] 2.3-4.0 GB/s (49-62% of copy), 8.9 GFLOP/s;
-    ///   [1536, 576] 1.6-2.0 GB/s (25-33%), 8.3 GFLOP/s. Portable 64x1x4: 1.1-1.4 GB/s (19-29%),
-    ///   2.9 GFLOP/s; 8x8x1 0.4 GB/s; 8x32x2 0.4 GB/s; 4x32x1 0.2 GB/s. (A first version, one row
-    ///   per thread without register blocking, read 0.3-0.6 GB/s.)
-    /// - H100 (Vulkan; wgpu's buffer copy measured 200 GB/s, far under HBM peak, so the share is of
-    ///   that): subgroup kernel 128x1x4 (one warp): [5632, 2048] 197 GB/s (99%), 2400 GFLOP/s;
-    ///   [1536, 576] 256 GB/s, 1500 GFLOP/s. Portable 8x32x2: 94-129 GB/s, 260-290 GFLOP/s;
-    ///   4x32x1 35-59 GB/s; 2x64x1 42-120 GB/s (noisy between runs).
+    /// Figures by device and shape: BENCHMARKS.md, "INT4 matmul shapes".
     #[test]
     #[ignore]
     fn throughput() {
