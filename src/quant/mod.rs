@@ -6,5 +6,6 @@ pub mod ggml;
 pub mod gptq_grid;
 pub mod packed;
 pub mod quantize;
+pub mod repack;
 
 pub use packed::{Format, PackedMatrix};

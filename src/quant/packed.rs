@@ -1,5 +1,6 @@
-//! [`PackedMatrix`]: a weight matrix exactly as the GPU kernels read it, its lossless
-//! conversion from ggml blocks, and its CPU twins of the kernels (`matvec`, `matmul`).
+//! [`PackedMatrix`]: a weight matrix exactly as the GPU kernels read it, and its CPU twins of
+//! the kernels (`matvec`, `matmul`). The lossless conversion from ggml blocks is in
+//! `quant::repack`, the quantizers in `quant::quantize` and `quant::gptq_grid`.
 //!
 //! A matrix is row-major `[rows, cols]`, rows = outputs, cols = inputs; a stacked expert tensor
 //! `[E, R, C]` is packed as `rows = E * R`, so expert `e`'s rows start at row `e * R` (word
@@ -25,9 +26,7 @@
 //! `d * q` is exact in f32 (`d` has at most 17 significant bits, `q` at most 4), so a fused
 //! multiply-add gives the same value as a multiply then an add: a kernel may use either.
 
-use crate::quant::ggml;
-use crate::tensor::ggml::{block_info, QK};
-use crate::tensor::{DType, Tensor};
+use crate::tensor::Tensor;
 use crate::{Error, Result};
 use half::f16;
 
@@ -111,7 +110,7 @@ pub(crate) fn exact_f16(x: f32) -> Option<f16> {
 }
 
 /// The name a matrix takes in errors before the caller knows the tensor's name.
-fn unnamed(dtype: impl std::fmt::Debug, rows: usize, cols: usize) -> String {
+pub(crate) fn unnamed(dtype: impl std::fmt::Debug, rows: usize, cols: usize) -> String {
     format!("{dtype:?} matrix [{rows}, {cols}]")
 }
 
@@ -126,15 +125,6 @@ pub(crate) fn rename(e: Error, name: &str) -> Error {
 /// Packs 8 nibbles (element order) into one word, element `j` in bits `4j..4j + 4`.
 pub(crate) fn nibble_word(q: &[u8]) -> u32 {
     q.iter().take(8).enumerate().fold(0u32, |w, (j, &v)| w | (u32::from(v & 0x0F) << (4 * j)))
-}
-
-/// Packs 4 signed bytes (element order) into one word, element `j` in bits `8j..8j + 8`.
-fn byte_word(q: &[i8]) -> u32 {
-    u32::from_le_bytes([q[0] as u8, q[1] as u8, q[2] as u8, q[3] as u8])
-}
-
-fn read_f16_bits(bytes: &[u8], at: usize) -> u16 {
-    u16::from_le_bytes([bytes[at], bytes[at + 1]])
 }
 
 impl PackedMatrix {
@@ -289,116 +279,12 @@ impl PackedMatrix {
         }
         out
     }
-
-    /// Repacks ggml blocks (`rows` rows of `cols` elements, as a GGUF tensor with `ne[0] = cols`
-    /// stores them) without loss: `dequantize()` equals `quant::ggml::dequantize` value for
-    /// value (the one possible difference is the sign of a zero: ggml's `d * (q - 8)` gives -0
-    /// where `d * q + m` gives +0).
-    ///
-    /// - Q4_0 → `Int4 { 32 }` with `(d, -8d)` as f16 pairs (exact: `-8d` only shifts the
-    ///   exponent); wide scales only if some `-8d` overflows f16 (|d| > 8188).
-    /// - Q4_1 → `Int4 { 32 }` with the block's f16 `(d, m)`.
-    /// - Q4_K → `Int4 { 32, wide }`: per 32-element sub-block `d_sub = d * sc`,
-    ///   `m_sub = -(dmin * min)` in f32, as ggml's dequantization computes them.
-    /// - Q8_0 → `Int8 { 32 }` with `s = d`; Q6_K → `Int8 { 16 }` with `s = d * sc` in f32 and
-    ///   `q - 32` in -32..31.
-    /// - F32, F16, BF16 → `F32`.
-    ///
-    /// Errors (`Error::Tensor`): a non-ggml dtype, a row that is not whole blocks, a byte count
-    /// that does not match.
-    pub fn from_ggml(dtype: DType, rows: usize, cols: usize, bytes: &[u8]) -> Result<PackedMatrix> {
-        let err = |p: String| Error::tensor(unnamed(dtype, rows, cols), p);
-        let (per_block, block_bytes) =
-            block_info(dtype).ok_or_else(|| err(format!("{dtype:?} is not a ggml block format")))?;
-        let n = rows.checked_mul(cols).ok_or_else(|| err("too many elements".into()))?;
-        if !cols.is_multiple_of(per_block) {
-            return Err(err(format!("rows of {cols} elements are not whole {dtype:?} blocks of {per_block}")));
-        }
-        let expected = (n / per_block).checked_mul(block_bytes).ok_or_else(|| err("too many bytes".into()))?;
-        if bytes.len() != expected {
-            return Err(err(format!(
-                "{n} elements of {dtype:?} take {expected} bytes, but {} were given",
-                bytes.len()
-            )));
-        }
-        let blocks = bytes.chunks_exact(block_bytes);
-        let n_blocks = n / per_block;
-        let (format, qs, scales) = match dtype {
-            DType::F32 | DType::F16 | DType::BF16 => {
-                let values = ggml::dequantize(dtype, bytes, n).map_err(err)?;
-                (Format::F32, values.iter().map(|v| v.to_bits()).collect(), vec![])
-            }
-            DType::Q8_0 => {
-                let mut qs = Vec::with_capacity(n / 4);
-                let mut scales = Vec::with_capacity(n_blocks);
-                for b in blocks {
-                    scales.push(f16::from_bits(read_f16_bits(b, 0)).to_f32().to_bits());
-                    qs.extend(b[2..2 + QK].chunks_exact(4).map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]])));
-                }
-                (Format::Int8 { group: QK }, qs, scales)
-            }
-            DType::Q6_K => {
-                let mut qs = Vec::with_capacity(n / 4);
-                let mut scales = Vec::with_capacity(n_blocks * 16);
-                for b in blocks {
-                    let (q, s) = ggml::q6_k_unpack(b);
-                    qs.extend(q.chunks_exact(4).map(byte_word));
-                    scales.extend(s.iter().map(|v| v.to_bits()));
-                }
-                (Format::Int8 { group: 16 }, qs, scales)
-            }
-            DType::Q4_0 | DType::Q4_1 => {
-                let mut qs = Vec::with_capacity(n / 8);
-                let mut pairs = Vec::with_capacity(n_blocks);
-                for b in blocks {
-                    let d = f16::from_bits(read_f16_bits(b, 0));
-                    let (m, nib) = match dtype {
-                        DType::Q4_0 => (-8.0 * d.to_f32(), &b[2..2 + QK / 2]),
-                        _ => (f16::from_bits(read_f16_bits(b, 2)).to_f32(), &b[4..4 + QK / 2]),
-                    };
-                    pairs.push((d, m));
-                    let mut q = [0u8; QK];
-                    for (j, &byte) in nib.iter().enumerate() {
-                        q[j] = byte & 0x0F;
-                        q[j + QK / 2] = byte >> 4;
-                    }
-                    qs.extend(q.chunks_exact(8).map(nibble_word));
-                }
-                // Q4_1's m is an f16 already (its bits are kept as they are); Q4_0's -8d is an
-                // f16 unless it overflows, and then the whole matrix takes wide scales.
-                let narrow: Option<Vec<u32>> = match dtype {
-                    DType::Q4_0 => pairs.iter().map(|&(d, m)| Some(pack_f16_pair(d, exact_f16(m)?))).collect(),
-                    _ => Some(
-                        bytes.chunks_exact(block_bytes).map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect(),
-                    ),
-                };
-                match narrow {
-                    Some(scales) => (Format::Int4 { group: QK, wide_scales: false }, qs, scales),
-                    None => {
-                        let scales = pairs.iter().flat_map(|&(d, m)| [d.to_f32().to_bits(), m.to_bits()]).collect();
-                        (Format::Int4 { group: QK, wide_scales: true }, qs, scales)
-                    }
-                }
-            }
-            DType::Q4_K => {
-                let mut qs = Vec::with_capacity(n / 8);
-                let mut scales = Vec::with_capacity(n_blocks * 16);
-                for b in blocks {
-                    let (q, pairs) = ggml::q4_k_unpack(b);
-                    qs.extend(q.chunks_exact(8).map(nibble_word));
-                    scales.extend(pairs.iter().flat_map(|&(d, m)| [d.to_bits(), m.to_bits()]));
-                }
-                (Format::Int4 { group: QK, wide_scales: true }, qs, scales)
-            }
-            DType::Int4 => return Err(err("Int4 is not a ggml block format".into())),
-        };
-        PackedMatrix::new(rows, cols, format, qs, scales)
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::tensor::DType;
 
     #[test]
     fn f16_pair_matches_wgsl_layout() {
