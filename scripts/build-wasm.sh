@@ -22,7 +22,7 @@ wasm="$CARGO_TARGET_DIR/wasm32-unknown-unknown/wasm-release/flint.wasm"
 # options (cargo leaves an unchanged module untouched): `npm pack` (prepack) after a build, as
 # the browser tests do, reuses it instead of repeating the bindgen and optimizer passes.
 stamp=www/.pkg-stamp
-recipe="wasm-bindgen $version opt ${FLINT_WASM_OPT:-1} script $(sha256sum "$0" | cut -c1-16)"
+recipe="wasm-bindgen $version opt ${FLINT_WASM_OPT:-1} script $(sha256sum scripts/build-wasm.sh | cut -c1-16)"
 if [ -f www/pkg/flint_bg.wasm ] && [ www/pkg/flint_bg.wasm -nt "$wasm" ] && [ "$(cat "$stamp" 2>/dev/null)" = "$recipe" ]; then
     echo "www/pkg is up to date with $wasm"
     exit 0

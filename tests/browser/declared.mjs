@@ -15,7 +15,7 @@ export function declared(path) {
     const name = statement.name?.text;
     if (!name) continue;
     const isClass = ts.isClassDeclaration(statement);
-    if (has(statement, ts.SyntaxKind.ExportKeyword) && (isClass || ts.isFunctionDeclaration(statement))) out.module.push(name);
+    if (has(statement, ts.SyntaxKind.ExportKeyword) && (isClass || ts.isFunctionDeclaration(statement))) out.module.push({ member: name, optional: false });
     if (!isClass && !ts.isInterfaceDeclaration(statement)) continue;
     const members = statement.members.filter((m) => m.name && !has(m, ts.SyntaxKind.PrivateKeyword));
     const entry = (m) => ({ member: m.name.getText(source), optional: Boolean(m.questionToken) });
