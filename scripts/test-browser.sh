@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The browser tests: installs Chromium, playwright-core and typescript if missing, type-checks
 # www/flint.d.ts, builds www/pkg (scripts/build-wasm.sh), and runs tests/browser/run.mjs in
-# headless Chromium (WebGPU on SwiftShader). Needs the native release binary (for the native side of each comparison):
-# scripts/test.sh builds it first. Screenshots and figures land in tests/browser/artifacts/.
+# headless Chromium (WebGPU on SwiftShader). Needs the native release binary (for the native
+# side of each comparison): scripts/test.sh builds it first. Screenshots and figures land in
+# tests/browser/artifacts/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/flint-target}"

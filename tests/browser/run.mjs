@@ -261,6 +261,8 @@ const tests = {
         notGgufWorker: await attempt("/models/not-a-model.gguf", { worker: true }),
         noFolder: await attempt("/models/fixtures/no-such-folder/"),
         badSource: await attempt(42),
+        // Sources cross to the worker as given (not as text), so it rejects them as the page does.
+        badSourceWorker: await attempt(42, { worker: true }),
       };
       return out;
     });
@@ -271,6 +273,7 @@ const tests = {
     assert.match(messages.notGgufWorker, /not a GGUF file/, "worker errors reach the page with their message");
     assert.match(messages.noFolder, /config\.json: HTTP 404/);
     assert.match(messages.badSource, /source must be a URL/);
+    assert.match(messages.badSourceWorker, /source must be a URL/);
     await page.close();
   },
 
