@@ -18,7 +18,16 @@ fi
 
 cargo build -q --profile wasm-release --lib --target wasm32-unknown-unknown --no-default-features --features wasm
 wasm="$CARGO_TARGET_DIR/wasm32-unknown-unknown/wasm-release/flint.wasm"
-rm -rf www/pkg
+# www/pkg is up to date when it was made from this very module by this script with the same
+# options (cargo leaves an unchanged module untouched): `npm pack` (prepack) after a build, as
+# the browser tests do, reuses it instead of repeating the bindgen and optimizer passes.
+stamp=www/.pkg-stamp
+recipe="wasm-bindgen $version opt ${FLINT_WASM_OPT:-1} script $(sha256sum scripts/build-wasm.sh | cut -c1-16)"
+if [ -f www/pkg/flint_bg.wasm ] && [ www/pkg/flint_bg.wasm -nt "$wasm" ] && [ "$(cat "$stamp" 2>/dev/null)" = "$recipe" ]; then
+    echo "www/pkg is up to date with $wasm"
+    exit 0
+fi
+rm -rf www/pkg "$stamp"
 wasm-bindgen --target web --typescript --out-dir www/pkg "$wasm"
 # Size: binaryen's optimizer from npm (Debian's binaryen 108 emits modules that fail at run time).
 # -Oz takes a quarter off the module (a tenth gzipped); FLINT_WASM_OPT=0 skips it.
@@ -26,6 +35,7 @@ if [ "${FLINT_WASM_OPT:-1}" != 0 ]; then
     (cd www && npm install --no-audit --no-fund --silent)
     www/node_modules/.bin/wasm-opt -Oz www/pkg/flint_bg.wasm -o www/pkg/flint_bg.wasm
 fi
+echo "$recipe" > "$stamp"
 size=$(stat -c %s www/pkg/flint_bg.wasm)
 gz=$(gzip -9 -c www/pkg/flint_bg.wasm | wc -c)
 echo "www/pkg/flint_bg.wasm: $((size / 1024)) KiB, $((gz / 1024)) KiB gzipped"

@@ -1,11 +1,11 @@
 // The engine side of flint.js: opens WebGPU through the wasm module, resolves a model source
 // to files, downloads (or reads) them and streams them to the GPU. Runs on the page or inside
 // the worker (worker.js); flint.js talks to it through the same small interface either way:
-//   info, adapter, generate(prompt, options, onText, signal), logits(tokens),
-//   applyChatTemplate(messages), encode(text), decode(ids)
+// info, adapter, dispose() and the requests of methods.js, each called as `(args, { onText, signal })`.
 
 import init, { Engine, ModelLoader } from "./pkg/flint.js";
 import { cachedJson, exists, fetchBlob, storeJson } from "./fetch.js";
+import { METHODS } from "./methods.js";
 
 let engine = null;
 
@@ -154,15 +154,20 @@ async function openLoader(gpuEngine, files, ctx) {
 /** Wraps a loaded wasm Model in the interface flint.js uses. */
 export function coreOf(loaded) {
   const { model, timing } = loaded;
+  const requests = {
+    generate: ([prompt, options], { onText, signal }) => model.generate(prompt, options, onText, signal),
+    logits: ([tokens]) => model.logits(Uint32Array.from(tokens)),
+    profile: () => model.profile(),
+    applyChatTemplate: ([messages]) => model.applyChatTemplate(messages, true),
+    encode: ([text]) => Array.from(model.encode(text, true)),
+    decode: ([ids]) => model.decode(Uint32Array.from(ids)),
+  };
+  // Exactly the requests methods.js names: a gap would otherwise surface only when called.
+  if (Object.keys(requests).join() !== METHODS.join()) throw new Error("core.js: the requests differ from methods.js");
   return {
+    ...requests,
     info: { ...model.info(), load: timing },
     adapter: engine.adapter,
-    generate: (prompt, options, onText, signal) => model.generate(prompt, options, onText, signal),
-    logits: (tokens) => model.logits(Uint32Array.from(tokens)),
-    profile: () => model.profile(),
-    applyChatTemplate: (messages) => model.applyChatTemplate(messages, true),
-    encode: (text) => Array.from(model.encode(text, true)),
-    decode: (ids) => model.decode(Uint32Array.from(ids)),
     dispose: () => model.free(),
   };
 }

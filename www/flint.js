@@ -9,6 +9,8 @@
 // With `worker: true` the engine runs in an ES-module Web Worker (worker.js) behind the same
 // API, so a page's or a WebXR session's frame loop never waits on inference.
 
+import { METHODS } from "./methods.js";
+
 export { clearCache, DownloadError } from "./fetch.js";
 
 export class Flint {
@@ -56,24 +58,24 @@ async function workerCore(source, { onProgress, cache, signal, ctx }) {
     callSignal?.addEventListener("abort", () => worker.postMessage({ id, method: "abort" }), { once: true });
     return done;
   };
-  const sources = Array.isArray(source) ? [...source] : String(source);
   try {
-    const loaded = await call("load", [sources, { cache, ctx }], { signal });
-    return {
-      info: loaded.info,
-      adapter: loaded.adapter,
-      generate: (prompt, options, onText, s) => call("generate", [prompt, options], { onText, signal: s }),
-      logits: (tokens) => call("logits", [tokens]),
-      profile: () => call("profile", []),
-      applyChatTemplate: (messages) => call("applyChatTemplate", [messages]),
-      encode: (text) => call("encode", [text]),
-      decode: (ids) => call("decode", [ids]),
-      dispose: () => worker.terminate(),
-    };
+    const loaded = await call("load", [cloneableSource(source), { cache, ctx }], { signal });
+    const requests = Object.fromEntries(METHODS.map((name) => [name, (args, context) => call(name, args, context)]));
+    return { ...requests, info: loaded.info, adapter: loaded.adapter, dispose: () => worker.terminate() };
   } catch (e) {
     worker.terminate();
     throw e;
   }
+}
+
+/**
+ * `source` as it can cross to the worker: Files (and a FileList's) are structured-cloneable and
+ * stay Files; a URL object is not, so it goes as its text. Anything else goes as given, for
+ * core.js to accept or reject with the message the page would get.
+ */
+function cloneableSource(source) {
+  if (Array.isArray(source) || (globalThis.FileList && source instanceof FileList)) return [...source];
+  return source instanceof URL ? source.href : source;
 }
 
 /** A loaded model. Requests run one at a time, in the order they were made. */
@@ -114,7 +116,7 @@ export class FlintModel {
       start: (controller) => {
         this.#enqueue(async () => {
           if (signal?.aborted) throw signal.reason ?? new DOMException("aborted", "AbortError");
-          return this.#core.generate(prompt, options, (piece) => controller.enqueue(piece), signal);
+          return this.#core.generate([prompt, options], { onText: (piece) => controller.enqueue(piece), signal });
         }).then(
           (r) => { this.lastStats = r; resolveResult(r); controller.close(); },
           (e) => { rejectResult(e); controller.error(e); },
@@ -141,25 +143,25 @@ export class FlintModel {
 
   /** The logits of every position of `tokens` (Float32Array, `[tokens.length * vocab]`). */
   logits(tokens) {
-    return this.#enqueue(() => this.#core.logits(Array.from(tokens)));
+    return this.#enqueue(() => this.#core.logits([Array.from(tokens)]));
   }
 
   /** Milliseconds per kernel of one decode step, `[{kernel, ms, dispatches}]` (each dispatch run
    * alone and waited for, so the sum exceeds a real step): where the time goes on this device. */
   profile() {
-    return this.#enqueue(() => this.#core.profile());
+    return this.#enqueue(() => this.#core.profile([]));
   }
 
   applyChatTemplate(messages) {
-    return this.#enqueue(() => this.#core.applyChatTemplate(messages));
+    return this.#enqueue(() => this.#core.applyChatTemplate([messages]));
   }
 
   encode(text) {
-    return this.#enqueue(() => this.#core.encode(text));
+    return this.#enqueue(() => this.#core.encode([text]));
   }
 
   decode(ids) {
-    return this.#enqueue(() => this.#core.decode(Array.from(ids)));
+    return this.#enqueue(() => this.#core.decode([Array.from(ids)]));
   }
 
   /** Frees the GPU memory (and ends the worker). */

@@ -4,36 +4,32 @@
 // tokens the generation loop awaits the GPU, so abort messages are handled promptly.
 
 import { coreOf, loadModel } from "./core.js";
+import { METHODS } from "./methods.js";
 
 let core = null;
 const aborts = new Map(); // request id -> AbortController
 
-const methods = {
-  async load(id, [source, options]) {
-    const loaded = await loadModel(source, {
-      ...options,
-      signal: aborts.get(id).signal,
-      onProgress: (progress) => postMessage({ id, progress }),
-    });
-    core = coreOf(loaded);
-    return { info: core.info, adapter: core.adapter };
-  },
-  generate: (id, [prompt, options]) =>
-    core.generate(prompt, options, (piece) => postMessage({ id, piece }), aborts.get(id).signal),
-  logits: (id, [tokens]) => core.logits(tokens),
-  profile: () => core.profile(),
-  applyChatTemplate: (id, [messages]) => core.applyChatTemplate(messages),
-  encode: (id, [text]) => core.encode(text),
-  decode: (id, [ids]) => core.decode(ids),
-};
+async function load(id, [source, options]) {
+  const loaded = await loadModel(source, {
+    ...options,
+    signal: aborts.get(id).signal,
+    onProgress: (progress) => postMessage({ id, progress }),
+  });
+  core = coreOf(loaded);
+  return { info: core.info, adapter: core.adapter };
+}
+
+function request(id, method, args) {
+  if (!METHODS.includes(method)) throw new Error(`unknown method ${method}`);
+  if (!core) throw new Error("no model is loaded in this worker");
+  return core[method](args, { onText: (piece) => postMessage({ id, piece }), signal: aborts.get(id).signal });
+}
 
 onmessage = async ({ data: { id, method, args } }) => {
   if (method === "abort") return aborts.get(id)?.abort();
   aborts.set(id, new AbortController());
   try {
-    if (!methods[method]) throw new Error(`unknown method ${method}`);
-    if (method !== "load" && !core) throw new Error("no model is loaded in this worker");
-    postMessage({ id, result: await methods[method](id, args) });
+    postMessage({ id, result: await (method === "load" ? load(id, args) : request(id, method, args)) });
   } catch (e) {
     postMessage({ id, error: { name: e?.name ?? "Error", message: e?.message ?? String(e) } });
   } finally {

@@ -7,6 +7,10 @@
 // Checks:
 //   fixtures   logits of every family fixture (f32, Q4_0 GGUF, GPTQ) vs transformers' reference
 //   generate   SmolLM2 greedy text equals the native engine's: generate(), chat stream, worker
+//   files      a FileList from an <input type=file> loads in worker mode (Files cross as Files)
+//   package    the `npm pack` tarball, installed into a scratch folder and imported by a plain
+//              page through an import map: greedy text equals native, and every object it
+//              returns has the shape its flint.d.ts declares (and tsc accepts types.ts with it)
 //   abort      an abort stops promptly and the next request is unaffected
 //   resume     a download cut half-way resumes with a Range request
 //   cache      a second load makes no network request for the model
@@ -15,11 +19,12 @@
 
 import { chromium } from "../../www/node_modules/playwright-core/index.mjs";
 import { spawn, execFileSync } from "node:child_process";
-import { mkdirSync, readFileSync, readdirSync, writeFileSync, mkdtempSync } from "node:fs";
+import { copyFileSync, mkdirSync, readFileSync, readdirSync, rmSync, writeFileSync, mkdtempSync } from "node:fs";
 import { tmpdir, homedir } from "node:os";
 import { join, dirname } from "node:path";
 import { fileURLToPath } from "node:url";
 import assert from "node:assert/strict";
+import { declared, mismatches } from "./declared.mjs";
 
 const repo = join(dirname(fileURLToPath(import.meta.url)), "../..");
 const fixtures = join(repo, "tests/fixtures/models");
@@ -36,8 +41,11 @@ const TOKENS = 8;
 const report = {};
 
 mkdirSync(artifacts, { recursive: true });
+// The `package` test installs the packed package here; served as /models/installed/.
+const installed = mkdtempSync(join(tmpdir(), "flint-package-"));
 const server = spawn(process.execPath, [join(repo, "www/serve.mjs"), "--port", String(PORT),
   "--model", `fixtures=${fixtures}`, "--model", `smollm=${modelDir}`, "--model", `test=${join(repo, "tests/browser")}`,
+  "--model", `installed=${installed}`,
   // Not a GGUF at all, served under a .gguf name.
   "--model", `not-a-model.gguf=${join(fixtures, "llama/config.json")}`],
   { stdio: ["ignore", "pipe", "inherit"] });
@@ -62,8 +70,16 @@ async function newPage(path = "/models/test/page.html") {
 const requests = async () => (await fetch(`${base}/__log`)).json();
 const resetRequests = () => fetch(`${base}/__log/reset`);
 
-/** The native engine's greedy text (`flint run`), prompt excluded. */
+const nativeTexts = new Map();
+
+/** The native engine's greedy text (`flint run`), prompt excluded; run once per prompt. */
 function nativeText(prompt, { chat = false } = {}) {
+  const key = JSON.stringify([prompt, chat]);
+  if (!nativeTexts.has(key)) nativeTexts.set(key, runNative(prompt, chat));
+  return nativeTexts.get(key);
+}
+
+function runNative(prompt, chat) {
   const out = execFileSync(flintBin, ["run", "--model", join(modelDir, MODEL), "--prompt", prompt,
     "--max-tokens", String(TOKENS), "--temperature", "0", ...(chat ? ["--chat"] : [])],
     { env: { ...process.env, XDG_RUNTIME_DIR: process.env.XDG_RUNTIME_DIR ?? "/tmp" } }).toString();
@@ -245,6 +261,8 @@ const tests = {
         notGgufWorker: await attempt("/models/not-a-model.gguf", { worker: true }),
         noFolder: await attempt("/models/fixtures/no-such-folder/"),
         badSource: await attempt(42),
+        // Sources cross to the worker as given (not as text), so it rejects them as the page does.
+        badSourceWorker: await attempt(42, { worker: true }),
       };
       return out;
     });
@@ -255,7 +273,66 @@ const tests = {
     assert.match(messages.notGgufWorker, /not a GGUF file/, "worker errors reach the page with their message");
     assert.match(messages.noFolder, /config\.json: HTTP 404/);
     assert.match(messages.badSource, /source must be a URL/);
+    assert.match(messages.badSourceWorker, /source must be a URL/);
     await page.close();
+  },
+
+  async files() {
+    // As the demo's file picker gives them: a FileList, which must reach the worker as Files.
+    const page = await newPage();
+    await page.evaluate(() => document.body.append(Object.assign(document.createElement("input"), { type: "file", id: "pick" })));
+    await page.setInputFiles("#pick", join(modelDir, MODEL));
+    const got = await page.evaluate(async ({ prompt, tokens }) => {
+      const { Flint } = await import("/flint.js");
+      const files = document.querySelector("#pick").files;
+      const m = await Flint.load(files, { worker: true });
+      let text = "";
+      for await (const piece of m.generate(prompt, { maxTokens: tokens, temperature: 0 })) text += piece;
+      const info = m.info;
+      await m.dispose();
+      return { isFileList: files instanceof FileList, text, format: info.format };
+    }, { prompt: "The capital of France is", tokens: TOKENS });
+    console.log(`  FileList in the worker: ${JSON.stringify(got.text)} (${got.format})`);
+    assert.ok(got.isFileList);
+    assert.equal(got.text, nativeText("The capital of France is"), "the worker read the picked file");
+  },
+
+  async package() {
+    // The tarball a user would install: prepack (build-wasm.sh) finds www/pkg up to date.
+    const packs = join(installed, "packs");
+    mkdirSync(packs);
+    execFileSync("npm", ["pack", "--silent", "--pack-destination", packs], { cwd: join(repo, "www"), stdio: ["ignore", "ignore", "inherit"] });
+    const [tarball] = readdirSync(packs);
+    const contents = execFileSync("tar", ["-tzf", join(packs, tarball)]).toString().split("\n").filter(Boolean).map((f) => f.replace(/^package\//, ""));
+    console.log(`  ${tarball}: ${contents.sort().join(" ")}`);
+    for (const file of ["flint.js", "flint.d.ts", "core.js", "fetch.js", "methods.js", "worker.js", "pkg/flint.js", "pkg/flint_bg.wasm", "pkg/flint.d.ts"]) {
+      assert.ok(contents.includes(file), `the package ships ${file}`);
+    }
+    writeFileSync(join(installed, "package.json"), JSON.stringify({ name: "flint-package-test", private: true, type: "module" }));
+    execFileSync("npm", ["install", "--silent", "--offline", "--no-audit", "--no-fund", join(packs, tarball)], { cwd: installed, stdio: ["ignore", "ignore", "inherit"] });
+    copyFileSync(join(repo, "tests/browser/package/index.html"), join(installed, "index.html"));
+
+    // The types as a TypeScript user gets them: "flint" resolved through the package's exports.
+    copyFileSync(join(repo, "tests/browser/types.ts"), join(installed, "types.ts"));
+    writeFileSync(join(installed, "tsconfig.json"), JSON.stringify({
+      compilerOptions: { target: "ES2022", module: "ESNext", moduleResolution: "Bundler", strict: true, noEmit: true, types: [] },
+      files: ["types.ts"],
+    }));
+    execFileSync(join(repo, "www/node_modules/.bin/tsc"), ["-p", installed], { stdio: "inherit" });
+
+    const prompt = "The capital of France is";
+    const page = await newPage(`/models/installed/index.html?${new URLSearchParams({ model: `/models/smollm/${MODEL}`, prompt, tokens: TOKENS })}`);
+    const got = await page.evaluate(() => window.flintResult);
+    await page.close();
+    assert.equal(got.error, undefined, got.error);
+    console.log(`  installed package: ${JSON.stringify(got.text)}; profile: ${got.profile.length} kernels, ${got.profile.reduce((n, e) => n + e.ms, 0).toFixed(0)} ms`);
+    assert.equal(got.text, nativeText(prompt), "the installed package generates the native greedy text");
+    assert.ok(got.profile.length > 0 && got.profile.every((e) => e.ms >= 0 && e.dispatches > 0), "profile() lists kernels");
+    const types = declared(join(installed, "node_modules/flint/flint.d.ts"));
+    for (const [name, keys] of Object.entries(got.shapes)) {
+      assert.ok(types[name], `flint.d.ts declares ${name}`);
+      assert.deepEqual(mismatches(types[name], keys), [], `${name} as flint.d.ts declares it`);
+    }
   },
 
   async demo() {
@@ -293,5 +370,6 @@ for (const [name, test] of Object.entries(tests)) {
 writeFileSync(join(artifacts, "report.json"), JSON.stringify(report, null, 2));
 await context.close();
 server.kill();
+rmSync(installed, { recursive: true, force: true });
 console.log(failed ? `${failed} browser test(s) failed` : "all browser tests passed");
 process.exit(failed ? 1 : 0);
