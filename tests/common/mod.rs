@@ -18,6 +18,7 @@ pub fn fixture_file(relative: &str) -> PathBuf {
 /// `SKIPPED: ...` and returns `None`, whether or not the asset is there, so one variable turns
 /// all of them off alike. Otherwise the asset must be there: absent is a failure saying how to
 /// get it, never a quiet pass.
+#[track_caller]
 fn require(skip_var: &str, what: &str, path: PathBuf, how: &str) -> Option<PathBuf> {
     if std::env::var_os(skip_var).is_some_and(|v| !v.is_empty() && v != "0") {
         skipped(&format!("{skip_var} is set, so the checks that need {what} do not run"));
@@ -38,6 +39,7 @@ pub fn skipped(reason: &str) {
 
 /// The real SmolLM2 GGUF: `FLINT_MODEL_GGUF`, else the fetch script's cache path; `None` (skip)
 /// when `FLINT_SKIP_REAL_MODEL` is set.
+#[track_caller]
 pub fn require_real_model() -> Option<PathBuf> {
     let path = match std::env::var_os("FLINT_MODEL_GGUF") {
         Some(p) => PathBuf::from(p),
@@ -53,6 +55,7 @@ pub fn require_real_model() -> Option<PathBuf> {
 
 /// The venv's Python with `openai`, torch and transformers: `FLINT_PYTHON`, else
 /// `$FLINT_CACHE/venv/bin/python`; `None` (skip) when `FLINT_SKIP_PYTHON` is set.
+#[track_caller]
 pub fn require_python() -> Option<PathBuf> {
     let path =
         std::env::var_os("FLINT_PYTHON").map_or_else(|| flint::cache_dir().join("venv/bin/python"), PathBuf::from);
