@@ -108,7 +108,7 @@ fn greedy_answer(files: &ModelFiles, history: &[Message], max_tokens: usize) -> 
 
 #[test]
 fn two_turns_with_history() {
-    let Some(model) = common::real_model() else { return };
+    let Some(model) = common::require_real_model() else { return };
     let t = Terminal::start("turns", &model, &["--temperature", "0", "--max-tokens", "20", "--device", "cpu"]);
     t.wait_for("the first prompt", |s| prompts(s) == 1);
     let files = ModelFiles::open(&model).unwrap();
@@ -128,7 +128,7 @@ fn two_turns_with_history() {
 
 #[test]
 fn ctrl_c_stops_the_answer_not_the_program() {
-    let Some(model) = common::real_model() else { return };
+    let Some(model) = common::require_real_model() else { return };
     let t = Terminal::start("ctrl-c", &model, &["--temperature", "0", "--max-tokens", "1500"]);
     t.wait_for("the first prompt", |s| prompts(s) == 1);
     t.type_line("Write a very long story about a dragon who learns to sing.");

@@ -11,7 +11,7 @@ use flint::Error;
 use half::f16;
 mod common;
 
-use common::real_model;
+use common::require_real_model;
 
 // ------------------------------------------------------------------------------------------------
 // A tiny GGUF writer
@@ -736,7 +736,7 @@ fn config_qwen3moe_olmoe_granitemoe() {
 
 #[test]
 fn real_smollm2_gguf() {
-    let Some(path) = real_model() else { return };
+    let Some(path) = require_real_model() else { return };
     let file = GgufFile::open(&path).unwrap();
     assert_eq!(file.version(), 3);
     assert_eq!(file.architecture(), Some("llama"));

@@ -12,7 +12,7 @@ use flint::tokenizer::gguf::from_gguf;
 use serde_json::Value;
 mod common;
 
-use common::real_model;
+use common::require_real_model;
 
 fn fixture() -> Value {
     let path = common::fixture_file("tokenizer/smollm2_gguf.json");
@@ -26,7 +26,7 @@ fn ids_of(v: &Value) -> Vec<u32> {
 
 #[test]
 fn smollm2_gguf_tokenizer_matches_reference() {
-    let Some(path) = real_model() else { return };
+    let Some(path) = require_real_model() else { return };
     let fx = fixture();
     let file = GgufFile::open(&path).unwrap();
     let tok = from_gguf(&file).unwrap().expect("the file has a tokenizer");

@@ -31,7 +31,7 @@ fn flint_run(model: &Path, args: &[&str], prompt: &str, chat: bool) -> String {
 
 #[test]
 fn the_openai_package_gets_flint_runs_text() {
-    let (Some(model), Some(python)) = (common::real_model(), common::python::python()) else { return };
+    let (Some(model), Some(python)) = (common::require_real_model(), common::require_python()) else { return };
     let server = Server::start(&model, &[]);
     let out = Command::new(python)
         .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/openai_client.py"))

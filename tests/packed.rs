@@ -277,7 +277,7 @@ fn gguf_q4_0_fixtures_pack_losslessly() {
 
 #[test]
 fn real_smollm2_gguf_packs_losslessly() {
-    let Some(path) = common::real_model() else { return };
+    let Some(path) = common::require_real_model() else { return };
     let file = GgufFile::open(&path).unwrap();
     let formats = check_source_lossless(&file, "SmolLM2");
     eprintln!("SmolLM2 formats: {formats:?}");

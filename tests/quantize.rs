@@ -55,7 +55,7 @@ fn quantized_checkpoints_equal_on_the_fly_quantization_and_load_in_transformers(
         cases.push(serde_json::json!({ "dir": out, "tokens": tokens, "logits": ours }));
     }
 
-    let Some(python) = common::python::python() else { return };
+    let Some(python) = common::require_python() else { return };
     let cases_path = scratch.path().join("cases.json");
     std::fs::write(&cases_path, serde_json::to_vec(&cases).unwrap()).unwrap();
     let run = Command::new(python)

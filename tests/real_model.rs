@@ -7,27 +7,30 @@ use flint::sampler::SamplingParams;
 use flint::tokenizer::Message;
 use flint::ModelFiles;
 use std::ops::ControlFlow;
-use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
 
 mod common;
 
-fn model_path() -> PathBuf {
-    common::real_model().expect("these tests need the real model")
-}
+type Loaded = (ModelFiles, Arc<ReferenceModel>);
 
-/// Loading dequantizes 135M weights; share one load across the tests of this file.
-fn model() -> &'static (ModelFiles, Arc<ReferenceModel>) {
-    static MODEL: OnceLock<(ModelFiles, Arc<ReferenceModel>)> = OnceLock::new();
-    MODEL.get_or_init(|| {
-        let files = ModelFiles::open(&model_path()).unwrap();
+/// Loading dequantizes 135M weights; share one load across the tests of this file. `None`:
+/// skipped (see `common`).
+fn model() -> Option<&'static Loaded> {
+    static MODEL: OnceLock<Loaded> = OnceLock::new();
+    let path = common::require_real_model()?;
+    Some(MODEL.get_or_init(|| {
+        let files = ModelFiles::open(&path).unwrap();
         let reference = Arc::new(files.load_reference().unwrap());
         (files, reference)
-    })
+    }))
 }
 
-fn greedy(prompt: &str, max_tokens: usize, stop: &[&str]) -> (flint::Completion, Vec<String>) {
-    let (files, reference) = model();
+fn greedy(
+    (files, reference): &Loaded,
+    prompt: &str,
+    max_tokens: usize,
+    stop: &[&str],
+) -> (flint::Completion, Vec<String>) {
     let tokenizer = files.tokenizer.as_ref().expect("the GGUF embeds its tokenizer");
     let ids = tokenizer.encode(prompt, true).unwrap();
     let options = GenerateOptions {
@@ -48,7 +51,8 @@ fn greedy(prompt: &str, max_tokens: usize, stop: &[&str]) -> (flint::Completion,
 
 #[test]
 fn the_capital_of_france_is_paris() {
-    let (completion, pieces) = greedy("The capital of France is", 8, &[]);
+    let Some(m) = model() else { return };
+    let (completion, pieces) = greedy(m, "The capital of France is", 8, &[]);
     assert!(completion.text.starts_with(" Paris"), "continuation: {:?}", completion.text);
     // Streamed: the text arrived in several pieces that add up to the whole.
     assert!(pieces.len() > 1, "{pieces:?}");
@@ -57,13 +61,14 @@ fn the_capital_of_france_is_paris() {
 
 #[test]
 fn chat_template_answer_ends_at_the_end_token() {
-    let (files, _) = model();
+    let Some(m) = model() else { return };
+    let files = &m.0;
     let tokenizer = files.tokenizer.as_ref().unwrap();
     let prompt = tokenizer
         .apply_chat_template(&[Message::new("user", "What is the capital of France? Answer in one sentence.")], true)
         .unwrap();
     assert!(prompt.ends_with("<|im_start|>assistant\n"), "{prompt:?}");
-    let (completion, _) = greedy(&prompt, 40, &[]);
+    let (completion, _) = greedy(m, &prompt, 40, &[]);
     assert!(completion.text.contains("Paris"), "{:?}", completion.text);
     assert_eq!(completion.finish_reason, FinishReason::Stop, "{:?}", completion.text);
     assert!(!completion.text.contains("<|im_end|>"));
@@ -71,11 +76,12 @@ fn chat_template_answer_ends_at_the_end_token() {
 
 #[test]
 fn a_stop_string_cuts_the_text_before_it() {
-    let (full, _) = greedy("The capital of France is", 12, &[]);
+    let Some(m) = model() else { return };
+    let (full, _) = greedy(m, "The capital of France is", 12, &[]);
     // Stop at the second word of the free continuation: the text ends just before it, and
     // nothing past it was streamed.
     let word = full.text.split_whitespace().nth(1).expect("two words").to_string();
-    let (stopped, pieces) = greedy("The capital of France is", 12, &[word.as_str()]);
+    let (stopped, pieces) = greedy(m, "The capital of France is", 12, &[word.as_str()]);
     assert_eq!(stopped.text, full.text[..full.text.find(&word).unwrap()]);
     assert_eq!(stopped.finish_reason, FinishReason::Stop);
     assert_eq!(pieces.concat(), stopped.text);
@@ -83,9 +89,10 @@ fn a_stop_string_cuts_the_text_before_it() {
 
 #[test]
 fn flint_run_streams_a_sensible_continuation() {
+    let Some(model) = common::require_real_model() else { return };
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_flint"))
         .args(["run", "--model"])
-        .arg(model_path())
+        .arg(model)
         .args(["--prompt", "The capital of France is", "--max-tokens", "6"])
         .output()
         .unwrap();

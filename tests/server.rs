@@ -6,14 +6,12 @@ mod common;
 
 use common::server::{Server, Stream};
 use serde_json::{json, Value};
-use std::sync::OnceLock;
 
-/// One server for the tests that need no special flags (a small context, to test its limit).
-fn shared() -> Option<&'static Server> {
-    static SERVER: OnceLock<Option<Server>> = OnceLock::new();
-    SERVER
-        .get_or_init(|| common::real_model().map(|m| Server::start(&m, &["--ctx", "256", "--max-body-bytes", "65536"])))
-        .as_ref()
+/// A server with a small context (to test its limit), owned by the test that starts it: its
+/// drop ends the process. (A shared one in a static was never dropped, so it outlived the run.)
+fn small_server() -> Option<Server> {
+    let model = common::require_real_model()?;
+    Some(Server::start(&model, &["--ctx", "256", "--max-body-bytes", "65536"]))
 }
 
 fn chat_body(server: &Server, content: &str, max_tokens: u64) -> Value {
@@ -38,7 +36,8 @@ type Case<'a> = (&'a str, &'a str, &'a str, String, u16, Option<&'a str>);
 
 #[test]
 fn every_bad_input_gets_its_status_and_the_server_keeps_serving() {
-    let Some(s) = shared() else { return };
+    let Some(server) = small_server() else { return };
+    let s = &server;
     let model = s.model.as_str();
     let long_prompt = "word ".repeat(400); // > 256 tokens
     let huge = "x".repeat(70_000); // > --max-body-bytes 65536
@@ -96,7 +95,8 @@ fn every_bad_input_gets_its_status_and_the_server_keeps_serving() {
 
 #[test]
 fn models_and_health() {
-    let Some(s) = shared() else { return };
+    let Some(server) = small_server() else { return };
+    let s = &server;
     let (status, list) = s.get("/v1/models", None);
     assert_eq!(status, 200);
     assert_eq!(list["object"], "list");
@@ -132,7 +132,8 @@ fn read_stream(mut stream: Stream) -> (String, String, Value) {
 
 #[test]
 fn sixteen_concurrent_streams_equal_lone_requests() {
-    let Some(s) = shared() else { return };
+    let Some(server) = small_server() else { return };
+    let s = &server;
     // Enough tokens for the answers to differ, few enough for 32 requests on a software GPU.
     const TOKENS: u64 = 6;
     let prompts: Vec<String> = (0..16).map(|i| format!("Name {} animals that live in the sea.", i + 2)).collect();
@@ -176,7 +177,7 @@ fn endless(s: &Server, stream: bool) -> Value {
 
 #[test]
 fn disconnected_clients_cancel_and_free_their_place() {
-    let Some(model) = common::real_model() else { return };
+    let Some(model) = common::require_real_model() else { return };
     let s = Server::start(&model, &["--max-concurrent", "2", "--ctx", "2048"]);
     // Two long streams fill both places; a third request is refused with 429.
     let mut a = Stream::open(&s, "/v1/completions", &endless(&s, true));
@@ -205,7 +206,7 @@ fn disconnected_clients_cancel_and_free_their_place() {
 
 #[test]
 fn the_api_key_is_enforced() {
-    let Some(model) = common::real_model() else { return };
+    let Some(model) = common::require_real_model() else { return };
     let s = Server::start(&model, &["--api-key", "sesame"]);
     let body = chat_body(&s, "Say yes.", 2).to_string();
     for key in [None, Some("wrong")] {

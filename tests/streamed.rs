@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{fixture, real_model, relative_error, Reference};
+use common::{fixture, relative_error, require_real_model, Reference};
 use flint::engine::streamed::StreamedModel;
 use flint::gpu::model::GpuModel;
 use flint::gpu::{Backend, Gpu};
@@ -55,7 +55,7 @@ fn feed(mut s: StreamedModel, files: &[Vec<u8>]) -> GpuModel {
 
 #[test]
 fn real_model_streamed_equals_whole() {
-    let Some(path) = real_model() else { return };
+    let Some(path) = require_real_model() else { return };
     let gpu = gpu();
     let bytes = std::fs::read(&path).unwrap();
     let files = ModelFiles::open(&path).unwrap();

@@ -13,25 +13,58 @@ pub fn fixture_file(relative: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(relative)
 }
 
-/// The real SmolLM2 GGUF: `FLINT_MODEL_GGUF`, else the fetch script's cache path. Absent is a
-/// failure that says how to fetch it, unless `FLINT_SKIP_REAL_MODEL=1` (then `None`).
-pub fn real_model() -> Option<PathBuf> {
+/// The one rule for an asset the repository does not hold (the real model, the Python venv).
+/// With `skip_var` set (to anything but "" or "0") every test that needs the asset prints
+/// `SKIPPED: ...` and returns `None`, whether or not the asset is there, so one variable turns
+/// all of them off alike. Otherwise the asset must be there: absent is a failure saying how to
+/// get it, never a quiet pass.
+#[track_caller]
+fn require(skip_var: &str, what: &str, path: PathBuf, how: &str) -> Option<PathBuf> {
+    if std::env::var_os(skip_var).is_some_and(|v| !v.is_empty() && v != "0") {
+        skipped(&format!("{skip_var} is set, so the checks that need {what} do not run"));
+        return None;
+    }
+    assert!(path.is_file(), "{what} is absent ({}): {how}; or set {skip_var}=1 to skip these tests", path.display());
+    Some(path)
+}
+
+/// Says on stderr, past the test harness's output capture (it catches only `eprintln!`), that
+/// this test checked nothing, so a skip shows in `cargo test`'s output and is never taken for a pass.
+pub fn skipped(reason: &str) {
+    use std::io::Write;
+    let thread = std::thread::current();
+    let line = format!("SKIPPED: {}: {reason}\n", thread.name().unwrap_or("?"));
+    let _ = std::io::stderr().lock().write_all(line.as_bytes());
+}
+
+/// The real SmolLM2 GGUF: `FLINT_MODEL_GGUF`, else the fetch script's cache path; `None` (skip)
+/// when `FLINT_SKIP_REAL_MODEL` is set.
+#[track_caller]
+pub fn require_real_model() -> Option<PathBuf> {
     let path = match std::env::var_os("FLINT_MODEL_GGUF") {
         Some(p) => PathBuf::from(p),
         None => flint::cache_dir().join("models/SmolLM2-135M-Instruct.Q4_1.gguf"),
     };
-    if path.is_file() {
-        return Some(path);
-    }
-    if std::env::var("FLINT_SKIP_REAL_MODEL").as_deref() == Ok("1") {
-        eprintln!("FLINT_SKIP_REAL_MODEL=1: skipping the real-model test ({} is absent)", path.display());
-        return None;
-    }
-    panic!(
-        "the real model {} is absent: run scripts/fetch-model.sh, or point FLINT_MODEL_GGUF at it, \
-         or set FLINT_SKIP_REAL_MODEL=1 to skip",
-        path.display()
-    );
+    require(
+        "FLINT_SKIP_REAL_MODEL",
+        "the real model",
+        path,
+        "run scripts/fetch-model.sh (it honours FLINT_CACHE), or point FLINT_MODEL_GGUF at the .gguf",
+    )
+}
+
+/// The venv's Python with `openai`, torch and transformers: `FLINT_PYTHON`, else
+/// `$FLINT_CACHE/venv/bin/python`; `None` (skip) when `FLINT_SKIP_PYTHON` is set.
+#[track_caller]
+pub fn require_python() -> Option<PathBuf> {
+    let path =
+        std::env::var_os("FLINT_PYTHON").map_or_else(|| flint::cache_dir().join("venv/bin/python"), PathBuf::from);
+    require(
+        "FLINT_SKIP_PYTHON",
+        "the Python venv",
+        path,
+        "run scripts/test.sh (it makes the venv from tests/requirements.txt), or point FLINT_PYTHON at a python with them",
+    )
 }
 
 /// A fixture's `reference.json`: transformers' logits for `tokens`, and a greedy continuation.
@@ -79,5 +112,4 @@ macro_rules! test_every_fixture {
         }
     )*};
 }
-pub mod python;
 pub mod server;

@@ -12,18 +12,21 @@ pub struct Server {
 }
 
 impl Server {
-    /// Starts `flint serve --port 0 <args>` and waits for its "serving" line.
+    /// Starts `flint serve --port 0 <args>` and waits for its "serving" line. Keep the
+    /// `Server` in the test that starts it (not in a static): its drop stops the process, and on
+    /// Linux the process also dies with the thread that started it, should the test be killed.
     pub fn start(model: &std::path::Path, args: &[&str]) -> Server {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_flint"))
+        let mut command = Command::new(env!("CARGO_BIN_EXE_flint"));
+        command
             .args(["serve", "--model"])
             .arg(model)
             .args(["--port", "0"])
             .args(args)
             .env("XDG_RUNTIME_DIR", std::env::var("XDG_RUNTIME_DIR").unwrap_or_else(|_| "/tmp".into()))
             .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("flint serve starts");
+            .stderr(Stdio::piped());
+        die_with_parent(&mut command);
+        let mut child = command.spawn().expect("flint serve starts");
         let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
         let (base, model) = loop {
             let line = lines.next().expect("flint serve printed its address before exiting").unwrap();
@@ -82,6 +85,31 @@ impl Server {
         }
     }
 }
+
+/// Drop runs neither on SIGKILL nor on a timeout's kill, so the kernel ends the child instead
+/// (PR_SET_PDEATHSIG). It fires when the spawning *thread* exits, which for a `Server` owned by
+/// its test is the test's own end.
+#[cfg(target_os = "linux")]
+fn die_with_parent(command: &mut Command) {
+    use std::os::unix::process::CommandExt;
+    let parent = std::process::id();
+    // SAFETY: prctl, getppid and _exit are async-signal-safe; nothing here allocates.
+    unsafe {
+        command.pre_exec(move || {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            // The parent died between fork and prctl: no signal will come.
+            if libc::getppid() as u32 != parent {
+                libc::_exit(1);
+            }
+            Ok(())
+        });
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn die_with_parent(_: &mut Command) {}
 
 fn respond(result: Result<ureq::Response, ureq::Error>) -> (u16, Value) {
     let response = match result {
