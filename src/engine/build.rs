@@ -2,14 +2,17 @@
 //! the server's worker, the browser): prefill chunking and the KV cache's size are decided here.
 
 use crate::config::ModelConfig;
-use crate::engine::{CpuGenerator, Generator};
-use crate::gpu::generator::GpuGenerator;
 use crate::gpu::model::GpuModel;
-use crate::gpu::{Backend, Gpu};
-use crate::reference::{ReferenceModel, Weights};
+use crate::gpu::Gpu;
 use crate::weights::model::ModelWeights;
 use crate::Result;
 use std::sync::Arc;
+#[cfg(not(target_arch = "wasm32"))]
+use {
+    crate::engine::{CpuGenerator, Generator},
+    crate::gpu::{generator::GpuGenerator, Backend},
+    crate::reference::{ReferenceModel, Weights},
+};
 
 /// Tokens per prefill chunk on the GPU (the activations are sized for this many rows).
 pub const CHUNK_TOKENS: u32 = 64;

@@ -1,6 +1,7 @@
 //! The [`Generator`] interface and its two implementations: the CPU reference, sampled on the
 //! host, and the GPU engine (`gpu::generator::GpuGenerator`), sampled on the device.
 
+#[cfg(not(target_arch = "wasm32"))]
 use crate::gpu::generator::GpuGenerator;
 use crate::reference::{KvCache, ReferenceModel};
 use crate::sampler::{sample, SamplingParams};
