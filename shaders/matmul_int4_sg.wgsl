@@ -1,13 +1,14 @@
 // matmul_int4_sg.wgsl — the computation of matmul_int4.wgsl (same formula, bindings, dispatch
-// grid and uses: dense decode/prefill and routed experts), shaped for CPU-like devices with
+// grid and uses: dense decode/prefill, routed experts per slot, and grouped experts), shaped for CPU-like devices with
 // subgroups of at least 8 invocations (lavapipe: 8 SIMD lanes): needs Features::SUBGROUP.
 //
 // out[t, r] = sum_c W[r, c] * x[t, c] (+ bias[r]), W[r, c] = d * q + m per group of GROUP columns,
 // computed per group as d * sum(q * x) + m * sum(x).
 //
 // Bindings (group 0): as matmul_int4.wgsl:
-//   0 params uniform Params; 1 step uniform; 2 x vec4<f32> [T_or_slots, cols/4]; 3 expert_ids u32 [T, k];
-//   4 bias f32 [rows]; 5 out f32 (rw); 6 qs vec4<u32> [rows, row_vec4s]; 7 scales u32 [rows, scale_stride].
+//   0 params uniform Params; 1 step uniform; 2 x vec4<f32> [T_or_slots, cols/4]; 3 expert_ids u32 [T, k]
+//   (grouped: moe_group's tiles); 4 bias f32 [rows]; 5 out f32 (rw); 6 qs vec4<u32> [rows, row_vec4s];
+//   7 scales u32 [rows, scale_stride]; 8 group_rows u32 [T*k] (grouped only).
 // Dispatch: (blocks_x, items, ceil(row blocks / blocks_x)) workgroups of WG invocations; a row
 //   block is ROWS = WG * RPT rows, invocation i computing rows i*RPT .. i*RPT+RPT, all columns.
 //   Per 32-column unit, each lane loads ONE vec4 of the unit's x (lane l: columns 4(l%8)..+4) and
@@ -38,7 +39,7 @@ struct Params {
     expert0: u32,
     experts: u32,
     x_per_slot: u32,
-    _pad0: u32,
+    grouped: u32,         // 1: grouped mode (k > 0)
     _pad1: u32,
     _pad2: u32,
 }
@@ -52,6 +53,7 @@ struct Step { n_tokens: u32, position: u32, _pad0: u32, _pad1: u32 }
 @group(0) @binding(5) var<storage, read_write> out: array<f32>;
 @group(0) @binding(6) var<storage, read> qs: array<vec4<u32>>;
 @group(0) @binding(7) var<storage, read> scales: array<u32>;
+@group(0) @binding(8) var<storage, read> group_rows: array<u32>;
 
 // Nibble k of a half-word is taken as q * 16^k (an and, no shift), and the x it multiplies is
 // scaled by 16^-k beforehand: the product is q * x exactly (powers of two).
@@ -78,6 +80,7 @@ fn nib(w: u32) -> vec4<f32> {
 var<private> qb: vec4<u32>;
 var<private> sb: vec4<u32>;
 var<private> xr: array<u32, 8>;
+var<private> tile_n: u32;     // tokens of the tile that are computed (nt)
 var<private> acc: array<vec4<f32>, 8>;
 
 // sum(q * x) over the unit's first 16 columns (.x) and last 16 (.y) for the words q of one row.
@@ -111,6 +114,10 @@ fn unit(u: u32, l8: u32, half: bool) {
         mhi[i] = b.y;
     }
     for (var j = 0u; j < TT; j++) {
+        // Tokens past the tile's nt do nothing (grouped tiles are often partly filled).
+        if (j >= tile_n) {
+            break;
+        }
         let xl = x[xr[j] + 8u * u + l8] * X_SCALE;
         let x0 = subgroupBroadcast(xl, 0u);
         let x1 = subgroupBroadcast(xl, 1u);
@@ -142,21 +149,45 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
     let block = wg.x + wg.z * params.blocks_x;
     let item = wg.y;
     // What this workgroup computes: nt tokens (0: nothing), rows first_row .. first_row + nrows of
-    // the binding, x rows x0 .. x0+nt, out[o0 + j*out_stride + r].
+    // the binding; token j < nt reads x row xrow[j] and writes out[orow[j] + r].
     var nt = 0u;
     var first_row = 0u;
     var row_limit = 0u;
-    var x0 = 0u;
-    var o0 = 0u;
-    if (params.k == 0u) {
+    var xrow: array<u32, 8>;
+    var orow: array<u32, 8>;
+    if (params.grouped != 0u) {
+        // Tile `item` of the grouping (expert_ids holds the tiles): up to TT (token, slot) pairs
+        // of one expert, gathered from x and scattered to their slots' out rows.
+        var first = 0u;
+        if (item < expert_ids[0]) {
+            let e = expert_ids[1u + 3u * item];
+            if (e >= params.expert0 && e - params.expert0 < params.experts) {
+                nt = min(expert_ids[3u + 3u * item], TT);
+                first = expert_ids[2u + 3u * item];
+                let base = (e - params.expert0) * params.rows_per_expert;
+                first_row = base + block * ROWS;
+                row_limit = base + params.rows_per_expert;
+            }
+        }
+        for (var j = 0u; j < TT; j++) {
+            var pair = 0u;
+            if (nt > 0u) {
+                pair = group_rows[first + min(j, nt - 1u)];
+            }
+            xrow[j] = select(pair / max(params.k, 1u), pair, params.x_per_slot != 0u);
+            orow[j] = pair * params.out_stride + block * ROWS;
+        }
+    } else if (params.k == 0u) {
         let t0 = item * TT;
         if (t0 < step.n_tokens) {
             nt = min(TT, step.n_tokens - t0);
         }
         first_row = block * ROWS;
         row_limit = params.rows;
-        x0 = t0;
-        o0 = t0 * params.out_stride + params.row0 + first_row;
+        for (var j = 0u; j < TT; j++) {
+            xrow[j] = t0 + min(j, max(nt, 1u) - 1u);
+            orow[j] = (t0 + j) * params.out_stride + params.row0 + first_row;
+        }
     } else {
         let slot = item;
         if (slot < step.n_tokens * params.k) {
@@ -168,9 +199,12 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
                 row_limit = base + params.rows_per_expert;
             }
         }
-        x0 = select(slot / max(params.k, 1u), slot, params.x_per_slot != 0u);
-        o0 = slot * params.out_stride + block * ROWS;
+        for (var j = 0u; j < TT; j++) {
+            xrow[j] = select(slot / max(params.k, 1u), slot, params.x_per_slot != 0u);
+            orow[j] = slot * params.out_stride + block * ROWS;
+        }
     }
+    tile_n = nt;
     var nrows = 0u;
     if (row_limit > first_row) {
         nrows = min(ROWS, row_limit - first_row);
@@ -183,8 +217,8 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
     }
     let xstride = params.cols / 4u;
     for (var j = 0u; j < TT; j++) {
-        // Tokens past nt repeat the last one (read, never written) so the loops need no test.
-        xr[j] = (x0 + min(j, max(nt, 1u) - 1u)) * xstride;
+        // Tokens past nt repeat the last one (never computed nor written).
+        xr[j] = xrow[j] * xstride;
         acc[j] = vec4<f32>(0.0);
     }
     let l8 = sl % 8u;
@@ -211,7 +245,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
                 if (params.has_bias != 0u) {
                     v += bias[params.row0 + first_row + r];
                 }
-                out[o0 + j * params.out_stride + r] = v;
+                out[orow[j] + r] = v;
             }
         }
     }

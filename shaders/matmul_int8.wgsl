@@ -1,13 +1,19 @@
 // matmul_int8.wgsl — y = W x with W in INT8: out[t, r] = sum_c W[r, c] * x[t, c] (+ bias[r]),
 // W[r, c] = s * q, q the signed 8-bit value, s the f32 scale of c's group of GROUP columns.
 //
-// One kernel for three uses (params.k selects):
+// One kernel for four uses (params.k and params.grouped select):
 //   dense (k = 0): decode (T = 1, a matvec streaming the weights) and prefill (T tokens; each weight
 //     is read once per tile of TT tokens);
 //   expert (k > 0): W holds E stacked experts of rows_per_expert rows; for slot s = t*k + j < T*k,
 //     e = expert_ids[s], out[s, r] = sum_c W[e*rows_per_expert + r, c] * x[t or s, c] (x_per_slot).
 //     This op's binding holds experts expert0 .. expert0+experts; slots routed elsewhere are skipped
 //     (the op of the chunk holding their expert writes them).
+//   grouped (k > 0, grouped = 1; prefill): the same outputs as expert, computed per expert over
+//     its tokens: binding 3 holds moe_group's tiles (count, then (expert, first, count) per tile)
+//     and binding 8 its grouped rows; item wg.y is tile i, whose pairs s = group_rows[first + j],
+//     j < count <= TT, all routed to one expert, so each weight is read once per tile of TT pairs
+//     instead of once per pair. Items past the tile count (the dispatch covers the most tiles any
+//     routing can make) or whose expert another chunk holds do nothing.
 // A matrix too large for one binding is split by rows into chunks, one op per chunk (row0 = the
 // chunk's first row in the whole matrix).
 //
@@ -15,17 +21,19 @@
 //   0 params      uniform  Params (below)
 //   1 step        uniform  { n_tokens: u32, position: u32, ... } (gpu::step)
 //   2 x           storage read  vec4<f32> [T_or_slots, cols/4]        (cols is a multiple of 16)
-//   3 expert_ids  storage read  u32 [T, k]                             (unused when k = 0)
+//   3 expert_ids  storage read  u32 [T, k]; grouped: moe_group's tiles (unused when k = 0)
 //   4 bias        storage read  f32 [whole matrix rows]                (read when has_bias != 0)
 //   5 out         storage rw    f32: dense [T, out_stride] (this chunk writes columns row0..row0+rows);
-//                                    expert [T*k, out_stride = rows_per_expert]
+//                                    expert, grouped: [T*k, out_stride = rows_per_expert]
 //   6 qs          storage read  vec4<u32> [rows, row_vec4s]: 4 bytes per u32, element 4w+j in bits
 //                               8j..8j+7 (two's complement); one vec4 unit = 16 columns
 //   7 scales      storage read  u32 [rows, scale_stride]: f32 bits of s, one per group
+//   8 group_rows  storage read  u32 [T*k]: moe_group's grouped rows (read in grouped mode only)
 // Dispatch: (blocks_x, items, ceil(row blocks / blocks_x)) workgroups of WG = ROWS/RPT*TPR threads.
 //   Row block b = wg.x + wg.z * blocks_x covers ROWS rows (of the chunk, or of one expert);
-//   item wg.y is a tile of TT tokens (dense) or one slot (expert, TT = 1); tiles past n_tokens, slots
-//   past n_tokens*k or routed to another chunk, and rows past the end do no work and write nothing.
+//   item wg.y is a tile of TT tokens (dense), one slot (expert, TT = 1) or one tile (grouped);
+//   tiles past n_tokens (or past the grouping's tiles), slots past n_tokens*k, work routed to
+//   another chunk, and rows past the end do no work and write nothing.
 //   A row block is handled by WG / TPR groups of TPR threads, each group computing RPT rows: thread
 //   `lane` of a group reads vec4 units lane, lane+TPR, ... (16 columns each, 4 units per loop trip)
 //   of its RPT rows, so TPR neighbouring threads stream contiguous pieces of the rows; each x vec4
@@ -54,7 +62,7 @@ struct Params {
     expert0: u32,
     experts: u32,
     x_per_slot: u32,
-    _pad0: u32,
+    grouped: u32,         // 1: grouped mode (k > 0)
     _pad1: u32,
     _pad2: u32,
 }
@@ -68,6 +76,7 @@ struct Step { n_tokens: u32, position: u32, _pad0: u32, _pad1: u32 }
 @group(0) @binding(5) var<storage, read_write> out: array<f32>;
 @group(0) @binding(6) var<storage, read> qs: array<vec4<u32>>;
 @group(0) @binding(7) var<storage, read> scales: array<u32>;
+@group(0) @binding(8) var<storage, read> group_rows: array<u32>;
 
 var<workgroup> partial: array<f32, PARTIAL>;
 
@@ -78,6 +87,7 @@ const SHIFTS = vec4<u32>(24u, 16u, 8u, 0u);
 var<private> qb: array<u32, 4>;
 var<private> sb: array<u32, 4>;
 var<private> xr: array<u32, 8>;
+var<private> tile_n: u32;     // tokens of the tile that are computed (nt)
 var<private> acc: array<f32, 32>;
 
 // The 4 signed bytes of w times s.
@@ -97,6 +107,10 @@ fn unit(u: u32) {
         w[i][3] = bytes(q.w, s);
     }
     for (var j = 0u; j < TT; j++) {
+        // Tokens past the tile's nt do nothing (grouped tiles are often partly filled).
+        if (j >= tile_n) {
+            break;
+        }
         let xo = xr[j] + 4u * u;
         let x0 = x[xo];
         let x1 = x[xo + 1u];
@@ -113,21 +127,45 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
     let block = wg.x + wg.z * params.blocks_x;
     let item = wg.y;
     // What this workgroup computes: nt tokens (0: nothing), rows first_row .. first_row + nrows of
-    // the binding, x rows x0 .. x0+nt, out[o0 + j*out_stride + r].
+    // the binding; token j < nt reads x row xrow[j] and writes out[orow[j] + r].
     var nt = 0u;
     var first_row = 0u;
     var row_limit = 0u;
-    var x0 = 0u;
-    var o0 = 0u;
-    if (params.k == 0u) {
+    var xrow: array<u32, 8>;
+    var orow: array<u32, 8>;
+    if (params.grouped != 0u) {
+        // Tile `item` of the grouping (expert_ids holds the tiles): up to TT (token, slot) pairs
+        // of one expert, gathered from x and scattered to their slots' out rows.
+        var first = 0u;
+        if (item < expert_ids[0]) {
+            let e = expert_ids[1u + 3u * item];
+            if (e >= params.expert0 && e - params.expert0 < params.experts) {
+                nt = min(expert_ids[3u + 3u * item], TT);
+                first = expert_ids[2u + 3u * item];
+                let base = (e - params.expert0) * params.rows_per_expert;
+                first_row = base + block * ROWS;
+                row_limit = base + params.rows_per_expert;
+            }
+        }
+        for (var j = 0u; j < TT; j++) {
+            var pair = 0u;
+            if (nt > 0u) {
+                pair = group_rows[first + min(j, nt - 1u)];
+            }
+            xrow[j] = select(pair / max(params.k, 1u), pair, params.x_per_slot != 0u);
+            orow[j] = pair * params.out_stride + block * ROWS;
+        }
+    } else if (params.k == 0u) {
         let t0 = item * TT;
         if (t0 < step.n_tokens) {
             nt = min(TT, step.n_tokens - t0);
         }
         first_row = block * ROWS;
         row_limit = params.rows;
-        x0 = t0;
-        o0 = t0 * params.out_stride + params.row0 + first_row;
+        for (var j = 0u; j < TT; j++) {
+            xrow[j] = t0 + min(j, max(nt, 1u) - 1u);
+            orow[j] = (t0 + j) * params.out_stride + params.row0 + first_row;
+        }
     } else {
         let slot = item;
         if (slot < step.n_tokens * params.k) {
@@ -139,9 +177,12 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
                 row_limit = base + params.rows_per_expert;
             }
         }
-        x0 = select(slot / max(params.k, 1u), slot, params.x_per_slot != 0u);
-        o0 = slot * params.out_stride + block * ROWS;
+        for (var j = 0u; j < TT; j++) {
+            xrow[j] = select(slot / max(params.k, 1u), slot, params.x_per_slot != 0u);
+            orow[j] = slot * params.out_stride + block * ROWS;
+        }
     }
+    tile_n = nt;
     var nrows = 0u;
     if (row_limit > first_row) {
         nrows = min(ROWS, row_limit - first_row);
@@ -158,8 +199,8 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
     }
     let xstride = params.cols / 4u;
     for (var j = 0u; j < TT; j++) {
-        // Tokens past nt repeat the last one (read, never written) so the loops need no test.
-        xr[j] = (x0 + min(j, max(nt, 1u) - 1u)) * xstride;
+        // Tokens past nt repeat the last one (never computed nor written).
+        xr[j] = xrow[j] * xstride;
     }
     for (var i = 0u; i < 32u; i++) {
         acc[i] = 0.0;
@@ -187,7 +228,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
                     if (params.has_bias != 0u) {
                         v += bias[params.row0 + first_row + r];
                     }
-                    out[o0 + j * params.out_stride + r] = v;
+                    out[orow[j] + r] = v;
                 }
             }
         }
@@ -211,7 +252,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
             if (params.has_bias != 0u) {
                 v += bias[params.row0 + first_row + r];
             }
-            out[o0 + j * params.out_stride + r] = v;
+            out[orow[j] + r] = v;
         }
     }
 }

@@ -14,16 +14,22 @@
 //   active_experts[0] = the number of experts with count > 0; active_experts[1 + j] = the j-th
 //       such expert, ascending (so a dispatch over E workgroups can give workgroup j expert
 //       active_experts[1 + j] and let j >= active_experts[0] return).
+//   tiles: each expert's rows cut into tiles of at most `tile` rows, experts ascending:
+//       tiles[0] = the number of tiles n; tile i < n is (expert, first, count) at
+//       tiles[1 + 3i ..]: rows[first .. first + count] of that expert. n <= ceil(T*k / tile) plus
+//       the number of active experts, so a grouped matmul dispatched over that many tiles never
+//       needs the host to know the routing (matmul_*.wgsl, grouped mode).
 // Ids >= E are not grouped (moe_route never writes them); rows[] then ends short of T * k.
 // Nothing past rows[T * k - 1] is written.
 //
 // Bindings (group 0):
-//   0 params         uniform  { num_experts: u32, top_k: u32, _pad: u32, _pad: u32 }
+//   0 params         uniform  { num_experts: u32, top_k: u32, tile: u32, _pad: u32 }
 //   1 step           uniform  { n_tokens: u32, position: u32, ... } (see gpu::step)
 //   2 expert_ids     storage read   u32 [T, k]
 //   3 expert_ranges  storage rw     u32 [E, 2]   (offset, count)
 //   4 rows           storage rw     u32 [max_tokens * k]
 //   5 active_experts storage rw     u32 [1 + E]
+//   6 tiles          storage rw     u32 [1 + 3 * max tiles]
 // Overrides: WG (threads, 256), E (= num_experts), WORDS (mask words per expert), MASKS (= E * WORDS).
 // Dispatch: (1, 1, 1), one workgroup. Phases: (1) counts with workgroup atomics (integer, so
 // order-free); (2) thread 0 forms offsets, ranges and the active list, and each expert's
@@ -38,7 +44,7 @@ override E: u32 = 128u;
 override WORDS: u32 = 16u;
 override MASKS: u32 = 2048u;
 
-struct Params { num_experts: u32, top_k: u32, _pad0: u32, _pad1: u32 }
+struct Params { num_experts: u32, top_k: u32, tile: u32, _pad0: u32 }
 struct Step { n_tokens: u32, position: u32, _pad0: u32, _pad1: u32 }
 
 @group(0) @binding(0) var<uniform> params: Params;
@@ -47,6 +53,7 @@ struct Step { n_tokens: u32, position: u32, _pad0: u32, _pad1: u32 }
 @group(0) @binding(3) var<storage, read_write> expert_ranges: array<u32>;
 @group(0) @binding(4) var<storage, read_write> rows: array<u32>;
 @group(0) @binding(5) var<storage, read_write> active_experts: array<u32>;
+@group(0) @binding(6) var<storage, read_write> tiles: array<u32>;
 
 var<workgroup> counts: array<atomic<u32>, E>;
 var<workgroup> cursor: array<u32, E>;
@@ -74,6 +81,8 @@ fn main(@builtin(local_invocation_index) lid: u32) {
     if (lid == 0u) {
         var offset = 0u;
         var n_active = 0u;
+        var n_tiles = 0u;
+        let tile = max(params.tile, 1u);
         for (var e = 0u; e < n_experts; e++) {
             let c = atomicLoad(&counts[e]);
             cursor[e] = offset;
@@ -83,9 +92,16 @@ fn main(@builtin(local_invocation_index) lid: u32) {
                 active_experts[1u + n_active] = e;
                 n_active += 1u;
             }
+            for (var s = 0u; s < c; s += tile) {
+                tiles[1u + 3u * n_tiles] = e;
+                tiles[2u + 3u * n_tiles] = offset + s;
+                tiles[3u + 3u * n_tiles] = min(tile, c - s);
+                n_tiles += 1u;
+            }
             offset += c;
         }
         active_experts[0] = n_active;
+        tiles[0] = n_tiles;
     }
     workgroupBarrier();
 

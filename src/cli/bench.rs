@@ -5,7 +5,8 @@
 //! (`read_bandwidth.wgsl`). The decode roofline is the weight bytes one token's kernels read
 //! (summed from the matmul ops; routed experts count the `k` a token selects) divided by the
 //! copy bandwidth. Per-kernel time comes from timestamp queries (one pass per op) where the
-//! device has them.
+//! device has them. Prefill's weight traffic is the same sum over a full chunk's ops, per token
+//! (`GpuModel::prefill_weight_bytes`).
 
 use crate::config::presets::{self, Preset};
 use crate::engine::build::CHUNK_TOKENS;
@@ -15,7 +16,7 @@ use crate::gpu::feed::HostFeed;
 use crate::gpu::generated::GeneratedFeed;
 use crate::gpu::generator::GpuGenerator;
 use crate::gpu::measure::{copy_gbps, host_rss, op_times, read_gbps};
-use crate::gpu::model::GpuModel;
+use crate::gpu::model::{GpuModel, Logits};
 use crate::gpu::plan::MemoryPlan;
 use crate::gpu::{Backend, Gpu, Op};
 use crate::sampler::SamplingParams;
@@ -167,17 +168,18 @@ fn load(gpu: &Arc<Gpu>, args: &BenchArgs) -> Result<Loaded> {
     Ok(Loaded { load_s: t.elapsed().as_secs_f64(), ..loaded })
 }
 
-/// GPU time of one kernel over a decode step: (kernel, ms, weight bytes read).
+/// GPU time of one kernel over a step: (kernel, ms, weight bytes read).
 type KernelTime = (&'static str, f64, u64);
 
-/// Per-kernel GPU time of one decode step, slowest first.
-fn kernel_times(model: &GpuModel, position: u32) -> Result<Option<Vec<KernelTime>>> {
+/// Per-kernel GPU time of one step of `n_tokens` (decode: 1; a full prefill chunk whose last
+/// row's logits are read), slowest first, the fastest of `runs`.
+fn kernel_times(model: &GpuModel, n_tokens: u32, position: u32, runs: usize) -> Result<Option<Vec<KernelTime>>> {
     let gpu = &model.gpu;
-    model.step.set(gpu, 1, position);
-    let ops: Vec<&Op> = model.decode_ops.iter().collect();
-    // The fastest of three runs of each op: what it costs when nothing else interferes.
+    model.step.set(gpu, n_tokens, position);
+    let ops: Vec<&Op> = model.ops_for(n_tokens as usize, Logits::Last);
+    // The fastest of the runs of each op: what it costs when nothing else interferes.
     let mut best: Option<Vec<f64>> = None;
-    for _ in 0..3 {
+    for _ in 0..runs {
         let Some(t) = op_times(gpu, &ops)? else { return Ok(None) };
         best = Some(match best {
             None => t,
@@ -234,6 +236,7 @@ pub fn bench(args: &BenchArgs) -> Result<()> {
         )));
     }
     let bytes_per_token = model.decode_weight_bytes();
+    let prefill_bytes_per_token = model.prefill_weight_bytes() as f64 / f64::from(model.max_tokens);
     let dispatches = model.decode_ops.len() + 1;
     let mut generator = GpuGenerator::new(model)?;
     let allocated = gpu.allocated_bytes() - base;
@@ -268,7 +271,14 @@ pub fn bench(args: &BenchArgs) -> Result<()> {
     let read_roofline_tok_s = read.gbps * 1e9 / bytes_per_token as f64;
 
     let position = (args.prompt_tokens + args.gen_tokens) as u32;
-    let kernels = kernel_times(&generator.model, position)?;
+    let kernels = kernel_times(&generator.model, 1, position, 3)?;
+    // One prefill chunk after the sequence (its cache writes are never read): where prefill's
+    // time goes. Once: a chunk takes seconds on a software device.
+    let chunk = generator.model.max_tokens;
+    let prefill_kernels = match position + chunk <= generator.model.max_ctx {
+        true => kernel_times(&generator.model, chunk, position, 1)?,
+        false => None,
+    };
     let peak = gpu.peak_bytes() - base;
     let rss = host_rss();
 
@@ -303,6 +313,8 @@ pub fn bench(args: &BenchArgs) -> Result<()> {
             "read_gbps": read.gbps,
             "read_kernel": read,
             "weight_bytes_per_token": bytes_per_token,
+            "prefill_weight_bytes_per_token": prefill_bytes_per_token,
+            "prefill_decode_ratio": prefill_tok_s / decode_tok_s,
             "active_matrix_bytes": active_matrix_bytes,
             "roofline_tok_s": roofline_tok_s,
             "roofline_fraction": decode_tok_s / roofline_tok_s,
@@ -317,6 +329,11 @@ pub fn bench(args: &BenchArgs) -> Result<()> {
             "kernels": kernels.as_ref().map(|k| k.iter().map(|(label, ms, bytes)| json!({
                 "kernel": label, "ms_per_token": ms, "weight_bytes": bytes,
             })).collect::<Vec<_>>()),
+            "prefill_chunk_tokens": chunk,
+            "profiled_prefill_chunk_ms": prefill_kernels.as_ref().map(|k| k.iter().map(|x| x.1).sum::<f64>()),
+            "prefill_kernels": prefill_kernels.as_ref().map(|k| k.iter().map(|(label, ms, bytes)| json!({
+                "kernel": label, "ms_per_chunk": ms, "weight_bytes": bytes,
+            })).collect::<Vec<_>>()),
         });
         println!("{}", serde_json::to_string_pretty(&out).expect("JSON values serialize"));
         return Ok(());
@@ -330,9 +347,12 @@ pub fn bench(args: &BenchArgs) -> Result<()> {
         rss.map_or("?".into(), |r| gb(r.0))
     );
     println!(
-        "prefill     {} tokens: {prefill_tok_s:.1} tok/s, time to first token {:.0} ms",
+        "prefill     {} tokens: {prefill_tok_s:.1} tok/s ({:.1}x decode), time to first token {:.0} ms; \
+         {:.1} MB of weights per token",
         args.prompt_tokens,
-        ttft * 1e3
+        prefill_tok_s / decode_tok_s,
+        ttft * 1e3,
+        prefill_bytes_per_token / 1e6
     );
     println!(
         "decode      {decode_tok_s:.2} tok/s; {:.1} MB of weights per token{}",
@@ -363,6 +383,13 @@ pub fn bench(args: &BenchArgs) -> Result<()> {
             }
         }
         None => println!("kernels     the device has no timestamp queries"),
+    }
+    if let Some(k) = &prefill_kernels {
+        let total: f64 = k.iter().map(|x| x.1).sum();
+        println!("prefill     one chunk of {chunk} tokens, one pass per op (timestamps): {total:.0} ms");
+        for (label, ms, _) in k.iter().take(6) {
+            println!("  {label:<16} {ms:>8.1} ms {:>5.1}%", 100.0 * ms / total);
+        }
     }
     Ok(())
 }

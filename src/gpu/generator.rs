@@ -7,7 +7,7 @@
 //! starts over at position 0, so nothing of them survives.
 
 use super::kernels::sample::{self, SamplerBuffers};
-use super::model::GpuModel;
+use super::model::{GpuModel, Logits};
 use super::Op;
 use crate::sampler::SamplingParams;
 use crate::{Error, Result};
@@ -43,7 +43,8 @@ impl GpuGenerator {
             &model.logits,
             &model.token_ids,
             model.config.vocab_size as u32,
-            true,
+            // Decode and a prompt's last chunk both leave the row to sample in row 0.
+            false,
         )?;
         let staging = (0..SLOTS).map(|_| gpu.readback_buffer("token readback", 4)).collect();
         Ok(GpuGenerator {
@@ -77,7 +78,7 @@ impl GpuGenerator {
         model.step.set(gpu, n_tokens as u32, self.position as u32);
         let slot = self.submitted % SLOTS;
         let ring_offset = (self.submitted % self.sampler.ring_len as usize) as u64 * 4;
-        let mut ops: Vec<&Op> = model.ops_for(n_tokens).iter().collect();
+        let mut ops: Vec<&Op> = model.ops_for(n_tokens, Logits::Last);
         ops.push(&self.sample_op);
         let (ring, staging) = (&self.sampler.ring, &self.staging[slot]);
         let index =
@@ -130,7 +131,8 @@ impl GpuGenerator {
         let chunk = model.max_tokens as usize;
         let (head, last) = prompt.split_at((prompt.len() - 1) / chunk * chunk);
         for piece in head.chunks(chunk) {
-            self.model.run_chunk(piece, self.position)?;
+            // Only the prompt's last position is sampled: earlier chunks need no head.
+            self.model.run_chunk(piece, self.position, Logits::None)?;
             self.position += piece.len();
         }
         if max_tokens > 0 {

@@ -27,8 +27,10 @@ pub struct Op {
     pub pipeline: Arc<wgpu::ComputePipeline>,
     pub bind_group: wgpu::BindGroup,
     pub workgroups: [u32; 3],
-    /// Weight bytes the dispatch reads (matmuls; for routed experts, the expected share of the
-    /// `k` experts a token selects that this op's chunk holds); 0 for other kernels.
+    /// Weight bytes the dispatch reads when the step holds as many tokens as the op was built for
+    /// (matmuls: once per token tile; for routed experts, the expected share under uniform
+    /// routing of the experts the tokens select, or of their tiles when grouped, that this op's
+    /// chunk holds); 0 for other kernels.
     pub weight_bytes: u64,
 }
 

@@ -13,10 +13,19 @@
 //!                    -> expert gate/up matmul (ids read on the GPU) -> swiglu -> expert down
 //!                    [-> shared expert gate/up/down (+ gate logit)] -> combine into x
 //! ```
-//! then the final norm and the output matmul into `logits` `[T, vocab]`. Granite's logits
-//! multiplier is folded into the final norm's weight (the output is linear in it).
+//! then the final norm and the output matmul into `logits`, for the rows whose logits are read
+//! ([`Logits`]): every row (`forward`, the parity tests), the last only (a prompt's last chunk in
+//! generation: the head, the largest matrix of a small model, then runs as a matvec), or none
+//! (a prompt's earlier chunks). Granite's logits multiplier is folded into the final norm's
+//! weight (the output is linear in it).
+//!
+//! In prefill chunks the routed experts run grouped: `moe_group` sorts the chunk's (token, slot)
+//! pairs by expert and cuts each expert's pairs into tiles, and the expert matmuls run one tile
+//! at a time (`matmul::grouped_expert_ops`), so an expert's weights are read once per tile of its
+//! tokens, not once per token. Decode (one token) runs each slot's matvec directly.
 
 use super::feed::{GpuFfn, GpuHead, GpuLayerWeights, GpuLinear, GpuMlp, GpuMoe, HostFeed, WeightFeed};
+use super::kernels::moe_group::{self, GroupBuffers};
 use super::kernels::{add_scaled, attention, embed, matmul, moe_combine, moe_route, rms_norm, rope, swiglu};
 use super::matrix::GpuMatrix;
 use super::plan::{kv_buffer_bytes, Scratch};
@@ -26,6 +35,17 @@ use crate::config::{FfnKind, ModelConfig, QkNorm};
 use crate::weights::model::ModelWeights;
 use crate::{Error, Result};
 use std::sync::Arc;
+
+/// Which rows of a chunk get logits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Logits {
+    /// Every row: `logits` holds `[n, vocab]`.
+    All,
+    /// The chunk's last row only, written to row 0 of `logits` (what a sampler reads).
+    Last,
+    /// None: a prompt's chunk before the last.
+    None,
+}
 
 /// A model resident on the GPU, ready to run chunks of tokens.
 pub struct GpuModel {
@@ -40,10 +60,14 @@ pub struct GpuModel {
     pub token_ids: wgpu::Buffer,
     /// `f32 [max_tokens, vocab]`.
     pub logits: wgpu::Buffer,
-    /// The forward of one token.
+    /// The forward of one token, its logits included (in row 0).
     pub decode_ops: Vec<Op>,
-    /// The forward of a chunk of up to `max_tokens` tokens.
+    /// The forward of a chunk of up to `max_tokens` tokens up to the final norm.
     pub prefill_ops: Vec<Op>,
+    /// After `prefill_ops`: the final norm and head of every row ([`Logits::All`]).
+    pub prefill_logits_all: Vec<Op>,
+    /// After `prefill_ops`: the final norm and head of the last row ([`Logits::Last`]).
+    pub prefill_logits_last: Vec<Op>,
     /// Bytes of weights and of KV cache on the GPU.
     pub weight_bytes: u64,
     pub kv_bytes: u64,
@@ -81,6 +105,8 @@ struct Resident {
     expert_out: wgpu::Buffer,
     shared_out: wgpu::Buffer,
     shared_gate_logit: wgpu::Buffer,
+    /// Prefill's grouping of (token, slot) pairs by expert (MoE models).
+    group: Option<GroupBuffers>,
 }
 
 impl GpuModel {
@@ -119,13 +145,25 @@ impl GpuModel {
         self.decode_ops.iter().map(|op| op.weight_bytes).sum()
     }
 
-    /// The ops for a chunk of `n` tokens.
-    pub fn ops_for(&self, n: usize) -> &[Op] {
+    /// Weight bytes the kernels of a full prefill chunk (`max_tokens` tokens) read when it is a
+    /// prompt's last ([`Logits::Last`]): weights are read once per token tile, routed experts
+    /// once per tile of their tokens (expected under uniform routing).
+    pub fn prefill_weight_bytes(&self) -> u64 {
+        self.ops_for(self.max_tokens as usize, Logits::Last).iter().map(|op| op.weight_bytes).sum()
+    }
+
+    /// The ops for a chunk of `n` tokens whose `logits` rows are read.
+    pub fn ops_for(&self, n: usize, logits: Logits) -> Vec<&Op> {
         if n == 1 {
-            &self.decode_ops
-        } else {
-            &self.prefill_ops
+            // One row: all rows are the last (and decode ops end with the head).
+            return self.decode_ops.iter().collect();
         }
+        let head = match logits {
+            Logits::All => &self.prefill_logits_all[..],
+            Logits::Last => &self.prefill_logits_last[..],
+            Logits::None => &[],
+        };
+        self.prefill_ops.iter().chain(head).collect()
     }
 
     /// Checks a chunk of host-given ids at `position`.
@@ -149,13 +187,14 @@ impl GpuModel {
         Ok(())
     }
 
-    /// Runs one chunk (at most `max_tokens` ids) at `position` and submits it.
-    pub fn run_chunk(&self, tokens: &[u32], position: usize) -> Result<wgpu::SubmissionIndex> {
+    /// Runs one chunk (at most `max_tokens` ids) at `position`, with the `logits` rows asked
+    /// for, and submits it.
+    pub fn run_chunk(&self, tokens: &[u32], position: usize, logits: Logits) -> Result<wgpu::SubmissionIndex> {
         self.check_chunk(tokens, position)?;
         let g = &self.gpu;
         g.queue.write_buffer(&self.token_ids, 0, bytemuck::cast_slice(tokens));
         self.step.set(g, tokens.len() as u32, position as u32);
-        Ok(super::submit(g, &self.ops_for(tokens.len()).iter().collect::<Vec<_>>()))
+        Ok(super::submit(g, &self.ops_for(tokens.len(), logits)))
     }
 
     /// The logits of every position of `tokens`, run after `position` cached ones, chunk by chunk.
@@ -169,7 +208,7 @@ impl GpuModel {
         let vocab = self.config.vocab_size;
         let mut rows = Vec::with_capacity(tokens.len());
         for (i, chunk) in tokens.chunks(self.max_tokens as usize).enumerate() {
-            self.run_chunk(chunk, position + i * self.max_tokens as usize)?;
+            self.run_chunk(chunk, position + i * self.max_tokens as usize, Logits::All)?;
             let logits: Vec<f32> = self.gpu.read_async(&self.logits).await?;
             rows.extend(logits.chunks_exact(vocab).take(chunk.len()).map(|r| r.to_vec()));
         }
@@ -265,10 +304,12 @@ impl GpuModelBuilder {
         let step = Step::new(g);
         let token_ids = g.storage_zeroed("token ids", u64::from(max_tokens) * 4);
         let logits = g.storage_zeroed("logits", u64::from(max_tokens) * c.vocab_size as u64 * 4);
-        let build =
-            |t| Builder { gpu: g, config: c, step: &step, max_tokens: t, max_ctx }.ops(&resident, &token_ids, &logits);
-        let decode_ops = build(1)?;
-        let prefill_ops = build(max_tokens)?;
+        let builder = |t| Builder { gpu: g, config: c, step: &step, max_tokens: t, max_ctx };
+        let mut decode_ops = builder(1).body(&resident, &token_ids)?;
+        decode_ops.extend(builder(1).head(&resident, &logits, Logits::All)?);
+        let prefill_ops = builder(max_tokens).body(&resident, &token_ids)?;
+        let prefill_logits_all = builder(max_tokens).head(&resident, &logits, Logits::All)?;
+        let prefill_logits_last = builder(max_tokens).head(&resident, &logits, Logits::Last)?;
         Ok(GpuModel {
             gpu: gpu.clone(),
             config: config.clone(),
@@ -279,6 +320,8 @@ impl GpuModelBuilder {
             logits,
             decode_ops,
             prefill_ops,
+            prefill_logits_all,
+            prefill_logits_last,
             weight_bytes,
             kv_bytes,
         })
@@ -384,6 +427,10 @@ impl Resident {
             expert_out: g.storage_zeroed("expert out", s.expert_out),
             shared_out: g.storage_zeroed("shared expert out", s.hidden),
             shared_gate_logit: g.storage_zeroed("shared expert gate", s.gate_logit),
+            group: c.moe.as_ref().map(|m| {
+                let tile = matmul::tile_for(max_tokens);
+                GroupBuffers::new(g, max_tokens, m.num_experts as u32, m.top_k as u32, tile)
+            }),
         }
     }
 }
@@ -398,7 +445,8 @@ struct Builder<'a> {
 }
 
 impl Builder<'_> {
-    fn ops(&self, r: &Resident, token_ids: &wgpu::Buffer, logits: &wgpu::Buffer) -> Result<Vec<Op>> {
+    /// The embeddings and every layer, leaving the hidden state in `r.x`.
+    fn body(&self, r: &Resident, token_ids: &wgpu::Buffer) -> Result<Vec<Op>> {
         let (g, c, t, step) = (self.gpu, self.config, self.max_tokens, &self.step.buffer);
         let h = c.hidden_size as u32;
         let mut ops = embed::ops(g, step, token_ids, &r.embed, &r.x, t, c.embedding_multiplier)?;
@@ -426,43 +474,28 @@ impl Builder<'_> {
                         k,
                         m.renormalize,
                     )?);
-                    ops.extend(matmul::expert_ops(
-                        g,
-                        step,
-                        &experts.gate,
-                        ie,
-                        &r.expert_ids,
-                        k,
-                        &r.normed,
-                        &r.gate,
-                        t,
-                        false,
-                    )?);
-                    ops.extend(matmul::expert_ops(
-                        g,
-                        step,
-                        &experts.up,
-                        ie,
-                        &r.expert_ids,
-                        k,
-                        &r.normed,
-                        &r.up,
-                        t,
-                        false,
-                    )?);
+                    // Per (token, slot) for one token; grouped by expert for a chunk.
+                    let group = match (t, &r.group) {
+                        (1, _) | (_, None) => None,
+                        (_, Some(b)) => {
+                            ops.push(moe_group::op(g, step, &r.expert_ids, b, e, k, matmul::tile_for(t))?);
+                            Some(b)
+                        }
+                    };
+                    let experts_op = |m: &GpuMatrix,
+                                      rows: u32,
+                                      x: &wgpu::Buffer,
+                                      out: &wgpu::Buffer,
+                                      x_per_slot: bool| match group {
+                        None => matmul::expert_ops(g, step, m, rows, &r.expert_ids, k, x, out, t, x_per_slot),
+                        Some(b) => {
+                            matmul::grouped_expert_ops(g, step, m, rows, &b.tiles, &b.rows, k, x, out, t, x_per_slot)
+                        }
+                    };
+                    ops.extend(experts_op(&experts.gate, ie, &r.normed, &r.gate, false)?);
+                    ops.extend(experts_op(&experts.up, ie, &r.normed, &r.up, false)?);
                     ops.push(swiglu::op(g, step, &r.gate, &r.up, &r.act, t, k, ie)?);
-                    ops.extend(matmul::expert_ops(
-                        g,
-                        step,
-                        &experts.down,
-                        h,
-                        &r.expert_ids,
-                        k,
-                        &r.act,
-                        &r.expert_out,
-                        t,
-                        true,
-                    )?);
+                    ops.extend(experts_op(&experts.down, h, &r.act, &r.expert_out, true)?);
                     if let Some(mlp) = shared {
                         self.mlp(&mut ops, r, mlp, &r.shared_out)?;
                     }
@@ -485,8 +518,26 @@ impl Builder<'_> {
                 }
             }
         }
-        ops.push(rms_norm::op(g, step, &r.x, &r.final_norm, &r.normed, t, 1, h, c.rms_norm_eps)?);
-        ops.extend(matmul::ops(g, step, r.lm_head.as_ref().unwrap_or(&r.embed), &r.normed, logits, t)?);
+        Ok(ops)
+    }
+
+    /// The final norm and the head for the `rows` asked for.
+    fn head(&self, r: &Resident, logits: &wgpu::Buffer, rows: Logits) -> Result<Vec<Op>> {
+        let (g, c, t, step) = (self.gpu, self.config, self.max_tokens, &self.step.buffer);
+        let (h, eps, head) = (c.hidden_size as u32, c.rms_norm_eps, r.lm_head.as_ref().unwrap_or(&r.embed));
+        let mut ops = vec![];
+        match rows {
+            Logits::All => {
+                ops.push(rms_norm::op(g, step, &r.x, &r.final_norm, &r.normed, t, 1, h, eps)?);
+                ops.extend(matmul::ops(g, step, head, &r.normed, logits, t)?);
+            }
+            Logits::Last => {
+                // The last row alone, normalised into row 0; ops built for one token compute row 0.
+                ops.push(rms_norm::last_op(g, step, &r.x, &r.final_norm, &r.normed, 1, h, eps)?);
+                ops.extend(matmul::ops(g, step, head, &r.normed, logits, 1)?);
+            }
+            Logits::None => {}
+        }
         Ok(ops)
     }
 

@@ -6,7 +6,8 @@
 //!
 //! Not planned: the few bytes of each op's parameter uniform (tens of KB for a whole model).
 
-use super::kernels::sample_argmax;
+use super::kernels::moe_group::GroupBuffers;
+use super::kernels::{matmul, sample_argmax};
 use super::matrix::MatrixLayout;
 use crate::config::{FfnKind, ModelConfig};
 use crate::quant::packed::Format;
@@ -33,6 +34,8 @@ pub struct Scratch {
     pub expert_out: u64,
     /// The shared expert's gate logit: `[T]`.
     pub gate_logit: u64,
+    /// Prefill's grouping of (token, slot) pairs by expert (`moe_group::GroupBuffers`; 0 if dense).
+    pub grouping: u64,
 }
 
 /// A buffer's bytes as [`Gpu`](super::Gpu) allocates them: at least 4, a multiple of 4.
@@ -62,6 +65,10 @@ impl Scratch {
             slots: f32s(k),
             expert_out: f32s(k * c.hidden_size),
             gate_logit: f32s(1),
+            grouping: moe.map_or(0, |m| {
+                let tile = matmul::tile_for(max_tokens);
+                GroupBuffers::bytes(max_tokens, m.num_experts as u32, m.top_k as u32, tile)
+            }),
         }
     }
 
@@ -74,6 +81,7 @@ impl Scratch {
             + 2 * self.slots
             + self.expert_out
             + self.gate_logit
+            + self.grouping
     }
 }
 

@@ -2,9 +2,12 @@
 //! expert; CPU twin: `quant::packed::PackedMatrix::matmul`.
 //!
 //! One kernel per weight format serves decode (1 token: a matvec that streams the weights),
-//! prefill (T tokens in tiles of [`Shape::tile`]: each weight is read once per tile) and the
-//! routed experts (one matvec per (token, slot), the expert id read on the GPU). A matrix split
-//! into several bindings ([`GpuMatrix`]) gets one op per chunk.
+//! prefill (T tokens in tiles of [`Shape::tile`]: each weight is read once per tile), the routed
+//! experts of decode (one matvec per (token, slot), the expert id read on the GPU) and those of
+//! prefill, grouped ([`grouped_expert_ops`]: per tile of up to [`Shape::tile`] pairs routed to one
+//! expert, as `moe_group` cut them, so an expert's weights are read once per tile of its tokens
+//! rather than once per token). A matrix split into several bindings ([`GpuMatrix`]) gets one op
+//! per chunk.
 //!
 //! Two kernel designs, chosen by [`Shape`] ([`Shape::for_device`] has the measurements):
 //! - portable (`matmul_{f32,int8,int4}.wgsl`, no optional feature): `threads_per_row` threads
@@ -16,6 +19,7 @@
 //!   seven from its neighbours with `subgroupBroadcast`. On lavapipe every per-lane load is a
 //!   scalar gather, so this removes most of the loads; on an H100 it also streams fastest.
 
+use super::moe_group;
 use crate::gpu::matrix::GpuMatrix;
 use crate::gpu::{Gpu, Op};
 use crate::quant::packed::Format;
@@ -49,7 +53,8 @@ struct Params {
     expert0: u32,
     experts: u32,
     x_per_slot: u32,
-    _pad: [u32; 3],
+    grouped: u32,
+    _pad: [u32; 2],
 }
 
 /// The workgroup shape of a matmul op.
@@ -82,7 +87,7 @@ impl Shape {
     ///   thread, 8 rows per workgroup of 128 (coalesced row reads; the best portable decode shape
     ///   on the H100).
     pub fn for_device(gpu: &Gpu, format: Format, max_tokens: u32) -> Shape {
-        let tile = max_tokens.clamp(1, MAX_TILE);
+        let tile = tile_for(max_tokens);
         if matches!(format, Format::Int4 { .. }) && Self::subgroups(gpu) {
             let wg = gpu.info.subgroup_max_size.max(16);
             return Shape { rows: 4 * wg, threads_per_row: 1, rows_per_thread: 4, tile, subgroup: true };
@@ -103,7 +108,12 @@ impl Shape {
     }
 }
 
-/// The routing inputs of [`expert_ops`].
+/// The token tile of ops built for chunks of up to `max_tokens` (every format's).
+pub fn tile_for(max_tokens: u32) -> u32 {
+    max_tokens.clamp(1, MAX_TILE)
+}
+
+/// The routing inputs of [`expert_ops`] and [`grouped_expert_ops`].
 #[derive(Clone, Copy)]
 pub struct Experts<'a> {
     /// Rows of each expert in the stacked matrix.
@@ -114,6 +124,9 @@ pub struct Experts<'a> {
     pub k: u32,
     /// `x` holds one row per slot (`[T * k, cols]`) rather than one per token (`[T, cols]`).
     pub x_per_slot: bool,
+    /// Grouped: `ids` is `moe_group`'s tile list (cut with the shape's tile) and this its grouped
+    /// rows; `None`: `ids` is `u32 [T, k]` (one matvec per slot).
+    pub group_rows: Option<&'a wgpu::Buffer>,
 }
 
 /// Ops computing `out[t, r] = sum_c W[r, c] * x[t, c]` for `t < n_tokens` (read from `step`):
@@ -162,8 +175,48 @@ pub fn expert_ops(
     max_tokens: u32,
     x_per_slot: bool,
 ) -> Result<Vec<Op>> {
-    let experts = Experts { rows_per_expert, ids: expert_ids, k, x_per_slot };
+    let experts = Experts { rows_per_expert, ids: expert_ids, k, x_per_slot, group_rows: None };
     build(gpu, step, m, x, None, out, max_tokens, Some(experts), Shape::for_device(gpu, m.format, 1))
+}
+
+/// [`expert_ops`]' outputs for prefill, grouped by expert: `tiles` and `rows` are what
+/// `moe_group` wrote for this step with tiles of [`tile_for`]`(max_tokens)` pairs. Each op
+/// dispatches the most tiles any routing can make ([`moe_group::max_tiles`]); the ids stay on
+/// the GPU.
+#[allow(clippy::too_many_arguments)]
+pub fn grouped_expert_ops(
+    gpu: &Gpu,
+    step: &wgpu::Buffer,
+    m: &GpuMatrix,
+    rows_per_expert: u32,
+    tiles: &wgpu::Buffer,
+    rows: &wgpu::Buffer,
+    k: u32,
+    x: &wgpu::Buffer,
+    out: &wgpu::Buffer,
+    max_tokens: u32,
+    x_per_slot: bool,
+) -> Result<Vec<Op>> {
+    let experts = Experts { rows_per_expert, ids: tiles, k, x_per_slot, group_rows: Some(rows) };
+    build(gpu, step, m, x, None, out, max_tokens, Some(experts), Shape::for_device(gpu, m.format, max_tokens))
+}
+
+/// Expected `ceil(c / tile)` for the count `c ~ Binomial(tokens, p)` of tokens one expert gets
+/// when each of `tokens` picks it with probability `p` (uniform routing): the tiles, and so the
+/// reads of its weights, that one grouped op makes per expert.
+fn expected_tiles(tokens: u32, p: f64, tile: u32) -> f64 {
+    if p >= 1.0 {
+        return f64::from(tokens.div_ceil(tile));
+    }
+    let (n, p) = (f64::from(tokens), p.max(0.0));
+    // P(c = 0) = (1-p)^n, then P(c) = P(c-1) * (n-c+1)/c * p/(1-p).
+    let mut prob = (1.0 - p).powf(n);
+    let mut sum = 0.0;
+    for c in 1..=tokens {
+        prob *= (n - f64::from(c) + 1.0) / f64::from(c) * p / (1.0 - p);
+        sum += prob * f64::from(c.div_ceil(tile));
+    }
+    sum
 }
 
 /// The general constructor behind [`ops`], [`ops_with_bias`] and [`expert_ops`], with an explicit
@@ -192,7 +245,8 @@ pub fn build(
     {
         return Err(bad(format!("workgroup shape {shape:?} (at most {max_wg} threads)")));
     }
-    let tile = if experts.is_some() { 1 } else { shape.tile };
+    let grouped = experts.is_some_and(|e| e.group_rows.is_some());
+    let tile = if experts.is_some() && !grouped { 1 } else { shape.tile };
     if !(1..=MAX_TILE).contains(&tile) {
         return Err(bad(format!("token tile {tile} (1 to {MAX_TILE})")));
     }
@@ -245,7 +299,11 @@ pub fn build(
                     e.k, m.rows_per_unit
                 )));
             }
-            (max_tokens * e.k, Some(r), e.rows_per_expert)
+            let items = match grouped {
+                true => moe_group::max_tiles(max_tokens * e.k, (m.rows / r) as u32, tile),
+                false => max_tokens * e.k,
+            };
+            (items, Some(r), e.rows_per_expert)
         }
     };
     let max_dim = gpu.limits.max_compute_workgroups_per_dimension;
@@ -277,7 +335,8 @@ pub fn build(
             expert0: (chunk.row0 / e.1 as usize) as u32,
             experts: (chunk.rows / e.1 as usize) as u32,
             x_per_slot: e.2,
-            _pad: [0; 3],
+            grouped: grouped as u32,
+            _pad: [0; 2],
         };
         let params = gpu.uniform(label, &params);
         let ids = experts.map(|e| e.ids).unwrap_or(&unused);
@@ -286,14 +345,23 @@ pub fn build(
         if m.format != Format::F32 {
             buffers.push(&chunk.scales);
         }
+        buffers.push(experts.and_then(|e| e.group_rows).unwrap_or(&unused));
         let mut op = gpu.op(label, &kernel, &buffers, [blocks_x, items, blocks_z]);
-        // A pass reads each row of the chunk once per token tile (values with their padding, and
-        // scales); routed experts: each of a token's k experts is read once, and under uniform
-        // routing this chunk holds the share `chunk.rows / m.rows` of them.
+        // Bytes read by a full chunk of max_tokens tokens. A pass reads each row of the chunk once
+        // per token tile (values with their padding, and scales); routed experts per slot: each of
+        // a token's k experts is read once, and under uniform routing this chunk holds the share
+        // `chunk.rows / m.rows` of them; grouped: each expert once per tile of its tokens, the
+        // expected number of tiles under uniform routing (at most ceil(tokens / tile)).
         let chunk_bytes = (4 * chunk.rows * (4 * m.row_vec4s + m.scale_stride)) as u64;
         op.weight_bytes = match experts {
-            None => chunk_bytes,
-            Some(e) => chunk_bytes * u64::from(e.k) * u64::from(e.rows_per_expert) / m.rows as u64,
+            None => chunk_bytes * u64::from(max_tokens.div_ceil(tile)),
+            Some(e) if grouped => {
+                let p = f64::from(e.k) * f64::from(e.rows_per_expert) / m.rows as f64;
+                (chunk_bytes as f64 * expected_tiles(max_tokens, p, tile)).round() as u64
+            }
+            Some(e) => {
+                chunk_bytes * u64::from(e.k) * u64::from(max_tokens) * u64::from(e.rows_per_expert) / m.rows as u64
+            }
         };
         ops.push(op);
     }
@@ -611,7 +679,13 @@ mod tests {
                     let ops = match shape {
                         None => expert_ops(gpu, step, gm, r as u32, &idb, k as u32, &xb, &out, mt, x_per_slot),
                         Some(shape) => {
-                            let e = Experts { rows_per_expert: r as u32, ids: &idb, k: k as u32, x_per_slot };
+                            let e = Experts {
+                                rows_per_expert: r as u32,
+                                ids: &idb,
+                                k: k as u32,
+                                x_per_slot,
+                                group_rows: None,
+                            };
                             build(gpu, step, gm, &xb, None, &out, mt, Some(e), shape)
                         }
                     }
@@ -649,6 +723,122 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// Routings for the grouped tests, `[max_tokens * k]` (entries past `tokens * k` unused): each
+    /// token's k experts distinct, as moe_route makes them.
+    fn routings(tokens: usize, max_tokens: usize, n_experts: usize, k: usize) -> Vec<(&'static str, Vec<u32>)> {
+        let pad = |mut v: Vec<u32>| {
+            v.resize(max_tokens * k, 0);
+            v
+        };
+        // Only experts 0, 2, 3, 5 and 6 of 7 (1 and 4 get no token), skewed (t^2 mod 5 is 0, 1 or 4);
+        // offsets 0, 2, 4 (mod 5) keep a token's experts distinct.
+        let used = [0u32, 2, 3, 5, 6];
+        let skewed: Vec<u32> = (0..tokens).flat_map(|t| (0..k).map(move |s| used[(t * t + 2 * s) % 5])).collect();
+        let distinct = |v: &[u32]| v.chunks(k).all(|c| (1..c.len()).all(|i| !c[..i].contains(&c[i])));
+        assert!(k <= 3 && distinct(&skewed));
+        // Every token's first slot on expert 4 (more tokens than a tile), the others spread.
+        let one: Vec<u32> =
+            (0..tokens).flat_map(|t| (0..k).map(move |s| if s == 0 { 4 } else { ((t + s) % 4) as u32 })).collect();
+        assert!(distinct(&one) && n_experts > 4);
+        vec![("skewed, two experts unused", pad(skewed)), ("every token on expert 4", pad(one))]
+    }
+
+    #[test]
+    fn grouped_experts_match_cpu_twin_on_awkward_sizes() {
+        use crate::gpu::kernels::moe_group::{self, GroupBuffers};
+        let gpu = gpu();
+        let (n_experts, r) = (7usize, 33usize);
+        let int4 = |group, wide_scales| Format::Int4 { group, wide_scales };
+        for (format, cols) in [
+            (Format::F32, 96),
+            (Format::Int8 { group: 32 }, 96),
+            (int4(32, false), 96),
+            (int4(64, true), 192),
+            (int4(16, false), 208),
+        ] {
+            let m = random_matrix(format, n_experts * r, cols, 23);
+            let w = term_sizes(&m);
+            let whole = GpuMatrix::upload_experts(gpu, &m, r).unwrap();
+            let row_bytes = (16 * whole.row_vec4s).max(4 * whole.scale_stride) as u64;
+            let split = GpuMatrix::upload_with_limit(gpu, &m, r, 5 * r as u64 * row_bytes / 2).unwrap();
+            assert!(split.chunks.len() > 1);
+            // Tokens not a multiple of the tile; one token; k of 1 (all on one expert) and 3.
+            for (tokens, max_tokens, k, x_per_slot) in
+                [(13, 16, 3, false), (13, 13, 3, true), (1, 8, 3, false), (19, 20, 1, true), (9, 9, 1, false)]
+            {
+                for (what, ids) in routings(tokens, max_tokens, n_experts, k) {
+                    let x_rows = if x_per_slot { max_tokens * k } else { max_tokens };
+                    let x = random(x_rows * cols, 37);
+                    let step = Step::new(gpu);
+                    step.set(gpu, tokens as u32, 0);
+                    let (xb, idb) = (gpu.storage("x", &x), gpu.storage("ids", &ids));
+                    let (mt, kk) = (max_tokens as u32, k as u32);
+                    let mut outs = vec![];
+                    let mut shapes = main_shapes(format, max_tokens);
+                    shapes.push(Shape { rows: 16, threads_per_row: 4, rows_per_thread: 2, tile: 3, subgroup: false });
+                    for (gm, matrix) in [(&split, "split"), (&whole, "whole")] {
+                        for &shape in &shapes {
+                            let groups = GroupBuffers::new(gpu, mt, n_experts as u32, kk, shape.tile);
+                            let out = gpu.storage("out", &vec![f32::NAN; max_tokens * k * r]);
+                            let group =
+                                moe_group::op(gpu, &step.buffer, &idb, &groups, n_experts as u32, kk, shape.tile);
+                            let e = Experts {
+                                rows_per_expert: r as u32,
+                                ids: &groups.tiles,
+                                k: kk,
+                                x_per_slot,
+                                group_rows: Some(&groups.rows),
+                            };
+                            let mut ops = vec![group.unwrap()];
+                            ops.extend(build(gpu, &step.buffer, gm, &xb, None, &out, mt, Some(e), shape).unwrap());
+                            crate::gpu::submit(gpu, &ops.iter().collect::<Vec<_>>());
+                            let got: Vec<f32> = gpu.read(&out).unwrap();
+                            assert!(
+                                got[tokens * k * r..].iter().all(|v| v.is_nan()),
+                                "slots past n_tokens were written"
+                            );
+                            outs.push((format!("{matrix} {shape:?}"), got[..tokens * k * r].to_vec()));
+                        }
+                    }
+                    for slot in 0..tokens * k {
+                        let e = ids[slot] as usize;
+                        let xi = if x_per_slot { slot } else { slot / k };
+                        let xin = &x[xi * cols..(xi + 1) * cols];
+                        let s = m.scales.len() / m.rows;
+                        let expert = PackedMatrix {
+                            rows: r,
+                            cols,
+                            format,
+                            qs: m.qs[e * r * m.row_words()..(e + 1) * r * m.row_words()].to_vec(),
+                            scales: m.scales[e * r * s..(e + 1) * r * s].to_vec(),
+                        };
+                        let want = expert.matvec(xin);
+                        let mags = magnitudes(&w[e * r * cols..(e + 1) * r * cols], xin, r, cols);
+                        for (shape, got) in &outs {
+                            let what = format!("{format:?} {what} T={tokens} k={k} slot {slot} expert {e} {shape}");
+                            check(&what, &got[slot * r..(slot + 1) * r], &want, &mags, r);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn expected_tiles_counts_reads_per_expert() {
+        // One token per expert at most: a tile whenever it is picked.
+        assert!((expected_tiles(1, 0.25, 8) - 0.25).abs() < 1e-12);
+        // Always picked: ceil(T / tile).
+        assert_eq!(expected_tiles(13, 1.0, 8), 2.0);
+        // Tiles of 1: the expected count, T p.
+        assert!((expected_tiles(64, 4.0 / 64.0, 1) - 4.0).abs() < 1e-9);
+        // Between P(picked) and that plus T p / tile.
+        let (t, p) = (64u32, 4.0f64 / 64.0);
+        let picked = 1.0 - (1.0 - p).powi(t as i32);
+        let e = expected_tiles(t, p, 8);
+        assert!(e >= picked && e <= picked + f64::from(t) * p / 8.0, "{e}");
     }
 
     /// Seconds per run of `f` (which submits work), best of `reps` after a warm-up, timed to

@@ -15,23 +15,61 @@ const MASK_WORDS: u32 = 2048;
 struct Params {
     num_experts: u32,
     top_k: u32,
-    _pad: [u32; 2],
+    tile: u32,
+    _pad: u32,
 }
 
-/// An op grouping the step's `expert_ids` (u32 `[T, top_k]`) by expert into `expert_ranges`
-/// (u32 `[num_experts, 2]`: offset, count), `rows` (u32 `[max_tokens * top_k]`: rows
-/// `t * top_k + s`, by expert, ascending within one) and `active_experts` (u32 `[1 + num_experts]`:
-/// how many experts have rows, then those experts ascending).
-#[allow(clippy::too_many_arguments)]
+/// The most tiles of `tile` rows that `pairs` (token, slot) pairs over `num_experts` experts
+/// can make: each active expert's last tile may be partial, so
+/// `sum_e ceil(c_e / tile) <= (pairs + active * (tile - 1)) / tile`, `active <= min(E, pairs)`.
+pub fn max_tiles(pairs: u32, num_experts: u32, tile: u32) -> u32 {
+    let tile = tile.max(1);
+    (pairs + pairs.min(num_experts) * (tile - 1)) / tile
+}
+
+/// The buffers one grouping is written to, for chunks of up to `max_tokens` tokens.
+pub struct GroupBuffers {
+    /// u32 `[num_experts, 2]`: offset, count.
+    pub expert_ranges: wgpu::Buffer,
+    /// u32 `[max_tokens * top_k]`: rows `t * top_k + s`, by expert, ascending within one.
+    pub rows: wgpu::Buffer,
+    /// u32 `[1 + num_experts]`: how many experts have rows, then those experts ascending.
+    pub active_experts: wgpu::Buffer,
+    /// u32 `[1 + 3 * max_tiles]`: the number of tiles, then (expert, first, count) per tile.
+    pub tiles: wgpu::Buffer,
+}
+
+impl GroupBuffers {
+    pub fn new(gpu: &Gpu, max_tokens: u32, num_experts: u32, top_k: u32, tile: u32) -> GroupBuffers {
+        let words = |n: u32| u64::from(n.max(1)) * 4;
+        GroupBuffers {
+            expert_ranges: gpu.storage_zeroed("expert ranges", words(2 * num_experts)),
+            rows: gpu.storage_zeroed("grouped rows", words(max_tokens * top_k)),
+            active_experts: gpu.storage_zeroed("active experts", words(1 + num_experts)),
+            tiles: gpu.storage_zeroed("expert tiles", words(1 + 3 * max_tiles(max_tokens * top_k, num_experts, tile))),
+        }
+    }
+
+    /// Bytes [`GroupBuffers::new`] allocates (as `Gpu` counts them).
+    pub fn bytes(max_tokens: u32, num_experts: u32, top_k: u32, tile: u32) -> u64 {
+        let words = |n: u32| u64::from(n.max(1)) * 4;
+        words(2 * num_experts)
+            + words(max_tokens * top_k)
+            + words(1 + num_experts)
+            + words(1 + 3 * max_tiles(max_tokens * top_k, num_experts, tile))
+    }
+}
+
+/// An op grouping the step's `expert_ids` (u32 `[T, top_k]`) by expert into `b` (see
+/// [`GroupBuffers`]), cutting each expert's rows into tiles of at most `tile`.
 pub fn op(
     gpu: &Gpu,
     step: &wgpu::Buffer,
     expert_ids: &wgpu::Buffer,
-    expert_ranges: &wgpu::Buffer,
-    rows: &wgpu::Buffer,
-    active_experts: &wgpu::Buffer,
+    b: &GroupBuffers,
     num_experts: u32,
     top_k: u32,
+    tile: u32,
 ) -> Result<Op> {
     // Workgroup memory: counts and cursors (E words each) and E token masks of `words` words
     // (tokens are grouped 32 * words at a time).
@@ -46,8 +84,12 @@ pub fn op(
         ("MASKS", (words * num_experts) as f64),
     ];
     let kernel = gpu.kernel("moe_group", SOURCE, &constants)?;
-    let params = gpu.uniform("moe_group params", &Params { num_experts, top_k, _pad: [0; 2] });
-    Ok(gpu.op("moe_group", &kernel, &[&params, step, expert_ids, expert_ranges, rows, active_experts], [1, 1, 1]))
+    if tile == 0 {
+        return Err(Error::Gpu("moe_group: tiles of 0 rows".into()));
+    }
+    let params = gpu.uniform("moe_group params", &Params { num_experts, top_k, tile, _pad: 0 });
+    let buffers = [&params, step, expert_ids, &b.expert_ranges, &b.rows, &b.active_experts, &b.tiles];
+    Ok(gpu.op("moe_group", &kernel, &buffers, [1, 1, 1]))
 }
 
 /// The grouping of one chunk, laid out as the kernel writes it.
@@ -59,19 +101,24 @@ pub struct Grouping {
     pub rows: Vec<u32>,
     /// `[0]` = number of experts with rows, then those experts ascending.
     pub active_experts: Vec<u32>,
+    /// `[0]` = number of tiles, then (expert, first, count) per tile.
+    pub tiles: Vec<u32>,
 }
 
-/// CPU twin: groups `expert_ids` (`[T, top_k]`, row-major) by expert. Ids `>= num_experts`
-/// are left out, as the kernel leaves them.
-pub fn group(expert_ids: &[u32], num_experts: usize) -> Grouping {
+/// CPU twin: groups `expert_ids` (`[T, top_k]`, row-major) by expert, in tiles of at most
+/// `tile` rows. Ids `>= num_experts` are left out, as the kernel leaves them.
+pub fn group(expert_ids: &[u32], num_experts: usize, tile: usize) -> Grouping {
     let mut per_expert = vec![Vec::new(); num_experts];
     for (r, &e) in expert_ids.iter().enumerate() {
         if (e as usize) < num_experts {
             per_expert[e as usize].push(r as u32);
         }
     }
-    let (mut expert_ranges, mut rows, mut active_experts) = (vec![], vec![], vec![0]);
+    let (mut expert_ranges, mut rows, mut active_experts, mut tiles) = (vec![], vec![], vec![0], vec![0]);
     for (e, list) in per_expert.iter().enumerate() {
+        for first in (0..list.len()).step_by(tile) {
+            tiles.extend([e as u32, (rows.len() + first) as u32, tile.min(list.len() - first) as u32]);
+        }
         expert_ranges.extend([rows.len() as u32, list.len() as u32]);
         rows.extend(list);
         if !list.is_empty() {
@@ -79,7 +126,8 @@ pub fn group(expert_ids: &[u32], num_experts: usize) -> Grouping {
         }
     }
     active_experts[0] = active_experts.len() as u32 - 1;
-    Grouping { expert_ranges, rows, active_experts }
+    tiles[0] = (tiles.len() / 3) as u32;
+    Grouping { expert_ranges, rows, active_experts, tiles }
 }
 
 #[cfg(test)]
@@ -101,7 +149,7 @@ mod tests {
         ids
     }
 
-    fn run(ids: &[u32], tokens: usize, experts: usize, k: usize) -> Grouping {
+    fn run(ids: &[u32], tokens: usize, experts: usize, k: usize, tile: usize) -> Grouping {
         let gpu = gpu();
         let step = Step::new(gpu);
         step.set(gpu, tokens as u32, 0);
@@ -110,16 +158,31 @@ mod tests {
         let mut padded = ids.to_vec();
         padded.resize(max_tokens * k, 0);
         let idb = gpu.storage("ids", &padded);
-        let ranges = gpu.storage("ranges", &vec![u32::MAX; 2 * experts]);
-        let rows = gpu.storage("rows", &vec![u32::MAX; max_tokens * k]);
-        let active_experts = gpu.storage("active_experts", &vec![u32::MAX; 1 + experts]);
-        let op = op(gpu, &step.buffer, &idb, &ranges, &rows, &active_experts, experts as u32, k as u32).unwrap();
+        let capacity = max_tiles((max_tokens * k) as u32, experts as u32, tile as u32) as usize;
+        let b = GroupBuffers {
+            expert_ranges: gpu.storage("ranges", &vec![u32::MAX; 2 * experts]),
+            rows: gpu.storage("rows", &vec![u32::MAX; max_tokens * k]),
+            active_experts: gpu.storage("active_experts", &vec![u32::MAX; 1 + experts]),
+            tiles: gpu.storage("tiles", &vec![u32::MAX; 1 + 3 * capacity]),
+        };
+        let op = op(gpu, &step.buffer, &idb, &b, experts as u32, k as u32, tile as u32).unwrap();
         crate::gpu::submit(gpu, &[&op]);
-        let rows: Vec<u32> = gpu.read(&rows).unwrap();
+        let rows: Vec<u32> = gpu.read(&b.rows).unwrap();
         assert!(rows[tokens * k..].iter().all(|&r| r == u32::MAX), "wrote past T * k rows");
-        let mut active_experts: Vec<u32> = gpu.read(&active_experts).unwrap();
+        let mut active_experts: Vec<u32> = gpu.read(&b.active_experts).unwrap();
         active_experts.truncate(1 + active_experts[0] as usize);
-        Grouping { expert_ranges: gpu.read(&ranges).unwrap(), rows: rows[..tokens * k].to_vec(), active_experts }
+        let mut tiles: Vec<u32> = gpu.read(&b.tiles).unwrap();
+        let n = tiles[0] as usize;
+        // The bound the dispatch relies on holds for this routing, and nothing past it is written.
+        assert!(n <= max_tiles((tokens * k) as u32, experts as u32, tile as u32) as usize, "{n} tiles");
+        assert!(tiles[1 + 3 * n..].iter().all(|&w| w == u32::MAX), "wrote past the tiles");
+        tiles.truncate(1 + 3 * n);
+        Grouping {
+            expert_ranges: gpu.read(&b.expert_ranges).unwrap(),
+            rows: rows[..tokens * k].to_vec(),
+            active_experts,
+            tiles,
+        }
     }
 
     #[test]
@@ -130,8 +193,10 @@ mod tests {
                 // 700 tokens: more than one chunk of tokens (512 for E <= 128).
                 for tokens in [1usize, 7, 33, 700] {
                     let ids = routed_ids(tokens, experts, k, (experts * 100 + k * 10 + tokens) as u64);
-                    let want = group(&ids, experts);
-                    assert_eq!(run(&ids, tokens, experts, k), want, "E {experts} k {k} T {tokens}");
+                    // Tiles of 1, of the matmuls' 8, and of an odd 3.
+                    let tile = [1, 8, 3][cases % 3];
+                    let want = group(&ids, experts, tile);
+                    assert_eq!(run(&ids, tokens, experts, k, tile), want, "E {experts} k {k} T {tokens} tile {tile}");
                     cases += 1;
                 }
             }
@@ -143,10 +208,14 @@ mod tests {
     #[test]
     fn twin_layout_is_the_documented_one() {
         // Tokens 0..3, k = 2; expert 1 gets rows 0 (t0 s0) and 5 (t2 s1).
-        let g = group(&[1, 3, 3, 0, 0, 1], 5);
+        let g = group(&[1, 3, 3, 0, 0, 1], 5, 1);
         assert_eq!(g.expert_ranges, vec![0, 2, 2, 2, 4, 0, 4, 2, 6, 0]);
         assert_eq!(g.rows, vec![3, 4, 0, 5, 1, 2]);
         assert_eq!(g.active_experts, vec![3, 0, 1, 3]);
+        assert_eq!(g.tiles, vec![6, 0, 0, 1, 0, 1, 1, 1, 2, 1, 1, 3, 1, 3, 4, 1, 3, 5, 1]);
+        // Tiles of 2: one per expert here; of 8 tokens on one expert: 3, 3, 2.
+        assert_eq!(group(&[1, 3, 3, 0, 0, 1], 5, 2).tiles, vec![3, 0, 0, 2, 1, 2, 2, 3, 4, 2]);
+        assert_eq!(group(&[2; 8], 3, 3).tiles, vec![3, 2, 0, 3, 2, 3, 3, 2, 6, 2]);
     }
 
     #[test]
@@ -161,17 +230,16 @@ mod tests {
         let lb = gpu.storage("logits", &logits);
         let ids = gpu.storage_zeroed("ids", (tokens * k * 4) as u64);
         let weights = gpu.storage_zeroed("weights", (tokens * k * 4) as u64);
-        let ranges = gpu.storage_zeroed("ranges", (2 * experts * 4) as u64);
-        let rows = gpu.storage_zeroed("rows", (tokens * k * 4) as u64);
-        let active_experts = gpu.storage_zeroed("active_experts", ((1 + experts) * 4) as u64);
         let (t, e, kk) = (tokens as u32, experts as u32, k as u32);
+        let b = GroupBuffers::new(gpu, t, e, kk, 8);
         let route = moe_route::op(gpu, &step.buffer, &lb, &ids, &weights, t, e, kk, true).unwrap();
-        let grouping = op(gpu, &step.buffer, &ids, &ranges, &rows, &active_experts, e, kk).unwrap();
+        let grouping = op(gpu, &step.buffer, &ids, &b, e, kk, 8).unwrap();
         crate::gpu::submit(gpu, &[&route, &grouping]);
         let got_ids: Vec<u32> = gpu.read(&ids).unwrap();
-        let want = group(&got_ids, experts);
-        assert_eq!(gpu.read::<u32>(&ranges).unwrap(), want.expert_ranges);
-        assert_eq!(gpu.read::<u32>(&rows).unwrap(), want.rows);
-        assert_eq!(gpu.read::<u32>(&active_experts).unwrap()[..want.active_experts.len()], want.active_experts[..]);
+        let want = group(&got_ids, experts, 8);
+        assert_eq!(gpu.read::<u32>(&b.expert_ranges).unwrap(), want.expert_ranges);
+        assert_eq!(gpu.read::<u32>(&b.rows).unwrap(), want.rows);
+        assert_eq!(gpu.read::<u32>(&b.active_experts).unwrap()[..want.active_experts.len()], want.active_experts[..]);
+        assert_eq!(gpu.read::<u32>(&b.tiles).unwrap()[..want.tiles.len()], want.tiles[..]);
     }
 }

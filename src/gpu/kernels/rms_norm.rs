@@ -13,7 +13,7 @@ struct Params {
     rows_per_token: u32,
     dim: u32,
     eps: f32,
-    _pad: u32,
+    last: u32,
 }
 
 /// An op normalising up to `max_tokens * rows_per_token` rows of `dim` from `x` into `out`.
@@ -29,9 +29,37 @@ pub fn op(
     dim: u32,
     eps: f32,
 ) -> Result<Op> {
+    build(gpu, step, x, weight, out, max_tokens * rows_per_token, Params { rows_per_token, dim, eps, last: 0 })
+}
+
+/// An op normalising only the step's last token (its `rows_per_token` rows of `dim`) from `x`
+/// into the first rows of `out`: where only the last position's logits are read.
+#[allow(clippy::too_many_arguments)]
+pub fn last_op(
+    gpu: &Gpu,
+    step: &wgpu::Buffer,
+    x: &wgpu::Buffer,
+    weight: &wgpu::Buffer,
+    out: &wgpu::Buffer,
+    rows_per_token: u32,
+    dim: u32,
+    eps: f32,
+) -> Result<Op> {
+    build(gpu, step, x, weight, out, rows_per_token, Params { rows_per_token, dim, eps, last: 1 })
+}
+
+fn build(
+    gpu: &Gpu,
+    step: &wgpu::Buffer,
+    x: &wgpu::Buffer,
+    weight: &wgpu::Buffer,
+    out: &wgpu::Buffer,
+    workgroups: u32,
+    params: Params,
+) -> Result<Op> {
     let kernel = gpu.kernel("rms_norm", SOURCE, &[("WG", WG as f64)])?;
-    let params = gpu.uniform("rms_norm params", &Params { rows_per_token, dim, eps, _pad: 0 });
-    Ok(gpu.op("rms_norm", &kernel, &[&params, step, x, weight, out], [max_tokens * rows_per_token, 1, 1]))
+    let params = gpu.uniform("rms_norm params", &params);
+    Ok(gpu.op("rms_norm", &kernel, &[&params, step, x, weight, out], [workgroups, 1, 1]))
 }
 
 #[cfg(test)]
@@ -61,6 +89,28 @@ mod tests {
             // f32 sums in a different order: a few ulps of values of order 1.
             let err = max_relative_error(&got, &want);
             assert!(err < 1e-5, "{tokens}x{rows}x{dim}: {err:e}");
+        }
+    }
+
+    #[test]
+    fn last_token_only_matches_cpu_twin() {
+        let gpu = gpu();
+        for (tokens, rows, dim) in [(1, 1, 577), (7, 1, 64), (3, 5, 33), (9, 2, 130)] {
+            let x = random(tokens * rows * dim, 3);
+            let w = random(dim, 4);
+            let step = Step::new(gpu);
+            step.set(gpu, tokens as u32, 0);
+            let (xb, wb) = (gpu.storage("x", &x), gpu.storage("w", &w));
+            // Poisoned: only the first `rows` rows may be written.
+            let out = gpu.storage("out", &vec![f32::NAN; x.len()]);
+            let op = last_op(gpu, &step.buffer, &xb, &wb, &out, rows as u32, dim as u32, 1e-5).unwrap();
+            crate::gpu::submit(gpu, &[&op]);
+            let got: Vec<f32> = gpu.read(&out).unwrap();
+            let mut want = x[(tokens - 1) * rows * dim..].to_vec();
+            rms_norm(&mut want, &w, 1e-5);
+            let err = max_relative_error(&got[..rows * dim], &want);
+            assert!(err < 1e-5, "{tokens}x{rows}x{dim}: {err:e}");
+            assert!(got[rows * dim..].iter().all(|v| v.is_nan()), "{tokens}x{rows}x{dim}: wrote past the last token");
         }
     }
 }
