@@ -1,0 +1,271 @@
+//! The resident buffers (weights, caches, scratch activations) and the recording of a chunk's
+//! forward as [`Op`]s: the body (embeddings and layers) and the head (final norm and logits).
+
+use super::{GpuLayer, Logits};
+use crate::config::{ModelConfig, QkNorm};
+use crate::gpu::feed::{GpuFfn, GpuHead, GpuLinear, GpuMlp, GpuMoe};
+use crate::gpu::kernels::moe_group::{self, GroupBuffers};
+use crate::gpu::kernels::{add_scaled, attention, embed, matmul, moe_combine, moe_route, rms_norm, rope, swiglu};
+use crate::gpu::matrix::GpuMatrix;
+use crate::gpu::plan::Scratch;
+use crate::gpu::step::Step;
+use crate::gpu::{Gpu, Op};
+use crate::{Error, Result};
+
+/// Everything on the GPU the ops bind: weights, caches, and the scratch activations that every
+/// layer uses in turn (sized for `max_tokens`).
+pub(super) struct Resident {
+    embed: GpuMatrix,
+    layers: Vec<GpuLayer>,
+    /// The final norm's weight times the logits multiplier.
+    final_norm: wgpu::Buffer,
+    lm_head: Option<GpuMatrix>,
+    x: wgpu::Buffer,
+    normed: wgpu::Buffer,
+    q: wgpu::Buffer,
+    k: wgpu::Buffer,
+    v: wgpu::Buffer,
+    q_normed: wgpu::Buffer,
+    k_normed: wgpu::Buffer,
+    attn: wgpu::Buffer,
+    proj: wgpu::Buffer,
+    gate: wgpu::Buffer,
+    up: wgpu::Buffer,
+    act: wgpu::Buffer,
+    router_logits: wgpu::Buffer,
+    expert_ids: wgpu::Buffer,
+    expert_weights: wgpu::Buffer,
+    expert_out: wgpu::Buffer,
+    shared_out: wgpu::Buffer,
+    shared_gate_logit: wgpu::Buffer,
+    /// Prefill's grouping of (token, slot) pairs by expert (MoE models).
+    group: Option<GroupBuffers>,
+}
+
+impl Resident {
+    /// Takes the uploaded weights and allocates the scratch activations for `max_tokens` tokens.
+    pub(super) fn new(
+        g: &Gpu,
+        c: &ModelConfig,
+        embed: GpuMatrix,
+        layers: Vec<GpuLayer>,
+        head: GpuHead,
+        max_tokens: u32,
+    ) -> Resident {
+        let final_norm: Vec<f32> = head.final_norm.iter().map(|v| v * c.logits_multiplier).collect();
+        let lm_head = head.lm_head;
+        let s = Scratch::new(c, max_tokens);
+        Resident {
+            embed,
+            layers,
+            final_norm: g.storage("final norm", &final_norm),
+            lm_head,
+            x: g.storage_zeroed("x", s.hidden),
+            normed: g.storage_zeroed("normed", s.hidden),
+            q: g.storage_zeroed("q", s.q),
+            k: g.storage_zeroed("k", s.kv),
+            v: g.storage_zeroed("v", s.kv),
+            q_normed: g.storage_zeroed("q normed", s.q),
+            k_normed: g.storage_zeroed("k normed", s.kv),
+            attn: g.storage_zeroed("attention", s.q),
+            proj: g.storage_zeroed("projection", s.hidden),
+            gate: g.storage_zeroed("gate", s.ffn),
+            up: g.storage_zeroed("up", s.ffn),
+            act: g.storage_zeroed("activation", s.ffn),
+            router_logits: g.storage_zeroed("router logits", s.router_logits),
+            expert_ids: g.storage_zeroed("expert ids", s.slots),
+            expert_weights: g.storage_zeroed("expert weights", s.slots),
+            expert_out: g.storage_zeroed("expert out", s.expert_out),
+            shared_out: g.storage_zeroed("shared expert out", s.hidden),
+            shared_gate_logit: g.storage_zeroed("shared expert gate", s.gate_logit),
+            group: c.moe.as_ref().map(|m| {
+                let tile = matmul::tile_for(max_tokens);
+                GroupBuffers::new(g, max_tokens, m.num_experts as u32, m.top_k as u32, tile)
+            }),
+        }
+    }
+}
+
+/// Records the ops of one chunk size.
+pub(super) struct Recorder<'a> {
+    pub gpu: &'a Gpu,
+    pub config: &'a ModelConfig,
+    pub step: &'a Step,
+    /// Tokens of the chunks these ops serve (1: decode).
+    pub max_tokens: u32,
+    pub max_ctx: u32,
+}
+
+impl Recorder<'_> {
+    /// The embeddings and every layer, leaving the hidden state in `r.x`.
+    pub(super) fn body(&self, r: &Resident, token_ids: &wgpu::Buffer) -> Result<Vec<Op>> {
+        let (g, c, t, step) = (self.gpu, self.config, self.max_tokens, &self.step.buffer);
+        let h = c.hidden_size as u32;
+        let mut ops = embed::ops(g, step, token_ids, &r.embed, &r.x, t, c.embedding_multiplier)?;
+        for layer in &r.layers {
+            self.attention(&mut ops, r, layer)?;
+            ops.push(rms_norm::op(g, step, &r.x, &layer.w.ffn_norm, &r.normed, t, 1, h, c.rms_norm_eps)?);
+            match &layer.w.ffn {
+                GpuFfn::Dense(mlp) => {
+                    self.mlp(&mut ops, r, mlp, &r.proj)?;
+                    ops.push(add_scaled::op(g, step, &r.x, &r.proj, t, h, c.residual_multiplier)?);
+                }
+                GpuFfn::Moe(moe) => {
+                    let GpuMoe { router, experts, shared, shared_gate } = &**moe;
+                    let m = c.moe.as_ref().ok_or_else(|| Error::Gpu("an MoE layer in a dense config".into()))?;
+                    let (e, k, ie) = (m.num_experts as u32, m.top_k as u32, m.expert_intermediate_size as u32);
+                    ops.extend(matmul::ops(g, step, router, &r.normed, &r.router_logits, t)?);
+                    ops.push(moe_route::op(
+                        g,
+                        step,
+                        &r.router_logits,
+                        &r.expert_ids,
+                        &r.expert_weights,
+                        t,
+                        e,
+                        k,
+                        m.renormalize,
+                    )?);
+                    // Per (token, slot) for one token; grouped by expert for a chunk.
+                    let group = match (t, &r.group) {
+                        (1, _) | (_, None) => None,
+                        (_, Some(b)) => {
+                            ops.push(moe_group::op(g, step, &r.expert_ids, b, e, k, matmul::tile_for(t))?);
+                            Some(b)
+                        }
+                    };
+                    let experts_op = |m: &GpuMatrix,
+                                      rows: u32,
+                                      x: &wgpu::Buffer,
+                                      out: &wgpu::Buffer,
+                                      x_per_slot: bool| match group {
+                        None => matmul::expert_ops(g, step, m, rows, &r.expert_ids, k, x, out, t, x_per_slot),
+                        Some(b) => {
+                            matmul::grouped_expert_ops(g, step, m, rows, &b.tiles, &b.rows, k, x, out, t, x_per_slot)
+                        }
+                    };
+                    ops.extend(experts_op(&experts.gate, ie, &r.normed, &r.gate, false)?);
+                    ops.extend(experts_op(&experts.up, ie, &r.normed, &r.up, false)?);
+                    ops.push(swiglu::op(g, step, &r.gate, &r.up, &r.act, t, k, ie)?);
+                    ops.extend(experts_op(&experts.down, h, &r.act, &r.expert_out, true)?);
+                    if let Some(mlp) = shared {
+                        self.mlp(&mut ops, r, mlp, &r.shared_out)?;
+                    }
+                    if let Some(gate) = shared_gate {
+                        ops.extend(matmul::ops(g, step, gate, &r.normed, &r.shared_gate_logit, t)?);
+                    }
+                    ops.push(moe_combine::op(
+                        g,
+                        step,
+                        &r.x,
+                        &r.expert_out,
+                        &r.expert_weights,
+                        shared.as_ref().map(|_| &r.shared_out),
+                        shared_gate.as_ref().map(|_| &r.shared_gate_logit),
+                        t,
+                        h,
+                        k,
+                        c.residual_multiplier,
+                    )?);
+                }
+            }
+        }
+        Ok(ops)
+    }
+
+    /// The final norm and the head for the `rows` asked for.
+    pub(super) fn head(&self, r: &Resident, logits: &wgpu::Buffer, rows: Logits) -> Result<Vec<Op>> {
+        let (g, c, t, step) = (self.gpu, self.config, self.max_tokens, &self.step.buffer);
+        let (h, eps, head) = (c.hidden_size as u32, c.rms_norm_eps, r.lm_head.as_ref().unwrap_or(&r.embed));
+        let mut ops = vec![];
+        match rows {
+            Logits::All => {
+                ops.push(rms_norm::op(g, step, &r.x, &r.final_norm, &r.normed, t, 1, h, eps)?);
+                ops.extend(matmul::ops(g, step, head, &r.normed, logits, t)?);
+            }
+            Logits::Last => {
+                // The last row alone, normalised into row 0; ops built for one token compute row 0.
+                ops.push(rms_norm::last_op(g, step, &r.x, &r.final_norm, &r.normed, 1, h, eps)?);
+                ops.extend(matmul::ops(g, step, head, &r.normed, logits, 1)?);
+            }
+            Logits::None => {}
+        }
+        Ok(ops)
+    }
+
+    /// Attention block: norm, q/k/v, [q/k norms], RoPE + KV append, attention, o, residual.
+    fn attention(&self, ops: &mut Vec<Op>, r: &Resident, layer: &GpuLayer) -> Result<()> {
+        let (g, c, t, step) = (self.gpu, self.config, self.max_tokens, &self.step.buffer);
+        let h = c.hidden_size as u32;
+        ops.push(rms_norm::op(g, step, &r.x, &layer.w.attn_norm, &r.normed, t, 1, h, c.rms_norm_eps)?);
+        for (w, out) in [(&layer.w.q, &r.q), (&layer.w.k, &r.k), (&layer.w.v, &r.v)] {
+            self.linear(ops, w, &r.normed, out)?;
+        }
+        let (q, k) = match (&layer.w.q_norm, &layer.w.k_norm, c.qk_norm) {
+            (Some(qn), Some(kn), mode) if mode != QkNorm::None => {
+                // Per head: one weight of head_dim for every head; whole: one over the projection.
+                let (q_rows, k_rows, q_width, k_width) = match mode {
+                    QkNorm::PerHead => (c.num_heads, c.num_kv_heads, c.head_dim, c.head_dim),
+                    _ => (1, 1, c.q_dim(), c.kv_dim()),
+                };
+                let eps = c.rms_norm_eps;
+                ops.push(rms_norm::op(g, step, &r.q, qn, &r.q_normed, t, q_rows as u32, q_width as u32, eps)?);
+                ops.push(rms_norm::op(g, step, &r.k, kn, &r.k_normed, t, k_rows as u32, k_width as u32, eps)?);
+                (&r.q_normed, &r.k_normed)
+            }
+            _ => (&r.q, &r.k),
+        };
+        let (heads, kv_heads, hd) = (c.num_heads as u32, c.num_kv_heads as u32, c.head_dim as u32);
+        ops.push(rope::op(
+            g,
+            step,
+            q,
+            k,
+            &r.v,
+            &layer.k_cache,
+            &layer.v_cache,
+            t,
+            heads,
+            kv_heads,
+            hd,
+            c.rope_theta,
+            c.rope_pairing,
+            self.max_ctx,
+        )?);
+        ops.push(attention::op(
+            g,
+            step,
+            q,
+            &layer.k_cache,
+            &layer.v_cache,
+            &r.attn,
+            t,
+            heads,
+            kv_heads,
+            hd,
+            c.attention_scale,
+        )?);
+        self.linear(ops, &layer.w.o, &r.attn, &r.proj)?;
+        ops.push(add_scaled::op(g, step, &r.x, &r.proj, t, h, c.residual_multiplier)?);
+        Ok(())
+    }
+
+    fn linear(&self, ops: &mut Vec<Op>, w: &GpuLinear, x: &wgpu::Buffer, out: &wgpu::Buffer) -> Result<()> {
+        let (g, t, step) = (self.gpu, self.max_tokens, &self.step.buffer);
+        ops.extend(match &w.bias {
+            Some(b) => matmul::ops_with_bias(g, step, &w.weight, x, b, out, t)?,
+            None => matmul::ops(g, step, &w.weight, x, out, t)?,
+        });
+        Ok(())
+    }
+
+    /// A dense SwiGLU FFN of `normed` into `out`.
+    fn mlp(&self, ops: &mut Vec<Op>, r: &Resident, mlp: &GpuMlp, out: &wgpu::Buffer) -> Result<()> {
+        let (g, t, step) = (self.gpu, self.max_tokens, &self.step.buffer);
+        ops.extend(matmul::ops(g, step, &mlp.gate, &r.normed, &r.gate, t)?);
+        ops.extend(matmul::ops(g, step, &mlp.up, &r.normed, &r.up, t)?);
+        ops.push(swiglu::op(g, step, &r.gate, &r.up, &r.act, t, 1, mlp.gate.rows as u32)?);
+        ops.extend(matmul::ops(g, step, &mlp.down, &r.act, out, t)?);
+        Ok(())
+    }
+}
