@@ -12,7 +12,9 @@
 //     and binding 7 its grouped rows; item wg.y is tile i, whose pairs s = group_rows[first + j],
 //     j < count <= TT, all routed to one expert, so each weight is read once per tile of TT pairs
 //     instead of once per pair. Items past the tile count (the dispatch covers the most tiles any
-//     routing can make) or whose expert another chunk holds do nothing.
+//     routing can make) or whose expert another chunk holds do nothing. Grouped pipelines set
+//     SKIP: a tile's tokens past its count are not computed (a branch in the inner loop that
+//     slows the full tiles of decode and dense prefill on lavapipe, so only there).
 // A matrix too large for one binding is split by rows into chunks, one op per chunk (row0 = the
 // chunk's first row in the whole matrix).
 //
@@ -42,6 +44,7 @@ override TPR: u32 = 8u;       // threads per row
 override RPT: u32 = 1u;       // rows per thread, at most 4
 override WG: u32 = 64u;       // threads per workgroup
 override TT: u32 = 1u;        // tokens per tile, at most 8
+override SKIP: bool = false; // skip a tile's tokens past nt (grouped tiles, often part-filled)
 override PARTIAL: u32 = 64u;  // = WG * RPT * TT
 
 struct Params {
@@ -79,7 +82,7 @@ var<workgroup> partial: array<f32, PARTIAL>;
 // (vec4 index), and its sums acc[i * 8 + j] (row i < RPT, token j < TT).
 var<private> qb: array<u32, 4>;
 var<private> xr: array<u32, 8>;
-var<private> tile_n: u32;     // tokens of the tile that are computed (nt)
+var<private> tile_n: u32;     // the tile's tokens (nt), for SKIP
 var<private> acc: array<f32, 32>;
 
 // Adds unit u (columns 4u .. 4u+4) of the invocation's rows to the sums of every token.
@@ -89,8 +92,7 @@ fn unit(u: u32) {
         v[i] = w[qb[i] + u];
     }
     for (var j = 0u; j < TT; j++) {
-        // Tokens past the tile's nt do nothing (grouped tiles are often partly filled).
-        if (j >= tile_n) {
+        if (SKIP && j >= tile_n) {
             break;
         }
         let xv = x[xr[j] + u];
@@ -176,7 +178,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
     }
     let xstride = params.cols / 4u;
     for (var j = 0u; j < TT; j++) {
-        // Tokens past nt repeat the last one (never computed nor written).
+        // Tokens past nt repeat the last one (computed unless SKIP, never written).
         xr[j] = xrow[j] * xstride;
     }
     for (var i = 0u; i < 32u; i++) {

@@ -13,7 +13,9 @@
 //     and binding 8 its grouped rows; item wg.y is tile i, whose pairs s = group_rows[first + j],
 //     j < count <= TT, all routed to one expert, so each weight is read once per tile of TT pairs
 //     instead of once per pair. Items past the tile count (the dispatch covers the most tiles any
-//     routing can make) or whose expert another chunk holds do nothing.
+//     routing can make) or whose expert another chunk holds do nothing. Grouped pipelines set
+//     SKIP: a tile's tokens past its count are not computed (a branch in the inner loop that
+//     slows the full tiles of decode and dense prefill on lavapipe, so only there).
 // A matrix too large for one binding is split by rows into chunks, one op per chunk (row0 = the
 // chunk's first row in the whole matrix).
 //
@@ -46,6 +48,7 @@ override TPR: u32 = 8u;       // threads per row
 override RPT: u32 = 1u;       // rows per thread, at most 4
 override WG: u32 = 64u;       // threads per workgroup
 override TT: u32 = 1u;        // tokens per tile, at most 8
+override SKIP: bool = false; // skip a tile's tokens past nt (grouped tiles, often part-filled)
 override PARTIAL: u32 = 64u;  // = WG * RPT * TT
 override GROUP: u32 = 32u;    // columns per (d, m) group: 16, 32, 64 or 128
 override WIDE: u32 = 0u;      // 1: f32 (d, m) pairs; 0: packed f16 pairs
@@ -102,7 +105,7 @@ fn nibbles(w: u32, shifts: vec4<u32>, dm: vec2<f32>) -> vec4<f32> {
 var<private> qb: array<u32, 4>;
 var<private> sb: array<u32, 4>;
 var<private> xr: array<u32, 8>;
-var<private> tile_n: u32;     // tokens of the tile that are computed (nt)
+var<private> tile_n: u32;     // the tile's tokens (nt), for SKIP
 var<private> acc: array<f32, 32>;
 
 // Adds columns 32u + 8w + 4h .. +4 (nibbles 4h..4h+4 of word w of unit u) of the invocation's
@@ -114,8 +117,7 @@ fn part(q: array<vec4<u32>, 4>, dm: array<vec2<f32>, 4>, u: u32, w: u32, h: u32)
         wv[i] = nibbles(q[i][w], shifts, dm[i]);
     }
     for (var j = 0u; j < TT; j++) {
-        // Tokens past the tile's nt do nothing (grouped tiles are often partly filled).
-        if (j >= tile_n) {
+        if (SKIP && j >= tile_n) {
             break;
         }
         let xv = x[xr[j] + 8u * u + 2u * w + h];
@@ -227,7 +229,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
     }
     let xstride = params.cols / 4u;
     for (var j = 0u; j < TT; j++) {
-        // Tokens past nt repeat the last one (never computed nor written).
+        // Tokens past nt repeat the last one (computed unless SKIP, never written).
         xr[j] = xrow[j] * xstride;
     }
     for (var i = 0u; i < 32u; i++) {

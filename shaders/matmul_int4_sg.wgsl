@@ -17,11 +17,14 @@
 //   Every loop runs in uniform control flow (rows past the end compute a copy of the last row and
 //   are not written), as subgroup operations require, and WG must be a multiple of the subgroup
 //   size (every subgroup full: lanes 0..7 of each subgroup hold the unit's x).
+// Grouped pipelines set SKIP (see matmul_int4.wgsl): a tile's tokens past its count are skipped;
+//   the branch stays workgroup-uniform, so the broadcasts stay in uniform control flow.
 
 override RPT: u32 = 1u;       // rows per invocation, at most 4
 override WG: u32 = 64u;       // invocations per workgroup
 override ROWS: u32 = 64u;     // = WG * RPT
 override TT: u32 = 1u;        // tokens per tile, at most 8
+override SKIP: bool = false; // skip a tile's tokens past nt (grouped tiles, often part-filled)
 override GROUP: u32 = 32u;    // columns per (d, m) group: 16, 32, 64 or 128
 override WIDE: u32 = 0u;      // 1: f32 (d, m) pairs; 0: packed f16 pairs
 
@@ -80,7 +83,7 @@ fn nib(w: u32) -> vec4<f32> {
 var<private> qb: vec4<u32>;
 var<private> sb: vec4<u32>;
 var<private> xr: array<u32, 8>;
-var<private> tile_n: u32;     // tokens of the tile that are computed (nt)
+var<private> tile_n: u32;     // the tile's tokens (nt), for SKIP
 var<private> acc: array<vec4<f32>, 8>;
 
 // sum(q * x) over the unit's first 16 columns (.x) and last 16 (.y) for the words q of one row.
@@ -114,8 +117,7 @@ fn unit(u: u32, l8: u32, half: bool) {
         mhi[i] = b.y;
     }
     for (var j = 0u; j < TT; j++) {
-        // Tokens past the tile's nt do nothing (grouped tiles are often partly filled).
-        if (j >= tile_n) {
+        if (SKIP && j >= tile_n) {
             break;
         }
         let xl = x[xr[j] + 8u * u + l8] * X_SCALE;
@@ -217,7 +219,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
     }
     let xstride = params.cols / 4u;
     for (var j = 0u; j < TT; j++) {
-        // Tokens past nt repeat the last one (never computed nor written).
+        // Tokens past nt repeat the last one (computed unless SKIP, never written).
         xr[j] = xrow[j] * xstride;
         acc[j] = vec4<f32>(0.0);
     }

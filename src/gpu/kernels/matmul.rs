@@ -266,7 +266,9 @@ pub fn build(
                     .into(),
             )),
         };
-    constants.extend([("ROWS", shape.rows as f64), ("WG", wg as f64), ("TT", tile as f64)]);
+    // Grouped tiles are often part-filled (an expert's last tile): skip their missing tokens.
+    let skip = if grouped { 1.0 } else { 0.0 };
+    constants.extend([("ROWS", shape.rows as f64), ("WG", wg as f64), ("TT", tile as f64), ("SKIP", skip)]);
     if label == "matmul_int4_sg" {
         // Every subgroup must be full: lanes broadcast their x to the others.
         if shape.threads_per_row != 1 || !Shape::subgroups(gpu) || !wg.is_multiple_of(gpu.info.subgroup_max_size) {
