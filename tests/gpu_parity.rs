@@ -10,26 +10,19 @@
 
 mod common;
 
-use common::{fixture, relative_error, Reference};
+use common::{fixture, fixture_model, relative_error, shared_gpu, Reference};
 use flint::gpu::model::GpuModel;
-use flint::gpu::{Backend, Gpu};
 use flint::ModelFiles;
-use std::sync::{Arc, OnceLock};
-
-fn gpu() -> Arc<Gpu> {
-    static GPU: OnceLock<Arc<Gpu>> = OnceLock::new();
-    GPU.get_or_init(|| Arc::new(Gpu::new_blocking(Backend::Auto).unwrap_or_else(|e| panic!("{e}")))).clone()
-}
 
 fn check(name: &str) {
     let dir = fixture(name);
     let reference = Reference::of(&dir);
-    let path = if dir.join("model.gguf").exists() { dir.join("model.gguf") } else { dir };
+    let path = fixture_model(name);
     let files = ModelFiles::open(&path).unwrap();
     let weights = files.load_weights().unwrap();
     // Chunks of 12 tokens: the 32-token sequence runs as 12 + 12 + 8, so chunked prefill over
     // an existing cache is exercised too.
-    let model = GpuModel::new(gpu(), &files.config, &weights, 12, 64).unwrap();
+    let model = GpuModel::new(shared_gpu(), &files.config, &weights, 12, 64).unwrap();
     let logits = model.forward(&reference.tokens, 0).unwrap();
     let err = relative_error(&logits, &reference.logits);
     println!("{name}: GPU max |logit error| / max |logit| = {err:.2e}");

@@ -5,28 +5,21 @@
 
 mod common;
 
-use common::{fixture, Reference};
+use common::{fixture, fixture_model, shared_gpu, Reference};
 use flint::engine::Generator;
 use flint::gpu::generator::GpuGenerator;
 use flint::gpu::model::{GpuModel, Logits};
-use flint::gpu::{Backend, Gpu};
 use flint::sampler::SamplingParams;
 use flint::ModelFiles;
-use std::sync::{Arc, OnceLock};
-
-fn gpu() -> Arc<Gpu> {
-    static GPU: OnceLock<Arc<Gpu>> = OnceLock::new();
-    GPU.get_or_init(|| Arc::new(Gpu::new_blocking(Backend::Auto).unwrap_or_else(|e| panic!("{e}")))).clone()
-}
 
 fn check(name: &str) {
     let dir = fixture(name);
     let reference = Reference::of(&dir);
-    let path = if dir.join("model.gguf").exists() { dir.join("model.gguf") } else { dir };
+    let path = fixture_model(name);
     let files = ModelFiles::open(&path).unwrap();
     let weights = files.load_weights().unwrap();
     // Chunks of 5: the prompt runs as chunks without a head, then a last one with it.
-    let model = GpuModel::new(gpu(), &files.config, &weights, 5, 64).unwrap();
+    let model = GpuModel::new(shared_gpu(), &files.config, &weights, 5, 64).unwrap();
     let prompt = &reference.greedy_prompt;
     assert!(prompt.len() > 5, "{name}: the prompt must span chunks");
 

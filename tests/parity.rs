@@ -10,12 +10,12 @@ use flint::reference::{KvCache, ReferenceModel};
 use flint::ModelFiles;
 
 mod common;
-use common::{fixture, relative_error, Reference};
+use common::{fixture, fixture_model, relative_error, Reference};
 
 fn load(name: &str) -> (ReferenceModel, Reference) {
     let dir = fixture(name);
     let reference = Reference::of(&dir);
-    let path = if dir.join("model.gguf").exists() { dir.join("model.gguf") } else { dir };
+    let path = fixture_model(name);
     let files = ModelFiles::open(&path).unwrap_or_else(|e| panic!("{name}: {e}"));
     (files.load_reference().unwrap_or_else(|e| panic!("{name}: {e}")), reference)
 }

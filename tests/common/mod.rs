@@ -8,6 +8,28 @@ pub fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/models").join(name)
 }
 
+/// What `ModelFiles::open` takes for fixture `name`: its `model.gguf` where it has one, else
+/// the folder.
+pub fn fixture_model(name: &str) -> PathBuf {
+    let dir = fixture(name);
+    let gguf = dir.join("model.gguf");
+    if gguf.exists() {
+        gguf
+    } else {
+        dir
+    }
+}
+
+/// One GPU device per test binary, shared by its tests.
+pub fn shared_gpu() -> std::sync::Arc<flint::gpu::Gpu> {
+    static GPU: std::sync::OnceLock<std::sync::Arc<flint::gpu::Gpu>> = std::sync::OnceLock::new();
+    GPU.get_or_init(|| {
+        let gpu = flint::gpu::Gpu::new_blocking(flint::gpu::Backend::Auto).unwrap_or_else(|e| panic!("{e}"));
+        std::sync::Arc::new(gpu)
+    })
+    .clone()
+}
+
 /// A committed reference file under tests/fixtures.
 pub fn fixture_file(relative: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(relative)
