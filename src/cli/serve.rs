@@ -66,10 +66,10 @@ pub fn run(args: ServeArgs) -> Result<()> {
     let model_id = args
         .served_model_name
         .unwrap_or_else(|| path.file_stem().map_or_else(|| "model".to_string(), |s| s.to_string_lossy().into_owned()));
-    let max_ctx = files.config.max_position_embeddings;
+    // The GPU's KV cache as `build` sizes it; the CPU reference holds the whole context.
     let context = match args.engine.device {
-        Device::Gpu => args.engine.ctx.clamp(1, max_ctx),
-        Device::Cpu => max_ctx,
+        Device::Gpu => build::sizes(&files.config, args.engine.ctx).1 as usize,
+        Device::Cpu => files.config.max_position_embeddings,
     };
     let weights = load_weights(&files)?;
     let stats = Arc::new(Stats::default());
