@@ -8,6 +8,7 @@
 //! more than the CPU caches under lavapipe, so that weights come from memory as in a model.
 
 use flint::config::presets;
+use flint::gpu::kernels::matmul::Out;
 use flint::gpu::kernels::{attention, generate_int4, matmul, moe_route};
 use flint::gpu::matrix::{GpuMatrix, MatrixLayout};
 use flint::gpu::measure::{copy_gbps, read_gbps, time_best};
@@ -103,13 +104,16 @@ fn main() {
         let bytes: u64 = mats.iter().map(|m| m.bytes()).sum();
         let outs: Vec<wgpu::Buffer> = mats.iter().map(|_| gpu.storage_zeroed("out", (64 * rows * 4) as u64)).collect();
         step.set(&gpu, 1, 0);
-        let ops: Vec<Op> =
-            mats.iter().zip(&outs).flat_map(|(m, o)| matmul::ops(&gpu, &step.buffer, m, &x, o, 1).unwrap()).collect();
+        let ops: Vec<Op> = mats
+            .iter()
+            .zip(&outs)
+            .flat_map(|(m, o)| matmul::ops(&gpu, &step.buffer, m, &x, None, Out::Set(o), 1).unwrap())
+            .collect();
         let t = run(&gpu, &ops, 5);
         report.bandwidth("int4 matvec", &format!("{name} x{copies}"), bytes as f64, t);
         // Prefill is compute-bound on lavapipe: one matrix.
         step.set(&gpu, 64, 0);
-        let ops = matmul::ops(&gpu, &step.buffer, &mats[0], &x, &outs[0], 64).unwrap();
+        let ops = matmul::ops(&gpu, &step.buffer, &mats[0], &x, None, Out::Set(&outs[0]), 64).unwrap();
         let t = run(&gpu, &ops, 1);
         let flops = 2.0 * (rows * cols) as f64 * 64.0;
         report.compute("int4 matmul T=64", name, flops, mats[0].bytes() as f64, t);
@@ -121,7 +125,7 @@ fn main() {
     let logits = gpu.storage_zeroed("router logits", (64 * moe.num_experts * 4) as u64);
     let ids = gpu.storage_zeroed("expert ids", (64 * moe.top_k * 4) as u64);
     let weights = gpu.storage_zeroed("expert weights", (64 * moe.top_k * 4) as u64);
-    let mut ops = matmul::ops(&gpu, &step.buffer, &router, &x, &logits, 1).unwrap();
+    let mut ops = matmul::ops(&gpu, &step.buffer, &router, &x, None, Out::Set(&logits), 1).unwrap();
     let (e, k) = (moe.num_experts as u32, moe.top_k as u32);
     ops.push(moe_route::op(&gpu, &step.buffer, &logits, &ids, &weights, 1, e, k, moe.renormalize).unwrap());
     let t = run(&gpu, &ops, 5);
@@ -146,7 +150,8 @@ fn main() {
         [(&gate, ie, &x, &act, false), (&up, ie, &x, &act, false), (&down, h, &act, &out, true)]
     {
         ops.extend(
-            matmul::expert_ops(&gpu, &step.buffer, m, rows as u32, &ids, k, input, output, 1, per_slot).unwrap(),
+            matmul::expert_ops(&gpu, &step.buffer, m, rows as u32, &ids, k, input, Out::Set(output), 1, per_slot)
+                .unwrap(),
         );
     }
     let t = run(&gpu, &ops, 5);

@@ -25,6 +25,7 @@ override WG: u32 = 64u;       // invocations per workgroup
 override ROWS: u32 = 64u;     // = WG * RPT
 override TT: u32 = 1u;        // tokens per tile, at most 8
 override SKIP: bool = false; // skip a tile's tokens past nt (grouped tiles, often part-filled)
+override PAIR: bool = false; // SwiGLU pairs: out = silu(gate row) * up row (RPT even)
 override GROUP: u32 = 32u;    // columns per (d, m) group: 16, 32, 64 or 128
 override WIDE: u32 = 0u;      // 1: f32 (d, m) pairs; 0: packed f16 pairs
 
@@ -43,6 +44,10 @@ struct Params {
     experts: u32,
     x_per_slot: u32,
     grouped: u32,         // 1: grouped mode (k > 0)
+    pair_rows: u32,       // PAIR: the up row of gate row r is r + pair_rows (0 otherwise)
+    add: u32,             // 1: out += add_scale * y (a residual add); 0: out = y
+    add_scale: f32,
+    _pad0: u32,
     _pad1: u32,
     _pad2: u32,
 }
@@ -145,11 +150,34 @@ fn unit(u: u32, l8: u32, half: bool) {
     }
 }
 
+// Writes output element i: stored, or added to what is there (a residual add in the epilogue).
+fn store(i: u32, v: f32) {
+    if (params.add != 0u) {
+        out[i] += params.add_scale * v;
+    } else {
+        out[i] = v;
+    }
+}
+
+// The output row (of the block) of row i of thread group g (PAIR: i and i + RPT / 2 share one).
+fn out_row(g: u32, i: u32) -> u32 {
+    if (PAIR) {
+        return g * max(RPT / 2u, 1u) + i % max(RPT / 2u, 1u);
+    }
+    return g * RPT + i;
+}
+
+fn silu(v: f32) -> f32 {
+    return v / (1.0 + exp(-v));
+}
+
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32,
         @builtin(subgroup_invocation_id) sl: u32) {
     let block = wg.x + wg.z * params.blocks_x;
     let item = wg.y;
+    // Output rows per block: PAIR computes a gate and an up row for each.
+    let orows = select(ROWS, ROWS / 2u, PAIR);
     // What this workgroup computes: nt tokens (0: nothing), rows first_row .. first_row + nrows of
     // the binding; token j < nt reads x row xrow[j] and writes out[orow[j] + r].
     var nt = 0u;
@@ -167,8 +195,8 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
                 nt = min(expert_ids[3u + 3u * item], TT);
                 first = expert_ids[2u + 3u * item];
                 let base = (e - params.expert0) * params.rows_per_expert;
-                first_row = base + block * ROWS;
-                row_limit = base + params.rows_per_expert;
+                first_row = base + block * orows;
+                row_limit = base + params.rows_per_expert - params.pair_rows;
             }
         }
         for (var j = 0u; j < TT; j++) {
@@ -177,15 +205,15 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
                 pair = group_rows[first + min(j, nt - 1u)];
             }
             xrow[j] = select(pair / max(params.k, 1u), pair, params.x_per_slot != 0u);
-            orow[j] = pair * params.out_stride + block * ROWS;
+            orow[j] = pair * params.out_stride + block * orows;
         }
     } else if (params.k == 0u) {
         let t0 = item * TT;
         if (t0 < step.n_tokens) {
             nt = min(TT, step.n_tokens - t0);
         }
-        first_row = block * ROWS;
-        row_limit = params.rows;
+        first_row = block * orows;
+        row_limit = params.rows - params.pair_rows;
         for (var j = 0u; j < TT; j++) {
             xrow[j] = t0 + min(j, max(nt, 1u) - 1u);
             orow[j] = (t0 + j) * params.out_stride + params.row0 + first_row;
@@ -197,23 +225,27 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
             if (e >= params.expert0 && e - params.expert0 < params.experts) {
                 nt = 1u;
                 let base = (e - params.expert0) * params.rows_per_expert;
-                first_row = base + block * ROWS;
-                row_limit = base + params.rows_per_expert;
+                first_row = base + block * orows;
+                row_limit = base + params.rows_per_expert - params.pair_rows;
             }
         }
         for (var j = 0u; j < TT; j++) {
             xrow[j] = select(slot / max(params.k, 1u), slot, params.x_per_slot != 0u);
-            orow[j] = slot * params.out_stride + block * ROWS;
+            orow[j] = slot * params.out_stride + block * orows;
         }
     }
     tile_n = nt;
     var nrows = 0u;
     if (row_limit > first_row) {
-        nrows = min(ROWS, row_limit - first_row);
+        nrows = min(orows, row_limit - first_row);
     }
 
     for (var i = 0u; i < RPT; i++) {
-        let row = first_row + min(lid * RPT + i, max(nrows, 1u) - 1u);
+        // PAIR: the invocation's first RPT / 2 rows are gate rows, the others their up rows.
+        var row = first_row + min(out_row(lid, i), max(nrows, 1u) - 1u);
+        if (PAIR && i >= RPT / 2u) {
+            row += params.pair_rows;
+        }
         qb[i] = row * params.row_vec4s;
         sb[i] = row * params.scale_stride;
     }
@@ -239,15 +271,18 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
             unit(full, l8, true);
         }
     }
-    for (var i = 0u; i < RPT; i++) {
-        let r = lid * RPT + i;
+    for (var i = 0u; i < select(RPT, RPT / 2u, PAIR); i++) {
+        let r = out_row(lid, i);
         for (var j = 0u; j < TT; j++) {
             if (r < nrows && j < nt) {
                 var v = acc[j][i];
                 if (params.has_bias != 0u) {
                     v += bias[params.row0 + first_row + r];
                 }
-                out[orow[j] + r] = v;
+                if (PAIR) {
+                    v = silu(v) * acc[j][i + RPT / 2u];
+                }
+                store(orow[j] + r, v);
             }
         }
     }

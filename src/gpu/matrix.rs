@@ -97,6 +97,72 @@ impl GpuMatrix {
         layout.with_chunks(chunks)
     }
 
+    /// Gate and up stacked as the SwiGLU epilogue of the matmul kernels reads them
+    /// (`matmul::Out::SwiGlu`): for each of `units` FFNs (experts), its rows of `gate`, then its
+    /// rows of `up`, in chunks of whole pairs. Copied on the GPU, so any feed's matrices pair;
+    /// `gate` and `up` are freed when the caller drops them. `None` when they differ in format
+    /// or shape, or when a pair is too large for one binding: they then run as two matmuls.
+    pub fn pair(gpu: &Gpu, gate: &GpuMatrix, up: &GpuMatrix, units: usize) -> Result<Option<GpuMatrix>> {
+        let same = (gate.rows, gate.cols, gate.format, gate.row_vec4s, gate.scale_stride)
+            == (up.rows, up.cols, up.format, up.row_vec4s, up.scale_stride);
+        if !same || units == 0 || !gate.rows.is_multiple_of(units) {
+            return Ok(None);
+        }
+        let unit = gate.rows / units;
+        let Ok(layout) = MatrixLayout::new(2 * gate.rows, gate.cols, gate.format, 2 * unit, gpu.max_binding_bytes())
+        else {
+            return Ok(None);
+        };
+        let paired = GpuMatrix::zeroed(gpu, &layout);
+        let mut encoder = gpu.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("pair") });
+        for e in 0..units {
+            for (half, src) in [gate, up].into_iter().enumerate() {
+                paired.copy_rows(&mut encoder, src, e * unit, (2 * e + half) * unit, unit)?;
+            }
+        }
+        gpu.queue.submit([encoder.finish()]);
+        Ok(Some(paired))
+    }
+
+    /// Records copies of `n` rows of `src` from row `from` to row `to` of `self` (same layout).
+    fn copy_rows(
+        &self,
+        enc: &mut wgpu::CommandEncoder,
+        src: &GpuMatrix,
+        from: usize,
+        to: usize,
+        n: usize,
+    ) -> Result<()> {
+        let (qs_row, scale_row) = (16 * self.row_vec4s as u64, 4 * self.scale_stride as u64);
+        let mut done = 0;
+        while done < n {
+            let (s, d) = (src.chunk_of(from + done)?, self.chunk_of(to + done)?);
+            let (s_row, d_row) = (from + done - s.row0, to + done - d.row0);
+            let rows = (n - done).min(s.rows - s_row).min(d.rows - d_row);
+            let r = rows as u64;
+            enc.copy_buffer_to_buffer(&s.qs, s_row as u64 * qs_row, &d.qs, d_row as u64 * qs_row, r * qs_row);
+            if scale_row > 0 {
+                enc.copy_buffer_to_buffer(
+                    &s.scales,
+                    s_row as u64 * scale_row,
+                    &d.scales,
+                    d_row as u64 * scale_row,
+                    r * scale_row,
+                );
+            }
+            done += rows;
+        }
+        Ok(())
+    }
+
+    /// The chunk holding row `row`.
+    fn chunk_of(&self, row: usize) -> Result<&MatrixChunk> {
+        self.chunks
+            .iter()
+            .find(|c| (c.row0..c.row0 + c.rows).contains(&row))
+            .ok_or_else(|| Error::Gpu(format!("row {row} is outside a matrix of {} rows", self.rows)))
+    }
+
     /// Bytes a pass over the whole matrix reads: values (padding included) and scales.
     pub fn bytes(&self) -> u64 {
         (4 * self.rows * (4 * self.row_vec4s + self.scale_stride)) as u64

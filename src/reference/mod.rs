@@ -7,7 +7,7 @@
 pub mod weights;
 
 use crate::config::{ModelConfig, QkNorm, RopePairing};
-use crate::ops::{attend, rms_norm, rope, rope_angles, sigmoid, silu, softmax, top_k};
+use crate::ops::{add_scaled, attend, rms_norm, rope, rope_angles, sigmoid, silu, softmax, top_k};
 use crate::weights::tree::Ffn;
 use crate::{Error, Result};
 pub use weights::{RefLayer, RefMlp, RefMoe, Weights};
@@ -173,10 +173,4 @@ fn swiglu(mlp: &RefMlp, x: &[f32], e: usize, n: usize) -> Vec<f32> {
         *g = silu(*g) * u;
     }
     mlp.down.forward_rows(&gate, block(&mlp.down))
-}
-
-fn add_scaled(x: &mut [f32], y: &[f32], scale: f32) {
-    for (a, b) in x.iter_mut().zip(y) {
-        *a += b * scale;
-    }
 }

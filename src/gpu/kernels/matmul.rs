@@ -54,7 +54,31 @@ struct Params {
     experts: u32,
     x_per_slot: u32,
     grouped: u32,
-    _pad: [u32; 2],
+    pair_rows: u32,
+    add: u32,
+    add_scale: f32,
+    _pad: [u32; 3],
+}
+
+/// Where a matmul's result `y` goes.
+#[derive(Clone, Copy)]
+pub enum Out<'a> {
+    /// `out = y`.
+    Set(&'a wgpu::Buffer),
+    /// `out += scale * y`: a residual add in the kernel's epilogue.
+    Add(&'a wgpu::Buffer, f32),
+    /// SwiGLU of row pairs: the matrix holds gate and up rows as [`GpuMatrix::pair`] stacked them
+    /// (per expert: its `I` gate rows, then its `I` up rows), and `out[., r] = silu(y_gate[r]) *
+    /// y_up[r]` for `r < I`. The shape needs an even `rows_per_thread`; no bias.
+    SwiGlu(&'a wgpu::Buffer),
+}
+
+impl<'a> Out<'a> {
+    fn buffer(self) -> &'a wgpu::Buffer {
+        match self {
+            Out::Set(b) | Out::Add(b, _) | Out::SwiGlu(b) => b,
+        }
+    }
 }
 
 /// The workgroup shape of a matmul op.
@@ -129,30 +153,19 @@ pub struct Experts<'a> {
     pub group_rows: Option<&'a wgpu::Buffer>,
 }
 
-/// Ops computing `out[t, r] = sum_c W[r, c] * x[t, c]` for `t < n_tokens` (read from `step`):
-/// `x` is `f32 [T, cols]`, `out` is `f32 [T, rows]`; one op per chunk of `m`.
+/// Ops computing `y[t, r] = sum_c W[r, c] * x[t, c] (+ bias[r])` for `t < n_tokens` (read from
+/// `step`) into `out` ([`Out`]): `x` is `f32 [T, cols]`, `out` is `f32 [T, rows]` (SwiGLU:
+/// `[T, rows / 2]`); one op per chunk of `m`.
 pub fn ops(
     gpu: &Gpu,
     step: &wgpu::Buffer,
     m: &GpuMatrix,
     x: &wgpu::Buffer,
-    out: &wgpu::Buffer,
+    bias: Option<&wgpu::Buffer>,
+    out: Out,
     max_tokens: u32,
 ) -> Result<Vec<Op>> {
-    build(gpu, step, m, x, None, out, max_tokens, None, Shape::for_device(gpu, m.format, max_tokens))
-}
-
-/// [`ops`] plus `bias` (`f32 [rows]`) added to every output row.
-pub fn ops_with_bias(
-    gpu: &Gpu,
-    step: &wgpu::Buffer,
-    m: &GpuMatrix,
-    x: &wgpu::Buffer,
-    bias: &wgpu::Buffer,
-    out: &wgpu::Buffer,
-    max_tokens: u32,
-) -> Result<Vec<Op>> {
-    build(gpu, step, m, x, Some(bias), out, max_tokens, None, Shape::for_device(gpu, m.format, max_tokens))
+    build(gpu, step, m, x, bias, out, max_tokens, None, Shape::for_device(gpu, m.format, max_tokens))
 }
 
 /// Ops running the routed experts of a stacked matrix `m` (`[E * rows_per_expert, cols]`, uploaded
@@ -171,7 +184,7 @@ pub fn expert_ops(
     expert_ids: &wgpu::Buffer,
     k: u32,
     x: &wgpu::Buffer,
-    out: &wgpu::Buffer,
+    out: Out,
     max_tokens: u32,
     x_per_slot: bool,
 ) -> Result<Vec<Op>> {
@@ -193,7 +206,7 @@ pub fn grouped_expert_ops(
     rows: &wgpu::Buffer,
     k: u32,
     x: &wgpu::Buffer,
-    out: &wgpu::Buffer,
+    out: Out,
     max_tokens: u32,
     x_per_slot: bool,
 ) -> Result<Vec<Op>> {
@@ -228,7 +241,7 @@ pub fn build(
     m: &GpuMatrix,
     x: &wgpu::Buffer,
     bias: Option<&wgpu::Buffer>,
-    out: &wgpu::Buffer,
+    out: Out,
     max_tokens: u32,
     experts: Option<Experts>,
     shape: Shape,
@@ -247,6 +260,23 @@ pub fn build(
     }
     let grouped = experts.is_some_and(|e| e.group_rows.is_some());
     let tile = if experts.is_some() && !grouped { 1 } else { shape.tile };
+    // Rows of one expert (or of the whole matrix), and the offset from a gate row to its up row.
+    let unit_rows = experts.map_or(m.rows, |e| e.rows_per_expert as usize);
+    let pair_rows = match out {
+        Out::SwiGlu(_) => {
+            if !unit_rows.is_multiple_of(2) || bias.is_some() || !shape.rows_per_thread.is_multiple_of(2) {
+                return Err(bad(format!(
+                    "SwiGLU pairs need an even number of rows ({unit_rows}) and of rows per thread ({}), and no bias",
+                    shape.rows_per_thread
+                )));
+            }
+            if experts.is_none() && m.chunks.len() != 1 {
+                return Err(bad("SwiGLU pairs of a dense matrix need it in one binding".into()));
+            }
+            unit_rows / 2
+        }
+        _ => 0,
+    };
     if !(1..=MAX_TILE).contains(&tile) {
         return Err(bad(format!("token tile {tile} (1 to {MAX_TILE})")));
     }
@@ -268,7 +298,14 @@ pub fn build(
         };
     // Grouped tiles are often part-filled (an expert's last tile): skip their missing tokens.
     let skip = if grouped { 1.0 } else { 0.0 };
-    constants.extend([("ROWS", shape.rows as f64), ("WG", wg as f64), ("TT", tile as f64), ("SKIP", skip)]);
+    let pair = if pair_rows > 0 { 1.0 } else { 0.0 };
+    constants.extend([
+        ("ROWS", shape.rows as f64),
+        ("WG", wg as f64),
+        ("TT", tile as f64),
+        ("SKIP", skip),
+        ("PAIR", pair),
+    ]);
     if label == "matmul_int4_sg" {
         // Every subgroup must be full: lanes broadcast their x to the others.
         if shape.threads_per_row != 1 || !Shape::subgroups(gpu) || !wg.is_multiple_of(gpu.info.subgroup_max_size) {
@@ -286,13 +323,10 @@ pub fn build(
             ("PARTIAL", (wg * shape.rows_per_thread * tile) as f64),
         ]);
     }
-    // DEV-ONLY (remove): FLINT_SHADER_<label>=path reads the kernel source at run time.
-    let dev = std::env::var(format!("FLINT_SHADER_{label}")).ok().map(|p| std::fs::read_to_string(p).unwrap());
-    let source = dev.as_deref().unwrap_or(source);
-    let kernel = gpu.kernel(&format!("{label}{}", source.len()), source, &constants)?;
+    let kernel = gpu.kernel(label, source, &constants)?;
 
     let (items, rows_per_block_space, out_stride) = match experts {
-        None => (max_tokens.div_ceil(tile), None, m.rows as u32),
+        None => (max_tokens.div_ceil(tile), None, (m.rows - pair_rows) as u32),
         Some(e) => {
             let r = e.rows_per_expert as usize;
             if r == 0 || e.k == 0 || !m.rows_per_unit.is_multiple_of(r) {
@@ -305,7 +339,7 @@ pub fn build(
                 true => moe_group::max_tiles(max_tokens * e.k, (m.rows / r) as u32, tile),
                 false => max_tokens * e.k,
             };
-            (items, Some(r), e.rows_per_expert)
+            (items, Some(r), (r - pair_rows) as u32)
         }
     };
     let max_dim = gpu.limits.max_compute_workgroups_per_dimension;
@@ -318,8 +352,9 @@ pub fn build(
         if chunk.rows == 0 {
             continue;
         }
-        let block_rows = rows_per_block_space.unwrap_or(chunk.rows);
-        let blocks = (block_rows as u32).div_ceil(shape.rows);
+        // Blocks of output rows: of one expert, or of the chunk (SwiGLU: half its rows).
+        let block_rows = rows_per_block_space.unwrap_or(chunk.rows) - pair_rows;
+        let blocks = (block_rows as u32).div_ceil(if pair_rows > 0 { shape.rows / 2 } else { shape.rows });
         let blocks_x = blocks.min(max_dim);
         let blocks_z = blocks.div_ceil(blocks_x);
         let e = experts.map(|e| (e.k, e.rows_per_expert, e.x_per_slot as u32)).unwrap_or((0, 1, 0));
@@ -338,12 +373,15 @@ pub fn build(
             experts: (chunk.rows / e.1 as usize) as u32,
             x_per_slot: e.2,
             grouped: grouped as u32,
-            _pad: [0; 2],
+            pair_rows: pair_rows as u32,
+            add: matches!(out, Out::Add(..)) as u32,
+            add_scale: if let Out::Add(_, scale) = out { scale } else { 0.0 },
+            _pad: [0; 3],
         };
         let params = gpu.uniform(label, &params);
         let ids = experts.map(|e| e.ids).unwrap_or(&unused);
         let bias = bias.unwrap_or(&unused);
-        let mut buffers = vec![&params, step, x, ids, bias, out, &chunk.qs];
+        let mut buffers = vec![&params, step, x, ids, bias, out.buffer(), &chunk.qs];
         if m.format != Format::F32 {
             buffers.push(&chunk.scales);
         }
@@ -480,7 +518,8 @@ mod tests {
         // Poisoned output: rows past `tokens` must stay untouched.
         let out = gpu.storage("out", &vec![f32::NAN; max_tokens * m.rows]);
         let bias = bias.map(|b| gpu.storage("bias", b));
-        let ops = build(gpu, &step.buffer, gpu_m, &xb, bias.as_ref(), &out, max_tokens as u32, None, shape).unwrap();
+        let ops = build(gpu, &step.buffer, gpu_m, &xb, bias.as_ref(), Out::Set(&out), max_tokens as u32, None, shape)
+            .unwrap();
         crate::gpu::submit(gpu, &ops.iter().collect::<Vec<_>>());
         let got: Vec<f32> = gpu.read(&out).unwrap();
         assert!(got[tokens * m.rows..].iter().all(|v| v.is_nan()), "rows past n_tokens were written");
@@ -614,6 +653,191 @@ mod tests {
     }
 
     #[test]
+    fn residual_add_epilogue() {
+        // out = y0 + scale * (W x + b), with y0 what the buffer held, for decode and prefill ops.
+        let gpu = gpu();
+        let (rows, scale) = (37, 0.75f32);
+        for (format, cols) in
+            [(Format::F32, 96), (Format::Int8 { group: 32 }, 96), (Format::Int4 { group: 32, wide_scales: false }, 96)]
+        {
+            let m = random_matrix(format, rows, cols, 5);
+            let gm = GpuMatrix::upload(gpu, &m).unwrap();
+            let w = term_sizes(&m);
+            let bias = random(rows, 6);
+            for (tokens, max_tokens) in [(1, 1), (9, 17)] {
+                let x = random(max_tokens * cols, 7);
+                let y0 = random(max_tokens * rows, 8);
+                let wx = m.matmul(&x[..tokens * cols]);
+                let mags = magnitudes(&w, &x[..tokens * cols], rows, cols);
+                let step = Step::new(gpu);
+                step.set(gpu, tokens as u32, 0);
+                let (xb, bb) = (gpu.storage("x", &x), gpu.storage("bias", &bias));
+                for shape in main_shapes(format, max_tokens) {
+                    let out = gpu.storage("out", &y0);
+                    let ops = build(
+                        gpu,
+                        &step.buffer,
+                        &gm,
+                        &xb,
+                        Some(&bb),
+                        Out::Add(&out, scale),
+                        max_tokens as u32,
+                        None,
+                        shape,
+                    )
+                    .unwrap();
+                    crate::gpu::submit(gpu, &ops.iter().collect::<Vec<_>>());
+                    let got: Vec<f32> = gpu.read(&out).unwrap();
+                    assert_eq!(got[tokens * rows..], y0[tokens * rows..], "rows past n_tokens were written");
+                    for i in 0..tokens * rows {
+                        let want = y0[i] + scale * (wx[i] + bias[i % rows]);
+                        let tol = 1e-5 * scale * (mags[i] + bias[i % rows].abs()) + 1e-6 * y0[i].abs();
+                        assert!(
+                            (got[i] - want).abs() <= tol,
+                            "{format:?} {shape:?} T={tokens} [{i}]: {} vs {want}",
+                            got[i]
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    /// `silu(g) * u` of twin outputs `g`, `u` and its rounding scale from their magnitudes: an error
+    /// of e_g in g moves the product by at most 1.1 |u| e_g (|silu'| < 1.1), one of e_u by |silu(g)| e_u.
+    fn swiglu_twin(g: &[f32], u: &[f32], mag_g: &[f32], mag_u: &[f32]) -> (Vec<f32>, Vec<f32>) {
+        let silu = |v: f32| v / (1.0 + (-v).exp());
+        let want = g.iter().zip(u).map(|(&g, &u)| silu(g) * u).collect();
+        let mags = (0..g.len()).map(|i| 1.1 * u[i].abs() * mag_g[i] + silu(g[i]).abs() * mag_u[i]).collect();
+        (want, mags)
+    }
+
+    #[test]
+    fn swiglu_pairs_match_cpu_twin() {
+        // Dense: [I, cols] gate and up paired; out[t, r] = silu(gate x) * (up x), decode and prefill.
+        let gpu = gpu();
+        for (format, inner, cols) in [
+            (Format::F32, 37, 96),
+            (Format::Int8 { group: 32 }, 37, 96),
+            (Format::Int4 { group: 32, wide_scales: false }, 37, 96),
+            (Format::Int4 { group: 16, wide_scales: true }, 300, 208),
+        ] {
+            let (gate, up) = (random_matrix(format, inner, cols, 41), random_matrix(format, inner, cols, 42));
+            let (gg, gu) = (GpuMatrix::upload(gpu, &gate).unwrap(), GpuMatrix::upload(gpu, &up).unwrap());
+            let paired = GpuMatrix::pair(gpu, &gg, &gu, 1).unwrap().expect("same formats pair");
+            assert_eq!((paired.rows, paired.chunks.len()), (2 * inner, 1));
+            for (tokens, max_tokens) in [(1, 1), (9, 17)] {
+                let x = random(max_tokens * cols, 43);
+                let xt = &x[..tokens * cols];
+                let (mg, mu) =
+                    (magnitudes(&term_sizes(&gate), xt, inner, cols), magnitudes(&term_sizes(&up), xt, inner, cols));
+                let (want, mags) = swiglu_twin(&gate.matmul(xt), &up.matmul(xt), &mg, &mu);
+                let step = Step::new(gpu);
+                step.set(gpu, tokens as u32, 0);
+                let xb = gpu.storage("x", &x);
+                let mut shapes = main_shapes(format, max_tokens);
+                shapes.retain(|s| s.rows_per_thread % 2 == 0);
+                for shape in shapes {
+                    let out = gpu.storage("out", &vec![f32::NAN; max_tokens * inner]);
+                    let ops =
+                        build(gpu, &step.buffer, &paired, &xb, None, Out::SwiGlu(&out), max_tokens as u32, None, shape)
+                            .unwrap();
+                    crate::gpu::submit(gpu, &ops.iter().collect::<Vec<_>>());
+                    let got: Vec<f32> = gpu.read(&out).unwrap();
+                    assert!(got[tokens * inner..].iter().all(|v| v.is_nan()), "rows past n_tokens were written");
+                    check(
+                        &format!("{format:?} pairs T={tokens} {shape:?}"),
+                        &got[..tokens * inner],
+                        &want,
+                        &mags,
+                        inner,
+                    );
+                }
+                // An odd number of rows per thread cannot hold pairs: an error, not a wrong result.
+                let odd = Shape { rows: 9, threads_per_row: 1, rows_per_thread: 3, tile: 1, subgroup: false };
+                let out = gpu.storage("out", &[0.0f32; 4]);
+                assert!(build(gpu, &step.buffer, &paired, &xb, None, Out::SwiGlu(&out), 1, None, odd).is_err());
+            }
+        }
+        // Different formats do not pair.
+        let a = GpuMatrix::upload(gpu, &random_matrix(Format::F32, 8, 32, 1)).unwrap();
+        let b = GpuMatrix::upload(gpu, &random_matrix(Format::Int8 { group: 32 }, 8, 32, 2)).unwrap();
+        assert!(GpuMatrix::pair(gpu, &a, &b, 1).unwrap().is_none());
+    }
+
+    #[test]
+    fn swiglu_pairs_of_experts_match_cpu_twin() {
+        // E stacked experts paired per expert, split across chunks; per-slot (decode) and grouped ops.
+        use crate::gpu::kernels::moe_group::{self, GroupBuffers};
+        let gpu = gpu();
+        let (n_experts, inner, k, cols) = (7usize, 33usize, 3usize, 96usize);
+        for format in [Format::F32, Format::Int4 { group: 32, wide_scales: false }] {
+            let (gate, up) = (
+                random_matrix(format, n_experts * inner, cols, 51),
+                random_matrix(format, n_experts * inner, cols, 52),
+            );
+            let row_bytes = |m: &GpuMatrix| (16 * m.row_vec4s).max(4 * m.scale_stride) as u64;
+            let gg = GpuMatrix::upload_experts(gpu, &gate, inner).unwrap();
+            // Gate split in 3 chunks; up whole: pairing reads across chunks.
+            let gg = GpuMatrix::upload_with_limit(gpu, &gate, inner, 3 * inner as u64 * row_bytes(&gg)).unwrap();
+            let gu = GpuMatrix::upload_experts(gpu, &up, inner).unwrap();
+            assert!(gg.chunks.len() > 1);
+            let paired = GpuMatrix::pair(gpu, &gg, &gu, n_experts).unwrap().expect("same formats pair");
+            let (tw_g, tw_u) = (term_sizes(&gate), term_sizes(&up));
+            for (tokens, max_tokens, grouped) in [(1, 1, false), (13, 16, true)] {
+                let (what, ids) = routings(tokens, max_tokens, n_experts, k).remove(0);
+                let x = random(max_tokens * cols, 53);
+                let step = Step::new(gpu);
+                step.set(gpu, tokens as u32, 0);
+                let (xb, idb) = (gpu.storage("x", &x), gpu.storage("ids", &ids));
+                let shape = Shape::for_device(gpu, format, max_tokens as u32);
+                let out = gpu.storage("out", &vec![f32::NAN; max_tokens * k * inner]);
+                let (mt, kk, rows) = (max_tokens as u32, k as u32, 2 * inner as u32);
+                let mut ops = vec![];
+                let groups = GroupBuffers::new(gpu, mt, n_experts as u32, kk, shape.tile);
+                let e = match grouped {
+                    false => Experts { rows_per_expert: rows, ids: &idb, k: kk, x_per_slot: false, group_rows: None },
+                    true => {
+                        ops.push(
+                            moe_group::op(gpu, &step.buffer, &idb, &groups, n_experts as u32, kk, shape.tile).unwrap(),
+                        );
+                        Experts {
+                            rows_per_expert: rows,
+                            ids: &groups.tiles,
+                            k: kk,
+                            x_per_slot: false,
+                            group_rows: Some(&groups.rows),
+                        }
+                    }
+                };
+                ops.extend(
+                    build(gpu, &step.buffer, &paired, &xb, None, Out::SwiGlu(&out), mt, Some(e), shape).unwrap(),
+                );
+                crate::gpu::submit(gpu, &ops.iter().collect::<Vec<_>>());
+                let got: Vec<f32> = gpu.read(&out).unwrap();
+                assert!(got[tokens * k * inner..].iter().all(|v| v.is_nan()), "slots past n_tokens were written");
+                for slot in 0..tokens * k {
+                    let ex = ids[slot] as usize;
+                    let xin = &x[slot / k * cols..(slot / k + 1) * cols];
+                    let rows_of = |m: &PackedMatrix| expert(m, ex, inner).matvec(xin);
+                    let span = ex * inner * cols..(ex + 1) * inner * cols;
+                    let (mg, mu) =
+                        (magnitudes(&tw_g[span.clone()], xin, inner, cols), magnitudes(&tw_u[span], xin, inner, cols));
+                    let (want, mags) = swiglu_twin(&rows_of(&gate), &rows_of(&up), &mg, &mu);
+                    let got = &got[slot * inner..(slot + 1) * inner];
+                    check(
+                        &format!("{format:?} {what} grouped {grouped} slot {slot} expert {ex}"),
+                        got,
+                        &want,
+                        &mags,
+                        inner,
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
     fn split_matrix_equals_unsplit() {
         let gpu = gpu();
         for format in [
@@ -679,7 +903,9 @@ mod tests {
                     let out = gpu.storage("out", &vec![f32::NAN; max_tokens * k * r]);
                     let (step, mt) = (&step.buffer, max_tokens as u32);
                     let ops = match shape {
-                        None => expert_ops(gpu, step, gm, r as u32, &idb, k as u32, &xb, &out, mt, x_per_slot),
+                        None => {
+                            expert_ops(gpu, step, gm, r as u32, &idb, k as u32, &xb, Out::Set(&out), mt, x_per_slot)
+                        }
                         Some(shape) => {
                             let e = Experts {
                                 rows_per_expert: r as u32,
@@ -688,7 +914,7 @@ mod tests {
                                 x_per_slot,
                                 group_rows: None,
                             };
-                            build(gpu, step, gm, &xb, None, &out, mt, Some(e), shape)
+                            build(gpu, step, gm, &xb, None, Out::Set(&out), mt, Some(e), shape)
                         }
                     }
                     .unwrap();
@@ -706,17 +932,7 @@ mod tests {
                     let e = ids[slot] as usize;
                     let xi = if x_per_slot { slot } else { slot / k };
                     let xin = &x[xi * cols..(xi + 1) * cols];
-                    let expert = PackedMatrix {
-                        rows: r,
-                        cols,
-                        format,
-                        qs: m.qs[e * r * m.row_words()..(e + 1) * r * m.row_words()].to_vec(),
-                        scales: {
-                            let s = m.scales.len() / m.rows;
-                            m.scales[e * r * s..(e + 1) * r * s].to_vec()
-                        },
-                    };
-                    let want = expert.matvec(xin);
+                    let want = expert(&m, e, r).matvec(xin);
                     for (shape, got) in &outs {
                         let mags = magnitudes(&w[e * r * cols..(e + 1) * r * cols], xin, r, cols);
                         let what = format!("{format:?} slot {slot} expert {e} x_per_slot {x_per_slot} {shape}");
@@ -725,6 +941,13 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// Rows `e * r .. (e + 1) * r` of `m`: expert `e` of a stack of experts of `r` rows.
+    fn expert(m: &PackedMatrix, e: usize, r: usize) -> PackedMatrix {
+        let (w, s) = (m.row_words(), m.scales.len() / m.rows);
+        let (qs, scales) = (m.qs[e * r * w..(e + 1) * r * w].to_vec(), m.scales[e * r * s..(e + 1) * r * s].to_vec());
+        PackedMatrix { rows: r, cols: m.cols, format: m.format, qs, scales }
     }
 
     /// Routings for the grouped tests, `[max_tokens * k]` (entries past `tokens * k` unused): each
@@ -794,7 +1017,9 @@ mod tests {
                                 group_rows: Some(&groups.rows),
                             };
                             let mut ops = vec![group.unwrap()];
-                            ops.extend(build(gpu, &step.buffer, gm, &xb, None, &out, mt, Some(e), shape).unwrap());
+                            ops.extend(
+                                build(gpu, &step.buffer, gm, &xb, None, Out::Set(&out), mt, Some(e), shape).unwrap(),
+                            );
                             crate::gpu::submit(gpu, &ops.iter().collect::<Vec<_>>());
                             let got: Vec<f32> = gpu.read(&out).unwrap();
                             assert!(
@@ -808,15 +1033,7 @@ mod tests {
                         let e = ids[slot] as usize;
                         let xi = if x_per_slot { slot } else { slot / k };
                         let xin = &x[xi * cols..(xi + 1) * cols];
-                        let s = m.scales.len() / m.rows;
-                        let expert = PackedMatrix {
-                            rows: r,
-                            cols,
-                            format,
-                            qs: m.qs[e * r * m.row_words()..(e + 1) * r * m.row_words()].to_vec(),
-                            scales: m.scales[e * r * s..(e + 1) * r * s].to_vec(),
-                        };
-                        let want = expert.matvec(xin);
+                        let want = expert(&m, e, r).matvec(xin);
                         let mags = magnitudes(&w[e * r * cols..(e + 1) * r * cols], xin, r, cols);
                         for (shape, got) in &outs {
                             let what = format!("{format:?} {what} T={tokens} k={k} slot {slot} expert {e} {shape}");
@@ -931,7 +1148,9 @@ mod tests {
                     let ops: Vec<Op> = mats[..n]
                         .iter()
                         .zip(&outs)
-                        .flat_map(|(g, out)| build(gpu, &step.buffer, g, &x, None, out, tokens, None, shape).unwrap())
+                        .flat_map(|(g, out)| {
+                            build(gpu, &step.buffer, g, &x, None, Out::Set(out), tokens, None, shape).unwrap()
+                        })
                         .collect();
                     let refs: Vec<&Op> = ops.iter().collect();
                     let reps = if tokens == 1 { 5 } else { 1 };

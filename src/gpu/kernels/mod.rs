@@ -1,7 +1,6 @@
 //! One typed wrapper per WGSL kernel in `shaders/`. Each builds [`Op`](super::Op)s with its
 //! buffers bound, and each has a test against its CPU twin in `crate::ops`.
 
-pub mod add_scaled;
 pub mod attention;
 pub mod embed;
 pub mod generate_int4;
@@ -18,3 +17,28 @@ pub mod swiglu;
 
 #[cfg(test)]
 pub(crate) mod testing;
+
+use super::Gpu;
+
+/// Workgroups `[x, y, 1]` covering `elements` threads of `wg` each, one per thread, on a 2-D
+/// grid (x at most the device's per-dimension limit) for kernels that index
+/// `(wg.y * num_workgroups.x + wg.x) * WG + lid`.
+pub(crate) fn grid_2d(gpu: &Gpu, elements: u64, wg: u32) -> [u32; 3] {
+    let groups = elements.div_ceil(u64::from(wg)).max(1);
+    let x = groups.min(u64::from(gpu.limits.max_compute_workgroups_per_dimension));
+    [x as u32, groups.div_ceil(x) as u32, 1]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grid_covers_more_than_one_row_of_workgroups() {
+        let gpu = testing::gpu();
+        let max = gpu.limits.max_compute_workgroups_per_dimension as u64;
+        let [x, y, _] = grid_2d(gpu, max * 256 + 1, 256);
+        assert_eq!((x as u64, y), (max, 2));
+        assert_eq!(grid_2d(gpu, 0, 256), [1, 1, 1]);
+    }
+}

@@ -1,6 +1,6 @@
 //! SwiGLU gating (`shaders/swiglu.wgsl`); CPU twin: `ops::silu_mul`.
 
-use super::add_scaled::grid_2d;
+use super::grid_2d;
 use crate::gpu::{Gpu, Op};
 use crate::Result;
 use bytemuck::{Pod, Zeroable};

@@ -1,8 +1,9 @@
 //! [`GpuModelBuilder`]: a [`GpuModel`] from parts given in order (embeddings, each layer, the
 //! head), each checked against the config as it arrives, then the ops recorded.
 
+use super::layer::GpuLayer;
 use super::record::{Recorder, Resident};
-use super::{GpuLayer, GpuModel, Logits};
+use super::{GpuModel, Logits};
 use crate::config::{FfnKind, ModelConfig};
 use crate::gpu::feed::{GpuFfn, GpuHead, GpuLayerWeights, GpuMlp};
 use crate::gpu::matrix::GpuMatrix;
@@ -64,7 +65,7 @@ impl GpuModelBuilder {
         let g = &self.gpu;
         let k_cache = g.storage_zeroed(&format!("k cache {l}"), cache_bytes);
         let v_cache = g.storage_zeroed(&format!("v cache {l}"), cache_bytes);
-        self.layers.push(GpuLayer { w, k_cache, v_cache });
+        self.layers.push(GpuLayer::new(g, w, k_cache, v_cache)?);
         Ok(())
     }
 

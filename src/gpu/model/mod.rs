@@ -7,12 +7,14 @@
 //! reads):
 //! ```text
 //! rms_norm -> q/k/v matmul (+bias) -> [q/k rms_norm] -> rope + KV append -> attention
-//! -> o matmul -> x += o * residual_multiplier
-//! rms_norm -> dense: gate/up matmul -> swiglu -> down matmul -> x += . * residual_multiplier
+//! -> o matmul, x += o * residual_multiplier in its epilogue
+//! rms_norm -> dense: gate|up matmul with SwiGLU in its epilogue -> down matmul, x += . in its epilogue
 //!          -> MoE:   router matmul -> route (top-k ids + weights on the GPU)
-//!                    -> expert gate/up matmul (ids read on the GPU) -> swiglu -> expert down
-//!                    [-> shared expert gate/up/down (+ gate logit)] -> combine into x
+//!                    -> expert gate|up matmul + SwiGLU (ids read on the GPU) -> expert down
+//!                    [-> shared expert gate|up + SwiGLU, down (+ gate logit)] -> combine into x
 //! ```
+//! (gate|up: one paired matrix, `layer.rs`; a gate and up of different formats run as two
+//! matmuls and the `swiglu` kernel.)
 //! then the final norm and the output matmul into `logits`, for the rows whose logits are read
 //! ([`Logits`]): every row (`forward`, the parity tests), the last only (a prompt's last chunk in
 //! generation: the head, the largest matrix of a small model, then runs as a matvec), or none
@@ -25,12 +27,13 @@
 //! tokens, not once per token. Decode (one token) runs each slot's matvec directly.
 
 mod builder;
+mod layer;
 mod record;
 
 pub use builder::GpuModelBuilder;
 
 use crate::config::ModelConfig;
-use crate::gpu::feed::{GpuLayerWeights, HostFeed, WeightFeed};
+use crate::gpu::feed::{HostFeed, WeightFeed};
 use crate::gpu::step::Step;
 use crate::gpu::{Gpu, Op};
 use crate::weights::model::ModelWeights;
@@ -72,12 +75,6 @@ pub struct GpuModel {
     /// Bytes of weights and of KV cache on the GPU.
     pub weight_bytes: u64,
     pub kv_bytes: u64,
-}
-
-struct GpuLayer {
-    w: GpuLayerWeights,
-    k_cache: wgpu::Buffer,
-    v_cache: wgpu::Buffer,
 }
 
 impl GpuModel {

@@ -1,11 +1,13 @@
 //! The resident buffers (weights, caches, scratch activations) and the recording of a chunk's
 //! forward as [`Op`]s: the body (embeddings and layers) and the head (final norm and logits).
 
-use super::{GpuLayer, Logits};
+use super::layer::{Ffn, Gates, GpuLayer, Moe, SwiGlu};
+use super::Logits;
 use crate::config::{ModelConfig, QkNorm};
-use crate::gpu::feed::{GpuFfn, GpuHead, GpuLinear, GpuMlp, GpuMoe};
+use crate::gpu::feed::{GpuHead, GpuLinear};
+use crate::gpu::kernels::matmul::Out;
 use crate::gpu::kernels::moe_group::{self, GroupBuffers};
-use crate::gpu::kernels::{add_scaled, attention, embed, matmul, moe_combine, moe_route, rms_norm, rope, swiglu};
+use crate::gpu::kernels::{attention, embed, matmul, moe_combine, moe_route, rms_norm, rope, swiglu};
 use crate::gpu::matrix::GpuMatrix;
 use crate::gpu::plan::Scratch;
 use crate::gpu::step::Step;
@@ -28,7 +30,6 @@ pub(super) struct Resident {
     q_normed: wgpu::Buffer,
     k_normed: wgpu::Buffer,
     attn: wgpu::Buffer,
-    proj: wgpu::Buffer,
     gate: wgpu::Buffer,
     up: wgpu::Buffer,
     act: wgpu::Buffer,
@@ -68,7 +69,6 @@ impl Resident {
             q_normed: g.storage_zeroed("q normed", s.q),
             k_normed: g.storage_zeroed("k normed", s.kv),
             attn: g.storage_zeroed("attention", s.q),
-            proj: g.storage_zeroed("projection", s.hidden),
             gate: g.storage_zeroed("gate", s.ffn),
             up: g.storage_zeroed("up", s.ffn),
             act: g.storage_zeroed("activation", s.ffn),
@@ -104,70 +104,11 @@ impl Recorder<'_> {
         let mut ops = embed::ops(g, step, token_ids, &r.embed, &r.x, t, c.embedding_multiplier)?;
         for layer in &r.layers {
             self.attention(&mut ops, r, layer)?;
-            ops.push(rms_norm::op(g, step, &r.x, &layer.w.ffn_norm, &r.normed, t, 1, h, c.rms_norm_eps)?);
-            match &layer.w.ffn {
-                GpuFfn::Dense(mlp) => {
-                    self.mlp(&mut ops, r, mlp, &r.proj)?;
-                    ops.push(add_scaled::op(g, step, &r.x, &r.proj, t, h, c.residual_multiplier)?);
-                }
-                GpuFfn::Moe(moe) => {
-                    let GpuMoe { router, experts, shared, shared_gate } = &**moe;
-                    let m = c.moe.as_ref().ok_or_else(|| Error::Gpu("an MoE layer in a dense config".into()))?;
-                    let (e, k, ie) = (m.num_experts as u32, m.top_k as u32, m.expert_intermediate_size as u32);
-                    ops.extend(matmul::ops(g, step, router, &r.normed, &r.router_logits, t)?);
-                    ops.push(moe_route::op(
-                        g,
-                        step,
-                        &r.router_logits,
-                        &r.expert_ids,
-                        &r.expert_weights,
-                        t,
-                        e,
-                        k,
-                        m.renormalize,
-                    )?);
-                    // Per (token, slot) for one token; grouped by expert for a chunk.
-                    let group = match (t, &r.group) {
-                        (1, _) | (_, None) => None,
-                        (_, Some(b)) => {
-                            ops.push(moe_group::op(g, step, &r.expert_ids, b, e, k, matmul::tile_for(t))?);
-                            Some(b)
-                        }
-                    };
-                    let experts_op = |m: &GpuMatrix,
-                                      rows: u32,
-                                      x: &wgpu::Buffer,
-                                      out: &wgpu::Buffer,
-                                      x_per_slot: bool| match group {
-                        None => matmul::expert_ops(g, step, m, rows, &r.expert_ids, k, x, out, t, x_per_slot),
-                        Some(b) => {
-                            matmul::grouped_expert_ops(g, step, m, rows, &b.tiles, &b.rows, k, x, out, t, x_per_slot)
-                        }
-                    };
-                    ops.extend(experts_op(&experts.gate, ie, &r.normed, &r.gate, false)?);
-                    ops.extend(experts_op(&experts.up, ie, &r.normed, &r.up, false)?);
-                    ops.push(swiglu::op(g, step, &r.gate, &r.up, &r.act, t, k, ie)?);
-                    ops.extend(experts_op(&experts.down, h, &r.act, &r.expert_out, true)?);
-                    if let Some(mlp) = shared {
-                        self.mlp(&mut ops, r, mlp, &r.shared_out)?;
-                    }
-                    if let Some(gate) = shared_gate {
-                        ops.extend(matmul::ops(g, step, gate, &r.normed, &r.shared_gate_logit, t)?);
-                    }
-                    ops.push(moe_combine::op(
-                        g,
-                        step,
-                        &r.x,
-                        &r.expert_out,
-                        &r.expert_weights,
-                        shared.as_ref().map(|_| &r.shared_out),
-                        shared_gate.as_ref().map(|_| &r.shared_gate_logit),
-                        t,
-                        h,
-                        k,
-                        c.residual_multiplier,
-                    )?);
-                }
+            ops.push(rms_norm::op(g, step, &r.x, &layer.ffn_norm, &r.normed, t, 1, h, c.rms_norm_eps)?);
+            match &layer.ffn {
+                // The residual add is the down matmul's epilogue.
+                Ffn::Dense(mlp) => self.mlp(&mut ops, r, mlp, Out::Add(&r.x, c.residual_multiplier))?,
+                Ffn::Moe(moe) => self.moe(&mut ops, r, moe)?,
             }
         }
         Ok(ops)
@@ -181,12 +122,12 @@ impl Recorder<'_> {
         match rows {
             Logits::All => {
                 ops.push(rms_norm::op(g, step, &r.x, &r.final_norm, &r.normed, t, 1, h, eps)?);
-                ops.extend(matmul::ops(g, step, head, &r.normed, logits, t)?);
+                ops.extend(matmul::ops(g, step, head, &r.normed, None, Out::Set(logits), t)?);
             }
             Logits::Last => {
                 // The last row alone, normalised into row 0; ops built for one token compute row 0.
                 ops.push(rms_norm::last_op(g, step, &r.x, &r.final_norm, &r.normed, 1, h, eps)?);
-                ops.extend(matmul::ops(g, step, head, &r.normed, logits, 1)?);
+                ops.extend(matmul::ops(g, step, head, &r.normed, None, Out::Set(logits), 1)?);
             }
             Logits::None => {}
         }
@@ -197,11 +138,11 @@ impl Recorder<'_> {
     fn attention(&self, ops: &mut Vec<Op>, r: &Resident, layer: &GpuLayer) -> Result<()> {
         let (g, c, t, step) = (self.gpu, self.config, self.max_tokens, &self.step.buffer);
         let h = c.hidden_size as u32;
-        ops.push(rms_norm::op(g, step, &r.x, &layer.w.attn_norm, &r.normed, t, 1, h, c.rms_norm_eps)?);
-        for (w, out) in [(&layer.w.q, &r.q), (&layer.w.k, &r.k), (&layer.w.v, &r.v)] {
-            self.linear(ops, w, &r.normed, out)?;
+        ops.push(rms_norm::op(g, step, &r.x, &layer.attn_norm, &r.normed, t, 1, h, c.rms_norm_eps)?);
+        for (w, out) in [(&layer.q, &r.q), (&layer.k, &r.k), (&layer.v, &r.v)] {
+            self.linear(ops, w, &r.normed, Out::Set(out))?;
         }
-        let (q, k) = match (&layer.w.q_norm, &layer.w.k_norm, c.qk_norm) {
+        let (q, k) = match (&layer.q_norm, &layer.k_norm, c.qk_norm) {
             (Some(qn), Some(kn), mode) if mode != QkNorm::None => {
                 // Per head: one weight of head_dim for every head; whole: one over the projection.
                 let (q_rows, k_rows, q_width, k_width) = match mode {
@@ -245,27 +186,93 @@ impl Recorder<'_> {
             hd,
             c.attention_scale,
         )?);
-        self.linear(ops, &layer.w.o, &r.attn, &r.proj)?;
-        ops.push(add_scaled::op(g, step, &r.x, &r.proj, t, h, c.residual_multiplier)?);
+        // The residual add is o's epilogue.
+        self.linear(ops, &layer.o, &r.attn, Out::Add(&r.x, c.residual_multiplier))?;
         Ok(())
     }
 
-    fn linear(&self, ops: &mut Vec<Op>, w: &GpuLinear, x: &wgpu::Buffer, out: &wgpu::Buffer) -> Result<()> {
+    fn linear(&self, ops: &mut Vec<Op>, w: &GpuLinear, x: &wgpu::Buffer, out: Out) -> Result<()> {
         let (g, t, step) = (self.gpu, self.max_tokens, &self.step.buffer);
-        ops.extend(match &w.bias {
-            Some(b) => matmul::ops_with_bias(g, step, &w.weight, x, b, out, t)?,
-            None => matmul::ops(g, step, &w.weight, x, out, t)?,
-        });
+        ops.extend(matmul::ops(g, step, &w.weight, x, w.bias.as_ref(), out, t)?);
+        Ok(())
+    }
+
+    /// The MoE FFN of `normed`, combined into `x`.
+    fn moe(&self, ops: &mut Vec<Op>, r: &Resident, moe: &Moe) -> Result<()> {
+        let (g, c, t, step) = (self.gpu, self.config, self.max_tokens, &self.step.buffer);
+        let Moe { router, experts, shared, shared_gate } = moe;
+        let m = c.moe.as_ref().ok_or_else(|| Error::Gpu("an MoE layer in a dense config".into()))?;
+        let (e, k, h) = (m.num_experts as u32, m.top_k as u32, c.hidden_size as u32);
+        ops.extend(matmul::ops(g, step, router, &r.normed, None, Out::Set(&r.router_logits), t)?);
+        ops.push(moe_route::op(g, step, &r.router_logits, &r.expert_ids, &r.expert_weights, t, e, k, m.renormalize)?);
+        // Per (token, slot) for one token; grouped by expert for a chunk.
+        let group = match (t, &r.group) {
+            (1, _) | (_, None) => None,
+            (_, Some(b)) => {
+                ops.push(moe_group::op(g, step, &r.expert_ids, b, e, k, matmul::tile_for(t))?);
+                Some(b)
+            }
+        };
+        // `rows` of `m` per expert, x one row per token (or per slot), out one row per slot.
+        let experts_op = |m: &GpuMatrix, rows: u32, x: &wgpu::Buffer, out: Out, x_per_slot: bool| match group {
+            None => matmul::expert_ops(g, step, m, rows, &r.expert_ids, k, x, out, t, x_per_slot),
+            Some(b) => matmul::grouped_expert_ops(g, step, m, rows, &b.tiles, &b.rows, k, x, out, t, x_per_slot),
+        };
+        self.gates(ops, r, &experts.gates, experts.width, k, |m, rows, out| {
+            experts_op(m, rows, &r.normed, out, false)
+        })?;
+        ops.extend(experts_op(&experts.down, h, &r.act, Out::Set(&r.expert_out), true)?);
+        if let Some(mlp) = shared {
+            self.mlp(ops, r, mlp, Out::Set(&r.shared_out))?;
+        }
+        if let Some(gate) = shared_gate {
+            ops.extend(matmul::ops(g, step, gate, &r.normed, None, Out::Set(&r.shared_gate_logit), t)?);
+        }
+        ops.push(moe_combine::op(
+            g,
+            step,
+            &r.x,
+            &r.expert_out,
+            &r.expert_weights,
+            shared.as_ref().map(|_| &r.shared_out),
+            shared_gate.as_ref().map(|_| &r.shared_gate_logit),
+            t,
+            h,
+            k,
+            c.residual_multiplier,
+        )?);
+        Ok(())
+    }
+
+    /// `act = silu(gate x) * up x` of `gates` (FFNs of `width`, `per_token` rows of `act` per
+    /// token), with `matmul(m, rows per FFN, out)` running a matrix: paired, one matmul with the
+    /// SwiGLU epilogue; split, two and the `swiglu` kernel.
+    fn gates(
+        &self,
+        ops: &mut Vec<Op>,
+        r: &Resident,
+        gates: &Gates,
+        width: u32,
+        per_token: u32,
+        matmul: impl Fn(&GpuMatrix, u32, Out) -> Result<Vec<Op>>,
+    ) -> Result<()> {
+        let (g, t, step) = (self.gpu, self.max_tokens, &self.step.buffer);
+        match gates {
+            Gates::Paired(m) => ops.extend(matmul(m, 2 * width, Out::SwiGlu(&r.act))?),
+            Gates::Split { gate, up } => {
+                ops.extend(matmul(gate, width, Out::Set(&r.gate))?);
+                ops.extend(matmul(up, width, Out::Set(&r.up))?);
+                ops.push(swiglu::op(g, step, &r.gate, &r.up, &r.act, t, per_token, width)?);
+            }
+        }
         Ok(())
     }
 
     /// A dense SwiGLU FFN of `normed` into `out`.
-    fn mlp(&self, ops: &mut Vec<Op>, r: &Resident, mlp: &GpuMlp, out: &wgpu::Buffer) -> Result<()> {
+    fn mlp(&self, ops: &mut Vec<Op>, r: &Resident, mlp: &SwiGlu, out: Out) -> Result<()> {
         let (g, t, step) = (self.gpu, self.max_tokens, &self.step.buffer);
-        ops.extend(matmul::ops(g, step, &mlp.gate, &r.normed, &r.gate, t)?);
-        ops.extend(matmul::ops(g, step, &mlp.up, &r.normed, &r.up, t)?);
-        ops.push(swiglu::op(g, step, &r.gate, &r.up, &r.act, t, 1, mlp.gate.rows as u32)?);
-        ops.extend(matmul::ops(g, step, &mlp.down, &r.act, out, t)?);
+        self.gates(ops, r, &mlp.gates, mlp.width, 1, |m, _, out| matmul::ops(g, step, m, &r.normed, None, out, t))?;
+        ops.extend(matmul::ops(g, step, &mlp.down, &r.act, None, out, t)?);
         Ok(())
     }
 }

@@ -1,0 +1,94 @@
+//! A decoder layer as the kernels run it: the checkpoint's weight tree (`gpu::feed`) with each
+//! SwiGLU FFN's gate and up paired into one matrix ([`GpuMatrix::pair`]), so that one matmul
+//! computes both and applies SwiGLU in its epilogue; plus the layer's KV cache.
+
+use crate::gpu::feed::{GpuFfn, GpuLayerWeights, GpuLinear, GpuMlp, GpuMoe};
+use crate::gpu::matrix::GpuMatrix;
+use crate::gpu::Gpu;
+use crate::Result;
+
+pub(super) struct GpuLayer {
+    pub attn_norm: wgpu::Buffer,
+    pub q: GpuLinear,
+    pub k: GpuLinear,
+    pub v: GpuLinear,
+    pub o: GpuLinear,
+    pub q_norm: Option<wgpu::Buffer>,
+    pub k_norm: Option<wgpu::Buffer>,
+    pub ffn_norm: wgpu::Buffer,
+    pub ffn: Ffn,
+    pub k_cache: wgpu::Buffer,
+    pub v_cache: wgpu::Buffer,
+}
+
+pub(super) enum Ffn {
+    Dense(Box<SwiGlu>),
+    Moe(Box<Moe>),
+}
+
+pub(super) struct Moe {
+    pub router: GpuMatrix,
+    /// The routed experts, stacked (gate/up paired per expert).
+    pub experts: SwiGlu,
+    pub shared: Option<SwiGlu>,
+    pub shared_gate: Option<GpuMatrix>,
+}
+
+/// A SwiGLU FFN (or a stack of them): `down(silu(gate x) * up x)`.
+pub(super) struct SwiGlu {
+    pub gates: Gates,
+    pub down: GpuMatrix,
+    /// Rows of one FFN's gate (its intermediate width).
+    pub width: u32,
+}
+
+pub(super) enum Gates {
+    /// One matrix, per FFN its gate rows then its up rows: one matmul with the SwiGLU epilogue.
+    Paired(GpuMatrix),
+    /// Gate and up of different formats: two matmuls and the `swiglu` kernel.
+    Split { gate: GpuMatrix, up: GpuMatrix },
+}
+
+impl GpuLayer {
+    /// The layer of checked weights `w` (the separate gate and up matrices are freed once paired).
+    pub fn new(gpu: &Gpu, w: GpuLayerWeights, k_cache: wgpu::Buffer, v_cache: wgpu::Buffer) -> Result<GpuLayer> {
+        let ffn = match w.ffn {
+            GpuFfn::Dense(m) => Ffn::Dense(Box::new(SwiGlu::new(gpu, m, 1)?)),
+            GpuFfn::Moe(m) => {
+                let GpuMoe { router, experts, shared, shared_gate } = *m;
+                let units = router.rows;
+                Ffn::Moe(Box::new(Moe {
+                    router,
+                    experts: SwiGlu::new(gpu, experts, units)?,
+                    shared: shared.map(|s| SwiGlu::new(gpu, s, 1)).transpose()?,
+                    shared_gate,
+                }))
+            }
+        };
+        Ok(GpuLayer {
+            attn_norm: w.attn_norm,
+            q: w.q,
+            k: w.k,
+            v: w.v,
+            o: w.o,
+            q_norm: w.q_norm,
+            k_norm: w.k_norm,
+            ffn_norm: w.ffn_norm,
+            ffn,
+            k_cache,
+            v_cache,
+        })
+    }
+}
+
+impl SwiGlu {
+    /// `units` FFNs stacked in `m`.
+    fn new(gpu: &Gpu, m: GpuMlp, units: usize) -> Result<SwiGlu> {
+        let width = (m.gate.rows / units.max(1)) as u32;
+        let gates = match GpuMatrix::pair(gpu, &m.gate, &m.up, units)? {
+            Some(paired) => Gates::Paired(paired),
+            None => Gates::Split { gate: m.gate, up: m.up },
+        };
+        Ok(SwiGlu { gates, down: m.down, width })
+    }
+}
