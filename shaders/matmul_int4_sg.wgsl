@@ -17,6 +17,7 @@
 //   Every loop runs in uniform control flow (rows past the end compute a copy of the last row and
 //   are not written), as subgroup operations require, and WG must be a multiple of the subgroup
 //   size (every subgroup full: lanes 0..7 of each subgroup hold the unit's x).
+// Epilogues (add, PAIR) as in matmul_int4.wgsl.
 // Grouped pipelines set SKIP (see matmul_int4.wgsl): a tile's tokens past its count are skipped;
 //   the branch stays workgroup-uniform, so the broadcasts stay in uniform control flow.
 

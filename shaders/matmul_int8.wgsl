@@ -19,6 +19,12 @@
 // A matrix too large for one binding is split by rows into chunks, one op per chunk (row0 = the
 // chunk's first row in the whole matrix).
 //
+// Epilogue, in every use: out = y (add = 0), or out += add_scale * y (add = 1: the residual add
+// of o and of a dense down projection). PAIR (SwiGLU pairs; RPT even, no bias): the matrix
+// holds, per FFN (expert), its gate rows then its up rows (pair_rows apart: GpuMatrix::pair);
+// each thread computes RPT / 2 gate rows and their up rows, and writes silu(gate) * up to output
+// row r of the FFN's pair_rows outputs. Rows, blocks and out_stride then count output rows.
+//
 // Bindings (group 0):
 //   0 params      uniform  Params (below)
 //   1 step        uniform  { n_tokens: u32, position: u32, ... } (gpu::step)

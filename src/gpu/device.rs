@@ -136,6 +136,13 @@ impl Gpu {
         self.waits.load(Ordering::Relaxed)
     }
 
+    /// Frees a buffer made by this `Gpu` now (wgpu frees it once the work using it is done), and
+    /// takes it off the allocation count.
+    pub fn free(&self, buffer: wgpu::Buffer) {
+        self.allocated.fetch_sub(buffer.size(), Ordering::Relaxed);
+        buffer.destroy();
+    }
+
     fn track(&self, bytes: u64) {
         let now = self.allocated.fetch_add(bytes, Ordering::Relaxed) + bytes;
         self.peak.fetch_max(now, Ordering::Relaxed);

@@ -99,8 +99,8 @@ impl GpuMatrix {
 
     /// Gate and up stacked as the SwiGLU epilogue of the matmul kernels reads them
     /// (`matmul::Out::SwiGlu`): for each of `units` FFNs (experts), its rows of `gate`, then its
-    /// rows of `up`, in chunks of whole pairs. Copied on the GPU, so any feed's matrices pair;
-    /// `gate` and `up` are freed when the caller drops them. `None` when they differ in format
+    /// rows of `up`, in chunks of whole pairs. Copied on the GPU, so any feed's matrices pair
+    /// (the caller frees `gate` and `up` after). `None` when they differ in format
     /// or shape, or when a pair is too large for one binding: they then run as two matmuls.
     pub fn pair(gpu: &Gpu, gate: &GpuMatrix, up: &GpuMatrix, units: usize) -> Result<Option<GpuMatrix>> {
         let same = (gate.rows, gate.cols, gate.format, gate.row_vec4s, gate.scale_stride)
@@ -161,6 +161,14 @@ impl GpuMatrix {
             .iter()
             .find(|c| (c.row0..c.row0 + c.rows).contains(&row))
             .ok_or_else(|| Error::Gpu(format!("row {row} is outside a matrix of {} rows", self.rows)))
+    }
+
+    /// Frees the matrix's buffers ([`Gpu::free`]).
+    pub fn free(self, gpu: &Gpu) {
+        for chunk in self.chunks {
+            gpu.free(chunk.qs);
+            gpu.free(chunk.scales);
+        }
     }
 
     /// Bytes a pass over the whole matrix reads: values (padding included) and scales.

@@ -86,7 +86,11 @@ impl SwiGlu {
     fn new(gpu: &Gpu, m: GpuMlp, units: usize) -> Result<SwiGlu> {
         let width = (m.gate.rows / units.max(1)) as u32;
         let gates = match GpuMatrix::pair(gpu, &m.gate, &m.up, units)? {
-            Some(paired) => Gates::Paired(paired),
+            Some(paired) => {
+                m.gate.free(gpu);
+                m.up.free(gpu);
+                Gates::Paired(paired)
+            }
             None => Gates::Split { gate: m.gate, up: m.up },
         };
         Ok(SwiGlu { gates, down: m.down, width })
