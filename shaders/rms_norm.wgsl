@@ -3,10 +3,14 @@
 // Serves the layer norms (one row per token, dim = hidden), Qwen3's per-head q/k norms
 // (rows_per_token = heads, dim = head_dim) and OLMoE's whole-projection q/k norms.
 //
+// A token's rows may sit inside a wider row of x (q or k in the fused q|k|v projection): row j of
+// token t starts at t * x_stride + x_offset + j * dim.
+//
 // Bindings (group 0):
-//   0 params  uniform  { rows_per_token: u32, dim: u32, eps: f32, last: u32 }
+//   0 params  uniform  { rows_per_token: u32, dim: u32, eps: f32, last: u32, x_offset: u32,
+//                        x_stride: u32, _pad: 2 x u32 }
 //   1 step    uniform  { n_tokens: u32, position: u32, ... } (see gpu::step); rows = n_tokens * rows_per_token
-//   2 x       storage read   f32 [rows, dim]
+//   2 x       storage read   f32 [n_tokens, x_stride]
 //   3 weight  storage read   f32 [dim]
 //   4 out     storage rw     f32 [rows, dim]
 // Dispatch: (max_rows, 1, 1) workgroups of WG threads, one workgroup per row; rows past
@@ -17,7 +21,7 @@
 
 override WG: u32 = 64u;
 
-struct Params { rows_per_token: u32, dim: u32, eps: f32, last: u32 }
+struct Params { rows_per_token: u32, dim: u32, eps: f32, last: u32, x_offset: u32, x_stride: u32, _pad0: u32, _pad1: u32 }
 struct Step { n_tokens: u32, position: u32, _pad0: u32, _pad1: u32 }
 
 @group(0) @binding(0) var<uniform> params: Params;
@@ -38,7 +42,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
     if (row >= step.n_tokens * params.rows_per_token) {
         return;
     }
-    let base = row * params.dim;
+    let base = (row / params.rows_per_token) * params.x_stride + params.x_offset + (row % params.rows_per_token) * params.dim;
     let out_base = out_row * params.dim;
     var sum = 0.0;
     for (var i = lid; i < params.dim; i += WG) {

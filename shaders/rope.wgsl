@@ -1,11 +1,12 @@
-// rope.wgsl — rotary position embedding of q and k, in place, and the KV-cache append.
+// rope.wgsl — rotary position embedding of q and k, and the KV-cache append.
 //
 // For token t < n_tokens at position p = step.position + t, and each pair i < head_dim / 2 of
 // each head, with angle a = f32(p) * inv_freq[i]:
 //   (x0, x1) = (head[i0], head[i1]);  head[i0] = x0 cos a - x1 sin a;  head[i1] = x1 cos a + x0 sin a
 // pairs (i0, i1) = (i, i + head_dim/2) (halves, HF rotate_half) or (2i, 2i + 1) (interleaved).
-// Then row p of the layer's caches gets this token's rotated k and its v:
-//   k_cache[p, :] = k[t, :];  v_cache[p, :] = v[t, :]   (rows past max_ctx are not written)
+// The rotated q goes to q_out; row p of the layer's caches gets this token's rotated k and its v
+// (rows past max_ctx are not written). q, k and v are read from columns of wider rows (the
+// fused q|k|v projection, or their own buffers: offset 0, stride their width).
 //
 // inv_freq comes from the host (reference::ops::rope_inv_freq: 1 / theta^(2i/d) in f32, as
 // reference::ops::rope_angles computes it), so a is bit for bit the reference's angle (one
@@ -21,14 +22,16 @@
 //
 // Bindings (group 0):
 //   0 params    uniform  { n_heads: u32, n_kv_heads: u32, head_dim: u32, interleaved: u32 (0|1),
-//                          max_ctx: u32, _pad: 3 x u32 }
+//                          max_ctx: u32, q_offset: u32, q_stride: u32, k_offset: u32,
+//                          k_stride: u32, v_offset: u32, v_stride: u32, _pad: u32 }
 //   1 step      uniform  { n_tokens: u32, position: u32, ... } (see gpu::step)
 //   2 inv_freq  storage read  f32 [head_dim / 2]
-//   3 q         storage rw    f32 [n_tokens, n_heads * head_dim], rotated in place
-//   4 k         storage rw    f32 [n_tokens, n_kv_heads * head_dim], rotated in place
-//   5 v         storage read  f32 [n_tokens, n_kv_heads * head_dim]
-//   6 k_cache   storage rw    f32 [max_ctx, n_kv_heads * head_dim] (this layer's)
-//   7 v_cache   storage rw    f32 [max_ctx, n_kv_heads * head_dim] (this layer's)
+//   3 q_in      storage read  f32 [n_tokens, q_stride]: token t's q at columns q_offset ..
+//   4 k_in      storage read  f32 [n_tokens, k_stride]: its k at columns k_offset ..
+//   5 v_in      storage read  f32 [n_tokens, v_stride]: its v at columns v_offset ..
+//   6 q_out     storage rw    f32 [n_tokens, n_heads * head_dim]
+//   7 k_cache   storage rw    f32 [max_ctx, n_kv_heads * head_dim] (this layer's)
+//   8 v_cache   storage rw    f32 [max_ctx, n_kv_heads * head_dim] (this layer's)
 // Dispatch: (n_heads + n_kv_heads, max_tokens, 1) workgroups of WG threads. Workgroup (h, t)
 // rotates query head h (h < n_heads) or key head h - n_heads, one pair per thread (looping
 // when head_dim / 2 > WG); key heads also write their k and v slices to the caches.
@@ -42,20 +45,25 @@ struct Params {
     head_dim: u32,
     interleaved: u32,
     max_ctx: u32,
-    _pad0: u32,
-    _pad1: u32,
-    _pad2: u32,
+    q_offset: u32,
+    q_stride: u32,
+    k_offset: u32,
+    k_stride: u32,
+    v_offset: u32,
+    v_stride: u32,
+    _pad: u32,
 }
 struct Step { n_tokens: u32, position: u32, _pad0: u32, _pad1: u32 }
 
 @group(0) @binding(0) var<uniform> params: Params;
 @group(0) @binding(1) var<uniform> step: Step;
 @group(0) @binding(2) var<storage, read> inv_freq: array<f32>;
-@group(0) @binding(3) var<storage, read_write> q: array<f32>;
-@group(0) @binding(4) var<storage, read_write> k: array<f32>;
-@group(0) @binding(5) var<storage, read> v: array<f32>;
-@group(0) @binding(6) var<storage, read_write> k_cache: array<f32>;
-@group(0) @binding(7) var<storage, read_write> v_cache: array<f32>;
+@group(0) @binding(3) var<storage, read> q_in: array<f32>;
+@group(0) @binding(4) var<storage, read> k_in: array<f32>;
+@group(0) @binding(5) var<storage, read> v_in: array<f32>;
+@group(0) @binding(6) var<storage, read_write> q_out: array<f32>;
+@group(0) @binding(7) var<storage, read_write> k_cache: array<f32>;
+@group(0) @binding(8) var<storage, read_write> v_cache: array<f32>;
 
 // 2/pi, and pi/2 = P1 + P2 + P3 + P4 to about 2^-54: P1..P3 have at most 8 significant bits,
 // so kf * Pn is exact for integers kf < 2^16; P4 is the rest rounded to f32.
@@ -92,43 +100,40 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
     let half = hd / 2u;
     let is_query = wg.x < params.n_heads;
     let kv_dim = params.n_kv_heads * hd;
-    var base: u32;
+    let kv_head = (wg.x - params.n_heads) * hd; // key heads: the head's first column
+    var src: u32;
     if (is_query) {
-        base = (t * params.n_heads + wg.x) * hd;
+        src = t * params.q_stride + params.q_offset + wg.x * hd;
     } else {
-        base = t * kv_dim + (wg.x - params.n_heads) * hd;
+        src = t * params.k_stride + params.k_offset + kv_head;
     }
+    let q_dst = (t * params.n_heads + wg.x) * hd;
+    let k_dst = pos * kv_dim + kv_head;
     for (var i = lid; i < half; i += WG) {
-        var i0 = base + i;
-        var i1 = base + i + half;
+        // The pair's columns within the head.
+        var c0 = i;
+        var c1 = i + half;
         if (params.interleaved != 0u) {
-            i0 = base + 2u * i;
-            i1 = i0 + 1u;
+            c0 = 2u * i;
+            c1 = c0 + 1u;
         }
         let cs = sincos(f32(pos) * inv_freq[i]);
         if (is_query) {
-            let x0 = q[i0];
-            let x1 = q[i1];
-            q[i0] = x0 * cs.x - x1 * cs.y;
-            q[i1] = x1 * cs.x + x0 * cs.y;
-        } else {
-            let x0 = k[i0];
-            let x1 = k[i1];
-            let y0 = x0 * cs.x - x1 * cs.y;
-            let y1 = x1 * cs.x + x0 * cs.y;
-            k[i0] = y0;
-            k[i1] = y1;
-            if (pos < params.max_ctx) {
-                let row = pos * kv_dim + (i0 - t * kv_dim);
-                k_cache[row] = y0;
-                k_cache[row + (i1 - i0)] = y1;
-            }
+            let x0 = q_in[src + c0];
+            let x1 = q_in[src + c1];
+            q_out[q_dst + c0] = x0 * cs.x - x1 * cs.y;
+            q_out[q_dst + c1] = x1 * cs.x + x0 * cs.y;
+        } else if (pos < params.max_ctx) {
+            let x0 = k_in[src + c0];
+            let x1 = k_in[src + c1];
+            k_cache[k_dst + c0] = x0 * cs.x - x1 * cs.y;
+            k_cache[k_dst + c1] = x1 * cs.x + x0 * cs.y;
         }
     }
     if (!is_query && pos < params.max_ctx) {
-        let head = (wg.x - params.n_heads) * hd;
+        let v_src = t * params.v_stride + params.v_offset + kv_head;
         for (var d = lid; d < hd; d += WG) {
-            v_cache[pos * kv_dim + head + d] = v[t * kv_dim + head + d];
+            v_cache[k_dst + d] = v_in[v_src + d];
         }
     }
 }

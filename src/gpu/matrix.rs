@@ -99,29 +99,47 @@ impl GpuMatrix {
 
     /// Gate and up stacked as the SwiGLU epilogue of the matmul kernels reads them
     /// (`matmul::Out::SwiGlu`): for each of `units` FFNs (experts), its rows of `gate`, then its
-    /// rows of `up`, in chunks of whole pairs. Copied on the GPU, so any feed's matrices pair
-    /// (the caller frees `gate` and `up` after). `None` when they differ in format
-    /// or shape, or when a pair is too large for one binding: they then run as two matmuls.
+    /// rows of `up`. See [`GpuMatrix::stack`].
     pub fn pair(gpu: &Gpu, gate: &GpuMatrix, up: &GpuMatrix, units: usize) -> Result<Option<GpuMatrix>> {
-        let same = (gate.rows, gate.cols, gate.format, gate.row_vec4s, gate.scale_stride)
-            == (up.rows, up.cols, up.format, up.row_vec4s, up.scale_stride);
-        if !same || units == 0 || !gate.rows.is_multiple_of(units) {
-            return Ok(None);
+        match gate.rows == up.rows {
+            true => Self::stack(gpu, &[gate, up], units),
+            false => Ok(None),
         }
-        let unit = gate.rows / units;
-        let Ok(layout) = MatrixLayout::new(2 * gate.rows, gate.cols, gate.format, 2 * unit, gpu.max_binding_bytes())
-        else {
+    }
+
+    /// `parts` stacked by rows, unit by unit: for each of `units` blocks (experts; 1 for a dense
+    /// matrix), its rows of each part in turn, in chunks of whole units. Copied on the GPU, so
+    /// any feed's matrices stack (the caller frees the parts after). `None` when the parts
+    /// differ in format or columns, or when a unit is too large for one binding: they then run
+    /// as separate matmuls.
+    pub fn stack(gpu: &Gpu, parts: &[&GpuMatrix], units: usize) -> Result<Option<GpuMatrix>> {
+        let Some(first) = parts.first() else {
             return Ok(None);
         };
-        let paired = GpuMatrix::zeroed(gpu, &layout);
-        let mut encoder = gpu.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("pair") });
+        let same = |m: &&GpuMatrix| {
+            (m.cols, m.format, m.row_vec4s, m.scale_stride)
+                == (first.cols, first.format, first.row_vec4s, first.scale_stride)
+        };
+        if units == 0 || !parts.iter().all(|m| same(m) && m.rows.is_multiple_of(units)) {
+            return Ok(None);
+        }
+        let rows: usize = parts.iter().map(|m| m.rows).sum();
+        let unit = rows / units;
+        let Ok(layout) = MatrixLayout::new(rows, first.cols, first.format, unit, gpu.max_binding_bytes()) else {
+            return Ok(None);
+        };
+        let stacked = GpuMatrix::zeroed(gpu, &layout);
+        let mut encoder = gpu.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("stack") });
+        let mut to = 0;
         for e in 0..units {
-            for (half, src) in [gate, up].into_iter().enumerate() {
-                paired.copy_rows(&mut encoder, src, e * unit, (2 * e + half) * unit, unit)?;
+            for part in parts {
+                let n = part.rows / units;
+                stacked.copy_rows(&mut encoder, part, e * n, to, n)?;
+                to += n;
             }
         }
         gpu.queue.submit([encoder.finish()]);
-        Ok(Some(paired))
+        Ok(Some(stacked))
     }
 
     /// Records copies of `n` rows of `src` from row `from` to row `to` of `self` (same layout).

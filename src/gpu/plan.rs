@@ -18,12 +18,14 @@ use serde::Serialize;
 /// layers use them in turn).
 #[derive(Debug, Clone, Copy, Serialize)]
 pub struct Scratch {
-    /// x, normed, projection, shared expert out: `[T, H]` each.
+    /// x, normed, shared expert out: `[T, H]` each.
     pub hidden: u64,
-    /// q, q normed, attention: `[T, q_dim]` each.
+    /// q, q normed, q rotated, attention: `[T, q_dim]` each.
     pub q: u64,
     /// k, v, k normed: `[T, kv_dim]` each.
     pub kv: u64,
+    /// The fused q|k|v projection: `[T, q_dim + 2 kv_dim]`.
+    pub qkv: u64,
     /// gate, up, activation: `[T, widest FFN]` each (a dense FFN, k routed experts, the shared one).
     pub ffn: u64,
     /// `[T, E]` (at least 1).
@@ -60,6 +62,7 @@ impl Scratch {
             hidden: f32s(c.hidden_size),
             q: f32s(c.q_dim()),
             kv: f32s(c.kv_dim()),
+            qkv: f32s(c.q_dim() + 2 * c.kv_dim()),
             ffn: f32s(ffn_width),
             router_logits: f32s(moe.map_or(1, |m| m.num_experts)),
             slots: f32s(k),
@@ -73,9 +76,10 @@ impl Scratch {
     }
 
     pub fn total(&self) -> u64 {
-        4 * self.hidden
-            + 3 * self.q
+        3 * self.hidden
+            + 4 * self.q
             + 3 * self.kv
+            + self.qkv
             + 3 * self.ffn
             + self.router_logits
             + 2 * self.slots

@@ -20,6 +20,15 @@ pub(crate) mod testing;
 
 use super::Gpu;
 
+/// Columns `offset ..` of the f32 rows of a `[T, stride]` buffer: how a kernel finds q, k or v
+/// inside the fused q|k|v projection (or a whole `[T, width]` buffer: offset 0, stride width).
+#[derive(Clone, Copy)]
+pub struct Columns<'a> {
+    pub buffer: &'a wgpu::Buffer,
+    pub offset: u32,
+    pub stride: u32,
+}
+
 /// Workgroups `[x, y, 1]` covering `elements` threads of `wg` each, one per thread, on a 2-D
 /// grid (x at most the device's per-dimension limit) for kernels that index
 /// `(wg.y * num_workgroups.x + wg.x) * WG + lid`.

@@ -1,5 +1,6 @@
 //! RMSNorm (`shaders/rms_norm.wgsl`); CPU twin: `ops::rms_norm`.
 
+use super::Columns;
 use crate::gpu::{Gpu, Op};
 use crate::Result;
 use bytemuck::{Pod, Zeroable};
@@ -14,6 +15,16 @@ struct Params {
     dim: u32,
     eps: f32,
     last: u32,
+    x_offset: u32,
+    x_stride: u32,
+    _pad: [u32; 2],
+}
+
+impl Params {
+    fn new(rows_per_token: u32, dim: u32, eps: f32, last: bool) -> Params {
+        let (x_offset, x_stride, last) = (0, rows_per_token * dim, u32::from(last));
+        Params { rows_per_token, dim, eps, last, x_offset, x_stride, _pad: [0; 2] }
+    }
 }
 
 /// An op normalising up to `max_tokens * rows_per_token` rows of `dim` from `x` into `out`.
@@ -29,7 +40,25 @@ pub fn op(
     dim: u32,
     eps: f32,
 ) -> Result<Op> {
-    build(gpu, step, x, weight, out, max_tokens * rows_per_token, Params { rows_per_token, dim, eps, last: 0 })
+    build(gpu, step, x, weight, out, max_tokens * rows_per_token, Params::new(rows_per_token, dim, eps, false))
+}
+
+/// [`op`] over the `rows_per_token * dim` columns of `x` from `x.offset` (each token's row of x
+/// being `x.stride` wide): the q or k part of the fused q|k|v projection.
+#[allow(clippy::too_many_arguments)]
+pub fn columns_op(
+    gpu: &Gpu,
+    step: &wgpu::Buffer,
+    x: Columns,
+    weight: &wgpu::Buffer,
+    out: &wgpu::Buffer,
+    max_tokens: u32,
+    rows_per_token: u32,
+    dim: u32,
+    eps: f32,
+) -> Result<Op> {
+    let params = Params { x_offset: x.offset, x_stride: x.stride, ..Params::new(rows_per_token, dim, eps, false) };
+    build(gpu, step, x.buffer, weight, out, max_tokens * rows_per_token, params)
 }
 
 /// An op normalising only the step's last token (its `rows_per_token` rows of `dim`) from `x`
@@ -45,7 +74,7 @@ pub fn last_op(
     dim: u32,
     eps: f32,
 ) -> Result<Op> {
-    build(gpu, step, x, weight, out, rows_per_token, Params { rows_per_token, dim, eps, last: 1 })
+    build(gpu, step, x, weight, out, rows_per_token, Params::new(rows_per_token, dim, eps, true))
 }
 
 fn build(
@@ -90,6 +119,28 @@ mod tests {
             let err = max_relative_error(&got, &want);
             assert!(err < 1e-5, "{tokens}x{rows}x{dim}: {err:e}");
         }
+    }
+
+    #[test]
+    fn columns_of_wider_rows_match_cpu_twin() {
+        // Per-head norms of k inside fused q|k|v rows: tokens x [q 40 | k 3 x 12 | v 36].
+        let gpu = gpu();
+        let (tokens, rows, dim, offset, stride) = (5, 3, 12, 40, 112);
+        let x = random(tokens * stride, 5);
+        let w = random(dim, 6);
+        let step = Step::new(gpu);
+        step.set(gpu, tokens as u32, 0);
+        let (xb, wb) = (gpu.storage("x", &x), gpu.storage("w", &w));
+        let out = gpu.storage_zeroed("out", (tokens * rows * dim * 4) as u64);
+        let cols = Columns { buffer: &xb, offset: offset as u32, stride: stride as u32 };
+        let op = columns_op(gpu, &step.buffer, cols, &wb, &out, tokens as u32, rows as u32, dim as u32, 1e-6).unwrap();
+        crate::gpu::submit(gpu, &[&op]);
+        let got: Vec<f32> = gpu.read(&out).unwrap();
+        let mut want: Vec<f32> =
+            (0..tokens).flat_map(|t| x[t * stride + offset..t * stride + offset + rows * dim].to_vec()).collect();
+        rms_norm(&mut want, &w, 1e-6);
+        let err = max_relative_error(&got, &want);
+        assert!(err < 1e-5, "{err:e}");
     }
 
     #[test]

@@ -1,6 +1,7 @@
-//! A decoder layer as the kernels run it: the checkpoint's weight tree (`gpu::feed`) with each
-//! SwiGLU FFN's gate and up paired into one matrix ([`GpuMatrix::pair`]), so that one matmul
-//! computes both and applies SwiGLU in its epilogue; plus the layer's KV cache.
+//! A decoder layer as the kernels run it: the checkpoint's weight tree (`gpu::feed`) with q, k
+//! and v stacked into one matrix ([`GpuMatrix::stack`]: one matmul), and each SwiGLU FFN's gate
+//! and up paired into one ([`GpuMatrix::pair`]: one matmul that applies SwiGLU in its epilogue);
+//! plus the layer's KV cache. Matrices of different formats stay apart.
 
 use crate::gpu::feed::{GpuFfn, GpuLayerWeights, GpuLinear, GpuMlp, GpuMoe};
 use crate::gpu::matrix::GpuMatrix;
@@ -9,9 +10,7 @@ use crate::Result;
 
 pub(super) struct GpuLayer {
     pub attn_norm: wgpu::Buffer,
-    pub q: GpuLinear,
-    pub k: GpuLinear,
-    pub v: GpuLinear,
+    pub qkv: Qkv,
     pub o: GpuLinear,
     pub q_norm: Option<wgpu::Buffer>,
     pub k_norm: Option<wgpu::Buffer>,
@@ -19,6 +18,13 @@ pub(super) struct GpuLayer {
     pub ffn: Ffn,
     pub k_cache: wgpu::Buffer,
     pub v_cache: wgpu::Buffer,
+}
+
+pub(super) enum Qkv {
+    /// One `[q_dim + 2 kv_dim, H]` projection (and bias), each token's output row `q | k | v`.
+    Fused(GpuLinear),
+    /// q, k and v of different formats.
+    Split(Box<[GpuLinear; 3]>),
 }
 
 pub(super) enum Ffn {
@@ -67,9 +73,7 @@ impl GpuLayer {
         };
         Ok(GpuLayer {
             attn_norm: w.attn_norm,
-            q: w.q,
-            k: w.k,
-            v: w.v,
+            qkv: Qkv::new(gpu, w.q, w.k, w.v)?,
             o: w.o,
             q_norm: w.q_norm,
             k_norm: w.k_norm,
@@ -79,6 +83,41 @@ impl GpuLayer {
             v_cache,
         })
     }
+}
+
+impl Qkv {
+    fn new(gpu: &Gpu, q: GpuLinear, k: GpuLinear, v: GpuLinear) -> Result<Qkv> {
+        let parts = [&q, &k, &v];
+        // Biases on all three (Qwen2) or none: a fused bias is the three concatenated.
+        let biases: Option<Vec<&wgpu::Buffer>> = parts.iter().map(|l| l.bias.as_ref()).collect();
+        if biases.is_none() && parts.iter().any(|l| l.bias.is_some()) {
+            return Ok(Qkv::Split(Box::new([q, k, v])));
+        }
+        let Some(weight) = GpuMatrix::stack(gpu, &parts.map(|l| &l.weight), 1)? else {
+            return Ok(Qkv::Split(Box::new([q, k, v])));
+        };
+        let bias = biases.map(|b| concat(gpu, &b));
+        for l in [q, k, v] {
+            l.weight.free(gpu);
+            if let Some(b) = l.bias {
+                gpu.free(b);
+            }
+        }
+        Ok(Qkv::Fused(GpuLinear { weight, bias }))
+    }
+}
+
+/// The buffers' contents one after another, in a new buffer (copied on the GPU).
+fn concat(gpu: &Gpu, parts: &[&wgpu::Buffer]) -> wgpu::Buffer {
+    let out = gpu.storage_zeroed("concatenated", parts.iter().map(|b| b.size()).sum());
+    let mut encoder = gpu.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("concat") });
+    let mut at = 0;
+    for b in parts {
+        encoder.copy_buffer_to_buffer(b, 0, &out, at, b.size());
+        at += b.size();
+    }
+    gpu.queue.submit([encoder.finish()]);
+    out
 }
 
 impl SwiGlu {

@@ -6,15 +6,16 @@
 //! Per layer (one compute pass for the whole model; wgpu orders each op after the writes it
 //! reads):
 //! ```text
-//! rms_norm -> q/k/v matmul (+bias) -> [q/k rms_norm] -> rope + KV append -> attention
+//! rms_norm -> q|k|v matmul (+bias) -> [q/k rms_norm] -> rope + KV append -> attention
 //! -> o matmul, x += o * residual_multiplier in its epilogue
 //! rms_norm -> dense: gate|up matmul with SwiGLU in its epilogue -> down matmul, x += . in its epilogue
 //!          -> MoE:   router matmul -> route (top-k ids + weights on the GPU)
 //!                    -> expert gate|up matmul + SwiGLU (ids read on the GPU) -> expert down
 //!                    [-> shared expert gate|up + SwiGLU, down (+ gate logit)] -> combine into x
 //! ```
-//! (gate|up: one paired matrix, `layer.rs`; a gate and up of different formats run as two
-//! matmuls and the `swiglu` kernel.)
+//! (q|k|v: one stacked matrix whose rows per token are `q | k | v`, read by the q/k norms and by
+//! rope as columns; gate|up: one paired matrix, `layer.rs`. Matrices of different formats run
+//! apart: q, k, v as three matmuls; gate and up as two and the `swiglu` kernel.)
 //! then the final norm and the output matmul into `logits`, for the rows whose logits are read
 //! ([`Logits`]): every row (`forward`, the parity tests), the last only (a prompt's last chunk in
 //! generation: the head, the largest matrix of a small model, then runs as a matvec), or none

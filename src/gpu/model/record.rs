@@ -1,13 +1,13 @@
 //! The resident buffers (weights, caches, scratch activations) and the recording of a chunk's
 //! forward as [`Op`]s: the body (embeddings and layers) and the head (final norm and logits).
 
-use super::layer::{Ffn, Gates, GpuLayer, Moe, SwiGlu};
+use super::layer::{Ffn, Gates, GpuLayer, Moe, Qkv, SwiGlu};
 use super::Logits;
 use crate::config::{ModelConfig, QkNorm};
 use crate::gpu::feed::{GpuHead, GpuLinear};
 use crate::gpu::kernels::matmul::Out;
 use crate::gpu::kernels::moe_group::{self, GroupBuffers};
-use crate::gpu::kernels::{attention, embed, matmul, moe_combine, moe_route, rms_norm, rope, swiglu};
+use crate::gpu::kernels::{attention, embed, matmul, moe_combine, moe_route, rms_norm, rope, swiglu, Columns};
 use crate::gpu::matrix::GpuMatrix;
 use crate::gpu::plan::Scratch;
 use crate::gpu::step::Step;
@@ -29,6 +29,10 @@ pub(super) struct Resident {
     v: wgpu::Buffer,
     q_normed: wgpu::Buffer,
     k_normed: wgpu::Buffer,
+    /// `[T, q_dim + 2 kv_dim]`: the fused q|k|v projection.
+    qkv: wgpu::Buffer,
+    /// RoPE'd q, what attention reads.
+    q_rot: wgpu::Buffer,
     attn: wgpu::Buffer,
     gate: wgpu::Buffer,
     up: wgpu::Buffer,
@@ -68,6 +72,8 @@ impl Resident {
             v: g.storage_zeroed("v", s.kv),
             q_normed: g.storage_zeroed("q normed", s.q),
             k_normed: g.storage_zeroed("k normed", s.kv),
+            qkv: g.storage_zeroed("qkv", s.qkv),
+            q_rot: g.storage_zeroed("q rotated", s.q),
             attn: g.storage_zeroed("attention", s.q),
             gate: g.storage_zeroed("gate", s.ffn),
             up: g.storage_zeroed("up", s.ffn),
@@ -134,58 +140,46 @@ impl Recorder<'_> {
         Ok(ops)
     }
 
-    /// Attention block: norm, q/k/v, [q/k norms], RoPE + KV append, attention, o, residual.
+    /// Attention block: norm, q|k|v, [q/k norms], RoPE + KV append, attention, o + residual.
     fn attention(&self, ops: &mut Vec<Op>, r: &Resident, layer: &GpuLayer) -> Result<()> {
         let (g, c, t, step) = (self.gpu, self.config, self.max_tokens, &self.step.buffer);
         let h = c.hidden_size as u32;
         ops.push(rms_norm::op(g, step, &r.x, &layer.attn_norm, &r.normed, t, 1, h, c.rms_norm_eps)?);
-        for (w, out) in [(&layer.q, &r.q), (&layer.k, &r.k), (&layer.v, &r.v)] {
-            self.linear(ops, w, &r.normed, Out::Set(out))?;
-        }
-        let (q, k) = match (&layer.q_norm, &layer.k_norm, c.qk_norm) {
-            (Some(qn), Some(kn), mode) if mode != QkNorm::None => {
+        let (qd, kvd) = (c.q_dim() as u32, c.kv_dim() as u32);
+        let own = |buffer, stride| Columns { buffer, offset: 0, stride };
+        // Where q, k and v are: columns of the fused projection's rows, or their own buffers.
+        let (mut q, mut k, v) = match &layer.qkv {
+            Qkv::Fused(w) => {
+                self.linear(ops, w, &r.normed, Out::Set(&r.qkv))?;
+                let fused = |offset| Columns { buffer: &r.qkv, offset, stride: qd + 2 * kvd };
+                (fused(0), fused(qd), fused(qd + kvd))
+            }
+            Qkv::Split(split) => {
+                for (w, out) in split.iter().zip([&r.q, &r.k, &r.v]) {
+                    self.linear(ops, w, &r.normed, Out::Set(out))?;
+                }
+                (own(&r.q, qd), own(&r.k, kvd), own(&r.v, kvd))
+            }
+        };
+        if let (Some(qn), Some(kn), mode) = (&layer.q_norm, &layer.k_norm, c.qk_norm) {
+            if mode != QkNorm::None {
                 // Per head: one weight of head_dim for every head; whole: one over the projection.
                 let (q_rows, k_rows, q_width, k_width) = match mode {
                     QkNorm::PerHead => (c.num_heads, c.num_kv_heads, c.head_dim, c.head_dim),
                     _ => (1, 1, c.q_dim(), c.kv_dim()),
                 };
                 let eps = c.rms_norm_eps;
-                ops.push(rms_norm::op(g, step, &r.q, qn, &r.q_normed, t, q_rows as u32, q_width as u32, eps)?);
-                ops.push(rms_norm::op(g, step, &r.k, kn, &r.k_normed, t, k_rows as u32, k_width as u32, eps)?);
-                (&r.q_normed, &r.k_normed)
+                let (qr, kr, qw, kw) = (q_rows as u32, k_rows as u32, q_width as u32, k_width as u32);
+                ops.push(rms_norm::columns_op(g, step, q, qn, &r.q_normed, t, qr, qw, eps)?);
+                ops.push(rms_norm::columns_op(g, step, k, kn, &r.k_normed, t, kr, kw, eps)?);
+                (q, k) = (own(&r.q_normed, qd), own(&r.k_normed, kvd));
             }
-            _ => (&r.q, &r.k),
-        };
+        }
         let (heads, kv_heads, hd) = (c.num_heads as u32, c.num_kv_heads as u32, c.head_dim as u32);
-        ops.push(rope::op(
-            g,
-            step,
-            q,
-            k,
-            &r.v,
-            &layer.k_cache,
-            &layer.v_cache,
-            t,
-            heads,
-            kv_heads,
-            hd,
-            c.rope_theta,
-            c.rope_pairing,
-            self.max_ctx,
-        )?);
-        ops.push(attention::op(
-            g,
-            step,
-            q,
-            &layer.k_cache,
-            &layer.v_cache,
-            &r.attn,
-            t,
-            heads,
-            kv_heads,
-            hd,
-            c.attention_scale,
-        )?);
+        let (theta, pairing) = (c.rope_theta, c.rope_pairing);
+        let (kc, vc) = (&layer.k_cache, &layer.v_cache);
+        ops.push(rope::op(g, step, q, k, v, &r.q_rot, kc, vc, t, heads, kv_heads, hd, theta, pairing, self.max_ctx)?);
+        ops.push(attention::op(g, step, &r.q_rot, kc, vc, &r.attn, t, heads, kv_heads, hd, c.attention_scale)?);
         // The residual add is o's epilogue.
         self.linear(ops, &layer.o, &r.attn, Out::Add(&r.x, c.residual_multiplier))?;
         Ok(())
