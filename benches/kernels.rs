@@ -9,6 +9,7 @@
 
 use flint::config::presets;
 use flint::gpu::kernels::matmul::Out;
+use flint::gpu::kernels::Columns;
 use flint::gpu::kernels::{attention, generate_int4, matmul, moe_route};
 use flint::gpu::matrix::{GpuMatrix, MatrixLayout};
 use flint::gpu::measure::{copy_gbps, read_gbps, time_best};
@@ -127,7 +128,20 @@ fn main() {
     let weights = gpu.storage_zeroed("expert weights", (64 * moe.top_k * 4) as u64);
     let mut ops = matmul::ops(&gpu, &step.buffer, &router, &x, None, Out::Set(&logits), 1).unwrap();
     let (e, k) = (moe.num_experts as u32, moe.top_k as u32);
-    ops.push(moe_route::op(&gpu, &step.buffer, &logits, &ids, &weights, 1, e, k, moe.renormalize).unwrap());
+    ops.push(
+        moe_route::op(
+            &gpu,
+            &step.buffer,
+            Columns { buffer: &logits, offset: 0, stride: e },
+            &ids,
+            &weights,
+            1,
+            e,
+            k,
+            moe.renormalize,
+        )
+        .unwrap(),
+    );
     let t = run(&gpu, &ops, 5);
     report.bandwidth(
         "router + top-k",

@@ -8,9 +8,12 @@
 // sigmoid gate is not computed here: moe_combine applies it.
 //
 // Bindings (group 0):
-//   0 params          uniform  { num_experts: u32, top_k: u32, renormalize: u32, _pad: u32 }
+//   0 params          uniform  { num_experts: u32, top_k: u32, renormalize: u32, logit_offset: u32,
+//                                 logit_stride: u32, _pad: 3 x u32 }
 //   1 step            uniform  { n_tokens: u32, position: u32, ... } (see gpu::step); T = n_tokens
-//   2 router_logits   storage read   f32 [T, num_experts]
+//   2 router_logits   storage read   f32 [T, logit_stride]: token t's logits at columns
+//                                    logit_offset .. + num_experts (the router's matmul may add
+//                                    the shared expert's gate logit as one more column)
 //   3 expert_ids      storage rw     u32 [T, top_k]   (row t at t * top_k)
 //   4 expert_weights  storage rw     f32 [T, top_k]
 // Overrides: WG (threads per workgroup, a power of two >= 64), E (>= num_experts: sizes workgroup memory).
@@ -23,7 +26,16 @@
 override WG: u32 = 64u;
 override E: u32 = 128u;
 
-struct Params { num_experts: u32, top_k: u32, renormalize: u32, _pad: u32 }
+struct Params {
+    num_experts: u32,
+    top_k: u32,
+    renormalize: u32,
+    logit_offset: u32,
+    logit_stride: u32,
+    _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
+}
 struct Step { n_tokens: u32, position: u32, _pad0: u32, _pad1: u32 }
 
 @group(0) @binding(0) var<uniform> params: Params;
@@ -46,7 +58,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
     }
     let n = params.num_experts;
     let k = params.top_k;
-    let base = t * n;
+    let base = t * params.logit_stride + params.logit_offset;
 
     // Max. The lowest finite f32, written exactly (a decimal literal that rounds past it is an error in Tint).
     var m = -0x1.fffffep+127f;

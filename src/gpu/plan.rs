@@ -28,7 +28,7 @@ pub struct Scratch {
     pub qkv: u64,
     /// gate, up, activation: `[T, widest FFN]` each (a dense FFN, k routed experts, the shared one).
     pub ffn: u64,
-    /// `[T, E]` (at least 1).
+    /// `[T, E + 1]` (the shared expert's gate logit as one more column; at least 1).
     pub router_logits: u64,
     /// expert ids, expert weights: `[T, k]` each.
     pub slots: u64,
@@ -64,7 +64,7 @@ impl Scratch {
             kv: f32s(c.kv_dim()),
             qkv: f32s(c.q_dim() + 2 * c.kv_dim()),
             ffn: f32s(ffn_width),
-            router_logits: f32s(moe.map_or(1, |m| m.num_experts)),
+            router_logits: f32s(moe.map_or(1, |m| m.num_experts + 1)),
             slots: f32s(k),
             expert_out: f32s(k * c.hidden_size),
             gate_logit: f32s(1),

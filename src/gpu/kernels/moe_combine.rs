@@ -2,6 +2,7 @@
 //! (`shaders/moe_combine.wgsl`). CPU twin: [`combine`], the sums of `ReferenceModel::moe` and
 //! the residual add of `ReferenceModel::forward`, in their order.
 
+use super::Columns;
 use crate::gpu::{Gpu, Op};
 use crate::ops::sigmoid;
 use crate::{Error, Result};
@@ -17,13 +18,17 @@ struct Params {
     top_k: u32,
     shared_mode: u32,
     residual_multiplier: f32,
+    gate_offset: u32,
+    gate_stride: u32,
+    _pad: [u32; 2],
 }
 
 /// An op adding, for each of the step's T tokens (at most `max_tokens`),
 /// `residual_multiplier * (sum_s expert_weights[t, s] * expert_out[t * top_k + s, :] + scale * shared_out[t, :])`
 /// to `x[t, :]` (f32 `[T, dim]`, in place). `shared_out` (f32 `[T, dim]`) is the shared
-/// expert's output, if the model has one; `shared_gate_logit` (f32 `[T]`) its gate's logit,
-/// if gated (scale = sigmoid of it; 1 otherwise).
+/// expert's output, if the model has one; `shared_gate_logit` (one column of f32 rows, as the
+/// router's matmul writes it beside the experts' logits) its gate's logit, if gated (scale =
+/// sigmoid of it; 1 otherwise).
 #[allow(clippy::too_many_arguments)]
 pub fn op(
     gpu: &Gpu,
@@ -32,7 +37,7 @@ pub fn op(
     expert_out: &wgpu::Buffer,
     expert_weights: &wgpu::Buffer,
     shared_out: Option<&wgpu::Buffer>,
-    shared_gate_logit: Option<&wgpu::Buffer>,
+    shared_gate_logit: Option<Columns>,
     max_tokens: u32,
     dim: u32,
     top_k: u32,
@@ -45,11 +50,13 @@ pub fn op(
         (None, Some(_)) => return Err(Error::Gpu("moe_combine: a shared-expert gate without a shared expert".into())),
     };
     let kernel = gpu.kernel("moe_combine", SOURCE, &[("WG", WG as f64)])?;
-    let params = gpu.uniform("moe_combine params", &Params { dim, top_k, shared_mode, residual_multiplier });
+    let (gate_offset, gate_stride) = shared_gate_logit.map_or((0, 0), |g| (g.offset, g.stride));
+    let params = Params { dim, top_k, shared_mode, residual_multiplier, gate_offset, gate_stride, _pad: [0; 2] };
+    let params = gpu.uniform("moe_combine params", &params);
     // Absent inputs are bound to a placeholder the kernel never reads.
     let placeholder = gpu.storage_zeroed("moe_combine placeholder", 4);
     let shared_out = shared_out.unwrap_or(&placeholder);
-    let gate = shared_gate_logit.unwrap_or(&placeholder);
+    let gate = shared_gate_logit.map_or(&placeholder, |g| g.buffer);
     Ok(gpu.op(
         "moe_combine",
         &kernel,
@@ -124,11 +131,13 @@ mod tests {
                     step.set(gpu, tokens as u32, 5);
                     let xb = gpu.storage("x", &x);
                     let (eb, wb) = (gpu.storage("expert_out", &expert_out), gpu.storage("w", &weights));
-                    let (sb, gb) = (gpu.storage("shared", &shared_out), gpu.storage("gate", &gate));
+                    // The gate logit as column 1 of rows of 3 (as beside a router's logits).
+                    let gate_rows: Vec<f32> = gate.iter().flat_map(|&g| [-9.0, g, 9.0]).collect();
+                    let (sb, gb) = (gpu.storage("shared", &shared_out), gpu.storage("gate", &gate_rows));
                     let (s, g) = match mode {
                         0 => (None, None),
                         1 => (Some(&sb), None),
-                        _ => (Some(&sb), Some(&gb)),
+                        _ => (Some(&sb), Some(Columns { buffer: &gb, offset: 1, stride: 3 })),
                     };
                     let op = op(gpu, &step.buffer, &xb, &eb, &wb, s, g, max_tokens as u32, dim as u32, k as u32, rm)
                         .unwrap();

@@ -232,7 +232,18 @@ mod tests {
         let weights = gpu.storage_zeroed("weights", (tokens * k * 4) as u64);
         let (t, e, kk) = (tokens as u32, experts as u32, k as u32);
         let b = GroupBuffers::new(gpu, t, e, kk, 8);
-        let route = moe_route::op(gpu, &step.buffer, &lb, &ids, &weights, t, e, kk, true).unwrap();
+        let route = moe_route::op(
+            gpu,
+            &step.buffer,
+            crate::gpu::kernels::Columns { buffer: &lb, offset: 0, stride: e },
+            &ids,
+            &weights,
+            t,
+            e,
+            kk,
+            true,
+        )
+        .unwrap();
         let grouping = op(gpu, &step.buffer, &ids, &b, e, kk, 8).unwrap();
         crate::gpu::submit(gpu, &[&route, &grouping]);
         let got_ids: Vec<u32> = gpu.read(&ids).unwrap();

@@ -1,6 +1,7 @@
 //! MoE router: softmax, top-k, optional renormalisation (`shaders/moe_route.wgsl`).
 //! CPU twin: [`route`], built from `ops::{softmax, top_k}` as `ReferenceModel::moe` is.
 
+use super::Columns;
 use crate::gpu::{Gpu, Op};
 use crate::ops::{softmax, top_k as top_k_of};
 use crate::{Error, Result};
@@ -16,17 +17,19 @@ struct Params {
     num_experts: u32,
     top_k: u32,
     renormalize: u32,
-    _pad: u32,
+    logit_offset: u32,
+    logit_stride: u32,
+    _pad: [u32; 3],
 }
 
-/// An op routing up to `max_tokens` tokens: reads `router_logits` f32 `[T, num_experts]`
+/// An op routing up to `max_tokens` tokens: reads `num_experts` columns of `router_logits`' rows
 /// (T = the step's n_tokens), writes `expert_ids` u32 `[T, top_k]` and `expert_weights`
 /// f32 `[T, top_k]`, largest weight first.
 #[allow(clippy::too_many_arguments)]
 pub fn op(
     gpu: &Gpu,
     step: &wgpu::Buffer,
-    router_logits: &wgpu::Buffer,
+    router_logits: Columns,
     expert_ids: &wgpu::Buffer,
     expert_weights: &wgpu::Buffer,
     max_tokens: u32,
@@ -49,9 +52,17 @@ pub fn op(
         return Err(Error::Gpu(format!("moe_route: {num_experts} experts exceed the workgroup memory")));
     }
     let kernel = gpu.kernel("moe_route", SOURCE, &[("WG", wg as f64), ("E", e_slots as f64)])?;
-    let params =
-        gpu.uniform("moe_route params", &Params { num_experts, top_k, renormalize: renormalize as u32, _pad: 0 });
-    Ok(gpu.op("moe_route", &kernel, &[&params, step, router_logits, expert_ids, expert_weights], [max_tokens, 1, 1]))
+    let params = Params {
+        num_experts,
+        top_k,
+        renormalize: renormalize as u32,
+        logit_offset: router_logits.offset,
+        logit_stride: router_logits.stride,
+        _pad: [0; 3],
+    };
+    let params = gpu.uniform("moe_route params", &params);
+    let buffers = [&params, step, router_logits.buffer, expert_ids, expert_weights];
+    Ok(gpu.op("moe_route", &kernel, &buffers, [max_tokens, 1, 1]))
 }
 
 /// CPU twin for one token: `(expert ids, weights)`, largest first, as `ReferenceModel::moe`
@@ -92,6 +103,19 @@ mod tests {
     }
 
     fn run(logits: &[f32], tokens: usize, experts: usize, k: usize, renorm: bool) -> (Vec<u32>, Vec<f32>) {
+        run_columns(logits, 0, experts, tokens, experts, k, renorm)
+    }
+
+    /// [`run`] with each token's logits at columns `offset ..` of rows of `stride`.
+    fn run_columns(
+        logits: &[f32],
+        offset: usize,
+        stride: usize,
+        tokens: usize,
+        experts: usize,
+        k: usize,
+        renorm: bool,
+    ) -> (Vec<u32>, Vec<f32>) {
         let gpu = gpu();
         let step = Step::new(gpu);
         step.set(gpu, tokens as u32, 0);
@@ -100,8 +124,9 @@ mod tests {
         let max_tokens = tokens + 3;
         let ids = gpu.storage("ids", &vec![u32::MAX; max_tokens * k]);
         let weights = gpu.storage("weights", &vec![-7.0f32; max_tokens * k]);
+        let cols = Columns { buffer: &lb, offset: offset as u32, stride: stride as u32 };
         let op =
-            op(gpu, &step.buffer, &lb, &ids, &weights, max_tokens as u32, experts as u32, k as u32, renorm).unwrap();
+            op(gpu, &step.buffer, cols, &ids, &weights, max_tokens as u32, experts as u32, k as u32, renorm).unwrap();
         crate::gpu::submit(gpu, &[&op]);
         let ids: Vec<u32> = gpu.read(&ids).unwrap();
         let weights: Vec<f32> = gpu.read(&weights).unwrap();
@@ -139,6 +164,26 @@ mod tests {
     }
 
     #[test]
+    fn logits_as_columns_of_wider_rows() {
+        // The router's rows may carry the shared expert's gate logit (and here more) beside the
+        // experts' logits: columns outside [offset, offset + E) are never read, even when larger.
+        let (tokens, experts, k, offset, stride) = (7, 60, 4, 2, 63);
+        let logits = separated_logits(tokens, experts, 9);
+        let wide: Vec<f32> =
+            logits.chunks_exact(experts).flat_map(|row| [&[50.0, 50.0][..], row, &[50.0][..]].concat()).collect();
+        assert_eq!(wide.len(), tokens * stride);
+        let (ids, weights) = run_columns(&wide, offset, stride, tokens, experts, k, true);
+        let (mut want_ids, mut want_w) = (vec![], vec![]);
+        for row in logits.chunks_exact(experts) {
+            let (i, w) = route(row, k, true);
+            want_ids.extend(i);
+            want_w.extend(w);
+        }
+        assert_eq!(ids, want_ids);
+        assert!(max_relative_error(&weights, &want_w) < 1e-5);
+    }
+
+    #[test]
     fn ties_go_to_the_lower_index() {
         // Equal logits give bit-equal probabilities on either side, so the tie rule decides.
         let experts = 60;
@@ -161,7 +206,8 @@ mod tests {
         let gpu = gpu();
         let step = Step::new(gpu);
         let b = gpu.storage_zeroed("b", 64);
-        assert!(op(gpu, &step.buffer, &b, &b, &b, 1, 8, 9, true).is_err());
-        assert!(op(gpu, &step.buffer, &b, &b, &b, 1, 8, 0, true).is_err());
+        let cols = Columns { buffer: &b, offset: 0, stride: 8 };
+        assert!(op(gpu, &step.buffer, cols, &b, &b, 1, 8, 9, true).is_err());
+        assert!(op(gpu, &step.buffer, cols, &b, &b, 1, 8, 0, true).is_err());
     }
 }

@@ -33,11 +33,21 @@ pub(super) enum Ffn {
 }
 
 pub(super) struct Moe {
+    /// `[E, H]`, or `[E + 1, H]` with the shared expert's gate as its last row.
     pub router: GpuMatrix,
     /// The routed experts, stacked (gate/up paired per expert).
     pub experts: SwiGlu,
     pub shared: Option<SwiGlu>,
-    pub shared_gate: Option<GpuMatrix>,
+    pub shared_gate: SharedGate,
+}
+
+/// Where the shared expert's sigmoid gate (`[1, H]`) is.
+pub(super) enum SharedGate {
+    None,
+    /// Row E of the router: its logit is one more column of the router's output.
+    InRouter,
+    /// Its own matrix (a format other than the router's).
+    Own(GpuMatrix),
 }
 
 /// A SwiGLU FFN (or a stack of them): `down(silu(gate x) * up x)`.
@@ -63,6 +73,17 @@ impl GpuLayer {
             GpuFfn::Moe(m) => {
                 let GpuMoe { router, experts, shared, shared_gate } = *m;
                 let units = router.rows;
+                let (router, shared_gate) = match shared_gate {
+                    None => (router, SharedGate::None),
+                    Some(gate) => match GpuMatrix::stack(gpu, &[&router, &gate], 1)? {
+                        Some(stacked) => {
+                            router.free(gpu);
+                            gate.free(gpu);
+                            (stacked, SharedGate::InRouter)
+                        }
+                        None => (router, SharedGate::Own(gate)),
+                    },
+                };
                 Ffn::Moe(Box::new(Moe {
                     router,
                     experts: SwiGlu::new(gpu, experts, units)?,

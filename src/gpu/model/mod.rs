@@ -9,9 +9,10 @@
 //! rms_norm -> q|k|v matmul (+bias) -> [q/k rms_norm] -> rope + KV append -> attention
 //! -> o matmul, x += o * residual_multiplier in its epilogue
 //! rms_norm -> dense: gate|up matmul with SwiGLU in its epilogue -> down matmul, x += . in its epilogue
-//!          -> MoE:   router matmul -> route (top-k ids + weights on the GPU)
+//!          -> MoE:   router matmul (+ the shared expert's gate logit as one more row)
+//!                    -> route (top-k ids + weights on the GPU)
 //!                    -> expert gate|up matmul + SwiGLU (ids read on the GPU) -> expert down
-//!                    [-> shared expert gate|up + SwiGLU, down (+ gate logit)] -> combine into x
+//!                    [-> shared expert gate|up + SwiGLU, down] -> combine into x
 //! ```
 //! (q|k|v: one stacked matrix whose rows per token are `q | k | v`, read by the q/k norms and by
 //! rope as columns; gate|up: one paired matrix, `layer.rs`. Matrices of different formats run

@@ -1,7 +1,7 @@
 //! The resident buffers (weights, caches, scratch activations) and the recording of a chunk's
 //! forward as [`Op`]s: the body (embeddings and layers) and the head (final norm and logits).
 
-use super::layer::{Ffn, Gates, GpuLayer, Moe, Qkv, SwiGlu};
+use super::layer::{Ffn, Gates, GpuLayer, Moe, Qkv, SharedGate, SwiGlu};
 use super::Logits;
 use crate::config::{ModelConfig, QkNorm};
 use crate::gpu::feed::{GpuHead, GpuLinear};
@@ -197,8 +197,11 @@ impl Recorder<'_> {
         let Moe { router, experts, shared, shared_gate } = moe;
         let m = c.moe.as_ref().ok_or_else(|| Error::Gpu("an MoE layer in a dense config".into()))?;
         let (e, k, h) = (m.num_experts as u32, m.top_k as u32, c.hidden_size as u32);
+        // The router's rows: E logits, and the shared expert's gate logit where it is row E.
+        let rows = router.rows as u32;
+        let logits = |offset| Columns { buffer: &r.router_logits, offset, stride: rows };
         ops.extend(matmul::ops(g, step, router, &r.normed, None, Out::Set(&r.router_logits), t)?);
-        ops.push(moe_route::op(g, step, &r.router_logits, &r.expert_ids, &r.expert_weights, t, e, k, m.renormalize)?);
+        ops.push(moe_route::op(g, step, logits(0), &r.expert_ids, &r.expert_weights, t, e, k, m.renormalize)?);
         // Per (token, slot) for one token; grouped by expert for a chunk.
         let group = match (t, &r.group) {
             (1, _) | (_, None) => None,
@@ -219,9 +222,14 @@ impl Recorder<'_> {
         if let Some(mlp) = shared {
             self.mlp(ops, r, mlp, Out::Set(&r.shared_out))?;
         }
-        if let Some(gate) = shared_gate {
-            ops.extend(matmul::ops(g, step, gate, &r.normed, None, Out::Set(&r.shared_gate_logit), t)?);
-        }
+        let gate = match shared_gate {
+            SharedGate::None => None,
+            SharedGate::InRouter => Some(logits(e)),
+            SharedGate::Own(gate) => {
+                ops.extend(matmul::ops(g, step, gate, &r.normed, None, Out::Set(&r.shared_gate_logit), t)?);
+                Some(Columns { buffer: &r.shared_gate_logit, offset: 0, stride: 1 })
+            }
+        };
         ops.push(moe_combine::op(
             g,
             step,
@@ -229,7 +237,7 @@ impl Recorder<'_> {
             &r.expert_out,
             &r.expert_weights,
             shared.as_ref().map(|_| &r.shared_out),
-            shared_gate.as_ref().map(|_| &r.shared_gate_logit),
+            gate,
             t,
             h,
             k,
