@@ -43,9 +43,10 @@ pub fn op(
     // One thread per expert up to 256 (ranking costs each thread E comparisons per expert it
     // holds), at least MAX_TOP_K (threads s < k write slot s).
     let wg = num_experts.next_power_of_two().clamp(MAX_TOP_K, 256);
-    // The probabilities' array holds at least 64: on lavapipe, arrays of 8, 16 or 32 made an
-    // isolated call ~100x slower (2.8, 5.2, 12.7 ms against 0.04 ms, measured). Inside a model of
-    // 16 experts the call is still slow (5-25 ms), for a reason not found yet.
+    // The probabilities' array holds at least 64: the ranking loop runs over 64 at least, as
+    // lavapipe runs loops of 32 trips or fewer there 10-40x slower per trip (measured: 16 experts
+    // took 6.7 ms per isolated call, 32 took 13.5 ms, 33 or more 0.2 ms; padded, all 0.2 ms). The
+    // cause lies in llvmpipe's code generation; the trip count alone decides it.
     let e_slots = num_experts.max(64);
     // Workgroup memory: E probabilities + WG reduction slots + 2 * 64 picks, in 4-byte words.
     if (e_slots + wg + 2 * MAX_TOP_K) * 4 > 16 * 1024 {
