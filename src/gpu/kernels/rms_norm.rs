@@ -40,7 +40,8 @@ pub fn op(
     dim: u32,
     eps: f32,
 ) -> Result<Op> {
-    build(gpu, step, x, weight, out, max_tokens * rows_per_token, Params::new(rows_per_token, dim, eps, false))
+    let x = Columns { buffer: x, offset: 0, stride: rows_per_token * dim };
+    columns_op(gpu, step, x, weight, out, max_tokens, rows_per_token, dim, eps)
 }
 
 /// [`op`] over the `rows_per_token * dim` columns of `x` from `x.offset` (each token's row of x
@@ -57,8 +58,9 @@ pub fn columns_op(
     dim: u32,
     eps: f32,
 ) -> Result<Op> {
-    let params = Params { x_offset: x.offset, x_stride: x.stride, ..Params::new(rows_per_token, dim, eps, false) };
-    build(gpu, step, x.buffer, weight, out, max_tokens * rows_per_token, params)
+    let Columns { buffer, offset: x_offset, stride: x_stride } = x;
+    let params = Params { x_offset, x_stride, ..Params::new(rows_per_token, dim, eps, false) };
+    build(gpu, step, buffer, weight, out, max_tokens * rows_per_token, params)
 }
 
 /// An op normalising only the step's last token (its `rows_per_token` rows of `dim`) from `x`

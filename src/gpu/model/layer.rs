@@ -66,7 +66,7 @@ pub(super) enum Gates {
 }
 
 impl GpuLayer {
-    /// The layer of checked weights `w` (the separate gate and up matrices are freed once paired).
+    /// The layer of checked weights `w` (matrices stacked into one are freed once copied).
     pub fn new(gpu: &Gpu, w: GpuLayerWeights, k_cache: wgpu::Buffer, v_cache: wgpu::Buffer) -> Result<GpuLayer> {
         let ffn = match w.ffn {
             GpuFfn::Dense(m) => Ffn::Dense(Box::new(SwiGlu::new(gpu, m, 1)?)),
