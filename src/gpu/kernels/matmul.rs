@@ -232,7 +232,7 @@ fn expected_tiles(tokens: u32, p: f64, tile: u32) -> f64 {
     sum
 }
 
-/// The general constructor behind [`ops`], [`ops_with_bias`] and [`expert_ops`], with an explicit
+/// The general constructor behind [`ops`], [`expert_ops`] and [`grouped_expert_ops`], with an explicit
 /// workgroup `shape` (expert ops use tile 1: each slot has its own expert).
 #[allow(clippy::too_many_arguments)]
 pub fn build(
@@ -706,8 +706,8 @@ mod tests {
     /// `silu(g) * u` of twin outputs `g`, `u` and its rounding scale from their magnitudes: an error
     /// of e_g in g moves the product by at most 1.1 |u| e_g (|silu'| < 1.1), one of e_u by |silu(g)| e_u.
     fn swiglu_twin(g: &[f32], u: &[f32], mag_g: &[f32], mag_u: &[f32]) -> (Vec<f32>, Vec<f32>) {
-        let silu = |v: f32| v / (1.0 + (-v).exp());
-        let want = g.iter().zip(u).map(|(&g, &u)| silu(g) * u).collect();
+        use crate::ops::{silu, silu_mul};
+        let want = silu_mul(g, u);
         let mags = (0..g.len()).map(|i| 1.1 * u[i].abs() * mag_g[i] + silu(g[i]).abs() * mag_u[i]).collect();
         (want, mags)
     }

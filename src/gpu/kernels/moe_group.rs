@@ -41,22 +41,30 @@ pub struct GroupBuffers {
 
 impl GroupBuffers {
     pub fn new(gpu: &Gpu, max_tokens: u32, num_experts: u32, top_k: u32, tile: u32) -> GroupBuffers {
-        let words = |n: u32| u64::from(n.max(1)) * 4;
+        let [ranges, rows, active, tiles] = Self::sizes(max_tokens, num_experts, top_k, tile);
         GroupBuffers {
-            expert_ranges: gpu.storage_zeroed("expert ranges", words(2 * num_experts)),
-            rows: gpu.storage_zeroed("grouped rows", words(max_tokens * top_k)),
-            active_experts: gpu.storage_zeroed("active experts", words(1 + num_experts)),
-            tiles: gpu.storage_zeroed("expert tiles", words(1 + 3 * max_tiles(max_tokens * top_k, num_experts, tile))),
+            expert_ranges: gpu.storage_zeroed("expert ranges", ranges),
+            rows: gpu.storage_zeroed("grouped rows", rows),
+            active_experts: gpu.storage_zeroed("active experts", active),
+            tiles: gpu.storage_zeroed("expert tiles", tiles),
         }
     }
 
     /// Bytes [`GroupBuffers::new`] allocates (as `Gpu` counts them).
     pub fn bytes(max_tokens: u32, num_experts: u32, top_k: u32, tile: u32) -> u64 {
+        Self::sizes(max_tokens, num_experts, top_k, tile).iter().sum()
+    }
+
+    /// Bytes of the expert ranges, rows, active experts and tiles, in that order.
+    fn sizes(max_tokens: u32, num_experts: u32, top_k: u32, tile: u32) -> [u64; 4] {
         let words = |n: u32| u64::from(n.max(1)) * 4;
-        words(2 * num_experts)
-            + words(max_tokens * top_k)
-            + words(1 + num_experts)
-            + words(1 + 3 * max_tiles(max_tokens * top_k, num_experts, tile))
+        let pairs = max_tokens * top_k;
+        [
+            words(2 * num_experts),
+            words(pairs),
+            words(1 + num_experts),
+            words(1 + 3 * max_tiles(pairs, num_experts, tile)),
+        ]
     }
 }
 

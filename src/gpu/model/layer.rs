@@ -54,8 +54,6 @@ pub(super) enum SharedGate {
 pub(super) struct SwiGlu {
     pub gates: Gates,
     pub down: GpuMatrix,
-    /// Rows of one FFN's gate (its intermediate width).
-    pub width: u32,
 }
 
 pub(super) enum Gates {
@@ -144,7 +142,6 @@ fn concat(gpu: &Gpu, parts: &[&wgpu::Buffer]) -> wgpu::Buffer {
 impl SwiGlu {
     /// `units` FFNs stacked in `m`.
     fn new(gpu: &Gpu, m: GpuMlp, units: usize) -> Result<SwiGlu> {
-        let width = (m.gate.rows / units.max(1)) as u32;
         let gates = match GpuMatrix::pair(gpu, &m.gate, &m.up, units)? {
             Some(paired) => {
                 m.gate.free(gpu);
@@ -153,6 +150,11 @@ impl SwiGlu {
             }
             None => Gates::Split { gate: m.gate, up: m.up },
         };
-        Ok(SwiGlu { gates, down: m.down, width })
+        Ok(SwiGlu { gates, down: m.down })
+    }
+
+    /// One FFN's intermediate width: the columns of down.
+    pub fn width(&self) -> u32 {
+        self.down.cols as u32
     }
 }

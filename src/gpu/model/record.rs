@@ -215,9 +215,7 @@ impl Recorder<'_> {
             None => matmul::expert_ops(g, step, m, rows, &r.expert_ids, k, x, out, t, x_per_slot),
             Some(b) => matmul::grouped_expert_ops(g, step, m, rows, &b.tiles, &b.rows, k, x, out, t, x_per_slot),
         };
-        self.gates(ops, r, &experts.gates, experts.width, k, |m, rows, out| {
-            experts_op(m, rows, &r.normed, out, false)
-        })?;
+        self.gates(ops, r, experts, k, |m, rows, out| experts_op(m, rows, &r.normed, out, false))?;
         ops.extend(experts_op(&experts.down, h, &r.act, Out::Set(&r.expert_out), true)?);
         if let Some(mlp) = shared {
             self.mlp(ops, r, mlp, Out::Set(&r.shared_out))?;
@@ -246,20 +244,19 @@ impl Recorder<'_> {
         Ok(())
     }
 
-    /// `act = silu(gate x) * up x` of `gates` (FFNs of `width`, `per_token` rows of `act` per
-    /// token), with `matmul(m, rows per FFN, out)` running a matrix: paired, one matmul with the
-    /// SwiGLU epilogue; split, two and the `swiglu` kernel.
+    /// `act = silu(gate x) * up x` of `mlp`'s gates (`per_token` rows of `act` per token), with
+    /// `matmul(m, rows per FFN, out)` running a matrix: paired, one matmul with the SwiGLU
+    /// epilogue; split, two and the `swiglu` kernel.
     fn gates(
         &self,
         ops: &mut Vec<Op>,
         r: &Resident,
-        gates: &Gates,
-        width: u32,
+        mlp: &SwiGlu,
         per_token: u32,
         matmul: impl Fn(&GpuMatrix, u32, Out) -> Result<Vec<Op>>,
     ) -> Result<()> {
-        let (g, t, step) = (self.gpu, self.max_tokens, &self.step.buffer);
-        match gates {
+        let (g, t, step, width) = (self.gpu, self.max_tokens, &self.step.buffer, mlp.width());
+        match &mlp.gates {
             Gates::Paired(m) => ops.extend(matmul(m, 2 * width, Out::SwiGlu(&r.act))?),
             Gates::Split { gate, up } => {
                 ops.extend(matmul(gate, width, Out::Set(&r.gate))?);
@@ -273,7 +270,7 @@ impl Recorder<'_> {
     /// A dense SwiGLU FFN of `normed` into `out`.
     fn mlp(&self, ops: &mut Vec<Op>, r: &Resident, mlp: &SwiGlu, out: Out) -> Result<()> {
         let (g, t, step) = (self.gpu, self.max_tokens, &self.step.buffer);
-        self.gates(ops, r, &mlp.gates, mlp.width, 1, |m, _, out| matmul::ops(g, step, m, &r.normed, None, out, t))?;
+        self.gates(ops, r, mlp, 1, |m, _, out| matmul::ops(g, step, m, &r.normed, None, out, t))?;
         ops.extend(matmul::ops(g, step, &mlp.down, &r.act, None, out, t)?);
         Ok(())
     }
