@@ -8,6 +8,7 @@
 use flint::config::{Family, FfnKind, ModelConfig, MoeConfig, QkNorm, RopePairing};
 use flint::engine::Generator;
 use flint::gpu::generator::GpuGenerator;
+use flint::gpu::kernels::KvFormat;
 use flint::gpu::model::GpuModel;
 use flint::gpu::{Backend, Gpu};
 use flint::quant::packed::{pack_f16_pair, Format, PackedMatrix};
@@ -138,7 +139,7 @@ fn bytes_per_token(w: &ModelWeights, c: &ModelConfig) -> f64 {
 
 fn bench(name: &str, gpu: &Arc<Gpu>, config: &ModelConfig, weights: &ModelWeights, copy_gbps: f64) {
     let t = Instant::now();
-    let model = GpuModel::new(gpu.clone(), config, weights, 64, 512).unwrap();
+    let model = GpuModel::new(gpu.clone(), config, weights, 64, 512, KvFormat::default()).unwrap();
     let load_s = t.elapsed().as_secs_f64();
     let mut generator = GpuGenerator::new(model).unwrap();
     let prompt: Vec<u32> = (0..128).map(|i| (i * 7 + 3) % config.vocab_size as u32).collect();

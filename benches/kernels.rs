@@ -9,8 +9,8 @@
 
 use flint::config::presets;
 use flint::gpu::kernels::matmul::Out;
-use flint::gpu::kernels::Columns;
 use flint::gpu::kernels::{attention, generate_int4, matmul, moe_route};
+use flint::gpu::kernels::{Columns, KvFormat};
 use flint::gpu::matrix::{GpuMatrix, MatrixLayout};
 use flint::gpu::measure::{copy_gbps, read_gbps, time_best};
 use flint::gpu::step::Step;
@@ -177,23 +177,22 @@ fn main() {
         t,
     );
 
-    // Attention of one token over 512 and 4096 cached positions (16 heads, 4 KV heads of 128).
+    // Attention of one token over 512 and 4096 cached positions (16 heads, 4 KV heads of 128),
+    // with an f32 and an f16 cache; bytes are the cache's rows read.
     let (heads, kv_heads, hd) = (c.num_heads as u32, c.num_kv_heads as u32, c.head_dim as u32);
     for ctx in [512u32, 4096] {
-        let cache_bytes = u64::from(ctx) * c.kv_dim() as u64 * 4;
-        let (kc, vc) = (gpu.storage_zeroed("k cache", cache_bytes), gpu.storage_zeroed("v cache", cache_bytes));
-        let q = gpu.storage_zeroed("q", (c.q_dim() * 4) as u64);
-        let o = gpu.storage_zeroed("attention out", (c.q_dim() * 4) as u64);
-        step.set(&gpu, 1, ctx - 1);
-        let op =
-            attention::op(&gpu, &step.buffer, &q, &kc, &vc, &o, 1, heads, kv_heads, hd, c.attention_scale).unwrap();
-        let t = run(&gpu, &[op], 5);
-        report.bandwidth(
-            "attention",
-            &format!("ctx {ctx}, {heads}/{kv_heads} heads of {hd}"),
-            2.0 * cache_bytes as f64,
-            t,
-        );
+        for kv in [KvFormat::F32, KvFormat::F16] {
+            let cache_bytes = u64::from(ctx) * c.kv_dim() as u64 * kv.bytes_per_value();
+            let (kc, vc) = (gpu.storage_zeroed("k cache", cache_bytes), gpu.storage_zeroed("v cache", cache_bytes));
+            let q = gpu.storage_zeroed("q", (c.q_dim() * 4) as u64);
+            let o = gpu.storage_zeroed("attention out", (c.q_dim() * 4) as u64);
+            step.set(&gpu, 1, ctx - 1);
+            let scale = c.attention_scale;
+            let op = attention::op(&gpu, &step.buffer, &q, &kc, &vc, &o, 1, heads, kv_heads, hd, scale, kv).unwrap();
+            let t = run(&gpu, &[op], 5);
+            let shape = format!("ctx {ctx}, {heads}/{kv_heads} heads of {hd}, {kv:?} cache");
+            report.bandwidth("attention", &shape, 2.0 * cache_bytes as f64, t);
+        }
     }
 
     if json {

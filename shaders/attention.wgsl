@@ -10,26 +10,40 @@
 // partial output when the max grows), so any context length works with fixed workgroup memory.
 // Rows past p are never read.
 //
-// Bindings (group 0); head_dim is a multiple of 4 and at most 256, so rows are read as vec4:
+// The cache holds f32, or f16 (F16: two values packed per u32 by pack2x16float, what rope.wgsl
+// writes); it is bound as vec2<u32> words, so 4 values are one word (f16) or two (f32), read
+// by key4/value4.
+//
+// Bindings (group 0); head_dim is a multiple of 4 and HEADS * head_dim at most 4 * MAX_Q4:
 //   0 params   uniform  { n_heads: u32, n_kv_heads: u32, head_dim: u32, scale: f32 }
 //   1 step     uniform  { n_tokens: u32, position: u32, ... } (see gpu::step)
 //   2 q        storage read  f32 [n_tokens, n_heads * head_dim] (after RoPE), as vec4
-//   3 k_cache  storage read  f32 [max_ctx, n_kv_heads * head_dim], as vec4
-//   4 v_cache  storage read  f32 [max_ctx, n_kv_heads * head_dim], as vec4
+//   3 k_cache  storage read  f32|f16 [max_ctx, n_kv_heads * head_dim], as vec2<u32>
+//   4 v_cache  storage read  f32|f16 [max_ctx, n_kv_heads * head_dim], as vec2<u32>
 //   5 out      storage rw    f32 [n_tokens, n_heads * head_dim], as vec4
-// Dispatch: (n_heads, max_tokens, 1) workgroups of WG threads (a power of two, >= head_dim / 4);
-// workgroups with t >= n_tokens return at once. Workgroup (h, t) walks the p + 1 keys in tiles
-// of WG keys:
-//   1. thread i scores key start + i (a whole dot product, vec4 loads, 4 in flight);
-//   2. the tile's max is reduced in workgroup memory; each thread turns its score into a
-//      weight exp(s - m) and keeps its own share of the running sum;
-//   3. the threads split as (lane, column): column c < head_dim / 4 of the output (a vec4),
-//      lane = i / (head_dim / 4) < WG / (head_dim / 4); each accumulates the weighted value rows
-//      of the tile's keys lane, lane + lanes, ... for its column.
-// At the end the lanes' partial outputs and the threads' sums are added in workgroup memory.
+// Dispatch: (n_heads / HEADS, max_tokens, 1) workgroups of WG = head_dim / 4 threads;
+// workgroups with t >= n_tokens return at once. Workgroup (x, t) serves the HEADS query heads
+// x * HEADS .. of one key head, so each key and value row is read once for all of them. It
+// walks the p + 1 keys in tiles of TILE = KPT * WG keys:
+//   1. thread i scores keys start + i + r * WG, r < KPT, against every head (whole dot
+//      products), into workgroup memory, and offers its maxima;
+//   2. every thread reads the tile's maxima, turns its scores into weights exp(s - m) and keeps
+//      its own share of each head's running sum;
+//   3. thread i accumulates column i (a vec4) of every head's output over the tile's keys.
+// Control flow is uniform in the workgroup (rows past p are clamped and weighted 0): the reads
+// of q, the maxima and the weights are the same address in every thread.
 
-override WG: u32 = 64u;
-const MAX_VEC4: u32 = 64u; // head_dim <= 256
+override WG: u32 = 32u;
+// Query heads per workgroup: a divisor of the GQA group (n_heads / n_kv_heads), at most
+// MAX_HEADS, with HEADS * head_dim / 4 <= MAX_Q4.
+override HEADS: u32 = 1u;
+const MAX_HEADS: u32 = 8u;
+const MAX_Q4: u32 = 256u;
+// Keys per thread in a tile of TILE keys.
+override KPT: u32 = 4u;
+override TILE: u32 = WG * KPT;
+// Whether the cache holds f16.
+override F16: bool = false;
 
 // A finite "minus infinity": WGSL implementations may assume no infinities.
 const NEG_BIG: f32 = -1.0e30;
@@ -40,113 +54,129 @@ struct Step { n_tokens: u32, position: u32, _pad0: u32, _pad1: u32 }
 @group(0) @binding(0) var<uniform> params: Params;
 @group(0) @binding(1) var<uniform> step: Step;
 @group(0) @binding(2) var<storage, read> q: array<vec4<f32>>;
-@group(0) @binding(3) var<storage, read> k_cache: array<vec4<f32>>;
-@group(0) @binding(4) var<storage, read> v_cache: array<vec4<f32>>;
+@group(0) @binding(3) var<storage, read> k_cache: array<vec2<u32>>;
+@group(0) @binding(4) var<storage, read> v_cache: array<vec2<u32>>;
 @group(0) @binding(5) var<storage, read_write> out: array<vec4<f32>>;
 
-var<workgroup> q_tile: array<vec4<f32>, MAX_VEC4>;
-var<workgroup> weights: array<f32, WG>;
-var<workgroup> reduce: array<f32, WG>;
-var<workgroup> partial: array<vec4<f32>, WG>;
+// The workgroup's HEADS query rows, head after head.
+var<workgroup> q_tile: array<vec4<f32>, MAX_Q4>;
+// Per head h, entries h * TILE ..: the tile's scores, then weights.
+var<workgroup> weights: array<f32, TILE * HEADS>;
+// Per head h, entries h * WG ..: each thread's maximum score, then its share of the sum.
+var<workgroup> reduce: array<f32, WG * HEADS>;
+
+// Values 4i .. 4i + 3 of a cache (counted from its start).
+fn key4(i: u32) -> vec4<f32> {
+    if (F16) {
+        let w = k_cache[i];
+        return vec4<f32>(unpack2x16float(w.x), unpack2x16float(w.y));
+    }
+    return bitcast<vec4<f32>>(vec4<u32>(k_cache[2u * i], k_cache[2u * i + 1u]));
+}
+
+fn value4(i: u32) -> vec4<f32> {
+    if (F16) {
+        let w = v_cache[i];
+        return vec4<f32>(unpack2x16float(w.x), unpack2x16float(w.y));
+    }
+    return bitcast<vec4<f32>>(vec4<u32>(v_cache[2u * i], v_cache[2u * i + 1u]));
+}
 
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-    let head = wg.x;
     let t = wg.y;
     if (t >= step.n_tokens) {
         return;
     }
+    let first = wg.x * HEADS; // the first query head
     let hd4 = params.head_dim / 4u;
     let kv4 = params.n_kv_heads * hd4;
-    let off4 = (head / (params.n_heads / params.n_kv_heads)) * hd4;
-    let q_base = (t * params.n_heads + head) * hd4;
-    for (var d = lid; d < hd4; d += WG) {
+    let off4 = (first / (params.n_heads / params.n_kv_heads)) * hd4;
+    let q_base = (t * params.n_heads + first) * hd4;
+    for (var d = lid; d < HEADS * hd4; d += WG) {
         q_tile[d] = q[q_base + d];
     }
     workgroupBarrier();
 
-    let lanes = WG / hd4;
-    let col = lid % hd4;
-    let lane = lid / hd4;
     let visible = step.position + t + 1u;
-    var m = NEG_BIG; // running max of the scores so far (the same in every thread)
-    var l = 0.0; // this thread's share of the running sum of exp(s - m)
-    var acc = vec4<f32>(0.0); // column col of the output over this lane's keys, scaled like l
-    for (var start = 0u; start < visible; start += WG) {
-        // 1. Scores.
-        let j = start + lid;
-        var s = NEG_BIG;
-        if (j < visible) {
-            let row = j * kv4 + off4;
-            var s4 = vec4<f32>(0.0);
-            var d = 0u;
-            for (; d + 4u <= hd4; d += 4u) {
-                let k0 = k_cache[row + d];
-                let k1 = k_cache[row + d + 1u];
-                let k2 = k_cache[row + d + 2u];
-                let k3 = k_cache[row + d + 3u];
-                s4 += (q_tile[d] * k0 + q_tile[d + 1u] * k1) + (q_tile[d + 2u] * k2 + q_tile[d + 3u] * k3);
-            }
-            for (; d < hd4; d++) {
-                s4 += q_tile[d] * k_cache[row + d];
-            }
-            s = ((s4.x + s4.y) + (s4.z + s4.w)) * params.scale;
+    var m: array<f32, MAX_HEADS>; // running max of each head's scores (the same in every thread)
+    var l: array<f32, MAX_HEADS>; // this thread's share of each head's running sum of exp(s - m)
+    var acc: array<vec4<f32>, MAX_HEADS>; // column lid of each head's output, scaled like l
+    for (var h = 0u; h < HEADS; h++) {
+        m[h] = NEG_BIG;
+    }
+    // Control flow stays uniform (rows past the visible ones are clamped and weighted 0), so
+    // that the q and weight reads below are the same address in every thread.
+    for (var start = 0u; start < visible; start += TILE) {
+        // 1. Scores of keys start + lid + r WG against every head: each key row is read once.
+        var s_max: array<f32, MAX_HEADS>;
+        for (var h = 0u; h < HEADS; h++) {
+            s_max[h] = NEG_BIG;
         }
-        // 2. Tile max, weights, running sums.
-        reduce[lid] = s;
+        for (var r = 0u; r < KPT; r++) {
+            let i = r * WG + lid;
+            let live = start + i < visible;
+            let row = min(start + i, visible - 1u) * kv4 + off4;
+            var s4: array<vec4<f32>, MAX_HEADS>;
+            for (var d = 0u; d < hd4; d++) {
+                let kd = key4(row + d);
+                for (var h = 0u; h < HEADS; h++) {
+                    s4[h] += q_tile[h * hd4 + d] * kd;
+                }
+            }
+            for (var h = 0u; h < HEADS; h++) {
+                let sh = select(NEG_BIG, ((s4[h].x + s4[h].y) + (s4[h].z + s4[h].w)) * params.scale, live);
+                weights[h * TILE + i] = sh;
+                s_max[h] = max(s_max[h], sh);
+            }
+        }
+        // 2. Tile maxima, weights, running sums.
+        for (var h = 0u; h < HEADS; h++) {
+            reduce[h * WG + lid] = s_max[h];
+        }
         workgroupBarrier();
-        for (var stride = WG / 2u; stride > 0u; stride /= 2u) {
-            if (lid < stride) {
-                reduce[lid] = max(reduce[lid], reduce[lid + stride]);
+        var alpha: array<f32, MAX_HEADS>;
+        for (var h = 0u; h < HEADS; h++) {
+            var tile_max = NEG_BIG;
+            for (var i = 0u; i < WG; i++) {
+                tile_max = max(tile_max, reduce[h * WG + i]);
             }
-            workgroupBarrier();
+            let m_new = max(m[h], tile_max);
+            alpha[h] = exp(m[h] - m_new); // 0 on the first tile, 1 while the max holds
+            var lh = l[h] * alpha[h];
+            for (var r = 0u; r < KPT; r++) {
+                let i = h * TILE + r * WG + lid;
+                let w = select(0.0, exp(weights[i] - m_new), start + r * WG + lid < visible);
+                weights[i] = w;
+                lh += w;
+            }
+            l[h] = lh;
+            m[h] = m_new;
         }
-        let m_new = max(m, reduce[0]);
-        let alpha = exp(m - m_new); // 0 on the first tile, 1 while the max holds
-        var w = 0.0;
-        if (j < visible) {
-            w = exp(s - m_new);
-        }
-        weights[lid] = w;
-        l = l * alpha + w;
-        m = m_new;
         workgroupBarrier();
-        // 3. Weighted values.
-        if (lane < lanes) {
-            let n = min(WG, visible - start);
-            var a = acc * alpha;
-            var i = lane;
-            for (; i + 3u * lanes < n; i += 4u * lanes) {
-                let r = (start + i) * kv4 + off4 + col;
-                let v0 = v_cache[r];
-                let v1 = v_cache[r + lanes * kv4];
-                let v2 = v_cache[r + 2u * lanes * kv4];
-                let v3 = v_cache[r + 3u * lanes * kv4];
-                a += (weights[i] * v0 + weights[i + lanes] * v1) +
-                    (weights[i + 2u * lanes] * v2 + weights[i + 3u * lanes] * v3);
+        // 3. Weighted values, thread lid taking column lid: each value row read once, for every head.
+        let n = min(TILE, visible - start);
+        for (var h = 0u; h < HEADS; h++) {
+            acc[h] *= alpha[h];
+        }
+        for (var i = 0u; i < n; i++) {
+            let vi = value4((start + i) * kv4 + off4 + lid);
+            for (var h = 0u; h < HEADS; h++) {
+                acc[h] += weights[h * TILE + i] * vi;
             }
-            for (; i < n; i += lanes) {
-                a += weights[i] * v_cache[(start + i) * kv4 + off4 + col];
-            }
-            acc = a;
         }
         workgroupBarrier(); // weights and reduce are rewritten by the next tile
     }
 
-    partial[lid] = acc;
-    reduce[lid] = l;
-    workgroupBarrier();
-    for (var stride = WG / 2u; stride > 0u; stride /= 2u) {
-        if (lid < stride) {
-            reduce[lid] += reduce[lid + stride];
-        }
-        workgroupBarrier();
+    for (var h = 0u; h < HEADS; h++) {
+        reduce[h * WG + lid] = l[h];
     }
-    if (lid < hd4) {
-        var o = partial[lid];
-        for (var k = 1u; k < lanes; k++) {
-            o += partial[lid + k * hd4];
+    workgroupBarrier();
+    for (var h = 0u; h < HEADS; h++) {
+        var sum = 0.0;
+        for (var i = 0u; i < WG; i++) {
+            sum += reduce[h * WG + i];
         }
-        out[q_base + lid] = o * (1.0 / reduce[0]);
+        out[q_base + h * hd4 + lid] = acc[h] * (1.0 / sum);
     }
 }

@@ -30,14 +30,17 @@
 //   4 k_in      storage read  f32 [n_tokens, k_stride]: its k at columns k_offset ..
 //   5 v_in      storage read  f32 [n_tokens, v_stride]: its v at columns v_offset ..
 //   6 q_out     storage rw    f32 [n_tokens, n_heads * head_dim]
-//   7 k_cache   storage rw    f32 [max_ctx, n_kv_heads * head_dim] (this layer's)
-//   8 v_cache   storage rw    f32 [max_ctx, n_kv_heads * head_dim] (this layer's)
+//   7 k_cache   storage rw    f32|f16 [max_ctx, n_kv_heads * head_dim] (this layer's), as u32
+//   8 v_cache   storage rw    f32|f16 [max_ctx, n_kv_heads * head_dim] (this layer's), as u32
 // Dispatch: (n_heads + n_kv_heads, max_tokens, 1) workgroups of WG threads. Workgroup (h, t)
-// rotates query head h (h < n_heads) or key head h - n_heads, one pair per thread (looping
-// when head_dim / 2 > WG); key heads also write their k and v slices to the caches.
+// rotates query head h (h < n_heads) or key head h - n_heads, two adjacent columns per thread
+// (looping when head_dim / 2 > WG), each computed from its pair; key heads also write their
+// k and v slices to the caches (F16: rounded to nearest f16, two per u32 word).
 // Workgroups with t >= n_tokens return at once.
 
 override WG: u32 = 64u;
+// Whether the caches hold f16 (pairs packed by pack2x16float) or f32 (as their bits).
+override F16: bool = false;
 
 struct Params {
     n_heads: u32,
@@ -62,8 +65,8 @@ struct Step { n_tokens: u32, position: u32, _pad0: u32, _pad1: u32 }
 @group(0) @binding(4) var<storage, read> k_in: array<f32>;
 @group(0) @binding(5) var<storage, read> v_in: array<f32>;
 @group(0) @binding(6) var<storage, read_write> q_out: array<f32>;
-@group(0) @binding(7) var<storage, read_write> k_cache: array<f32>;
-@group(0) @binding(8) var<storage, read_write> v_cache: array<f32>;
+@group(0) @binding(7) var<storage, read_write> k_cache: array<u32>;
+@group(0) @binding(8) var<storage, read_write> v_cache: array<u32>;
 
 // 2/pi, and pi/2 = P1 + P2 + P3 + P4 to about 2^-54: P1..P3 have at most 8 significant bits,
 // so kf * Pn is exact for integers kf < 2^16; P4 is the rest rounded to f32.
@@ -89,6 +92,46 @@ fn sincos(x: f32) -> vec2<f32> {
     }
 }
 
+// Column c of a head rotated: x[c] its value, x[partner] the other of its pair, cs the pair's
+// (cos, sin); first: c is the pair's first column.
+fn rotated(xc: f32, xp: f32, cs: vec2<f32>, first: bool) -> f32 {
+    if (first) {
+        return xc * cs.x - xp * cs.y;
+    }
+    return xc * cs.x + xp * cs.y;
+}
+
+// Column c's pair: (inv_freq index, partner column, whether c comes first).
+fn pair_of(c: u32, half: u32) -> vec3<u32> {
+    if (params.interleaved != 0u) {
+        return vec3<u32>(c / 2u, c ^ 1u, u32((c & 1u) == 0u));
+    }
+    if (c < half) {
+        return vec3<u32>(c, c + half, 1u);
+    }
+    return vec3<u32>(c - half, c - half, 0u);
+}
+
+// Writes values a, b to elements e, e + 1 (e even) of a cache: one word of an f16 pair, or
+// two words of f32 bits.
+fn store_k(e: u32, a: f32, b: f32) {
+    if (F16) {
+        k_cache[e / 2u] = pack2x16float(vec2<f32>(a, b));
+    } else {
+        k_cache[e] = bitcast<u32>(a);
+        k_cache[e + 1u] = bitcast<u32>(b);
+    }
+}
+
+fn store_v(e: u32, a: f32, b: f32) {
+    if (F16) {
+        v_cache[e / 2u] = pack2x16float(vec2<f32>(a, b));
+    } else {
+        v_cache[e] = bitcast<u32>(a);
+        v_cache[e + 1u] = bitcast<u32>(b);
+    }
+}
+
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     let t = wg.y;
@@ -109,31 +152,26 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
     }
     let q_dst = (t * params.n_heads + wg.x) * hd;
     let k_dst = pos * kv_dim + kv_head;
+    let v_src = t * params.v_stride + params.v_offset + kv_head;
+    // Thread i writes the adjacent columns 2i and 2i + 1 (one packed word of an f16 cache).
     for (var i = lid; i < half; i += WG) {
-        // The pair's columns within the head.
-        var c0 = i;
-        var c1 = i + half;
-        if (params.interleaved != 0u) {
-            c0 = 2u * i;
-            c1 = c0 + 1u;
+        var out: array<f32, 2>;
+        for (var e = 0u; e < 2u; e++) {
+            let c = 2u * i + e;
+            let pr = pair_of(c, half);
+            let cs = sincos(f32(pos) * inv_freq[pr.x]);
+            if (is_query) {
+                out[e] = rotated(q_in[src + c], q_in[src + pr.y], cs, pr.z != 0u);
+            } else {
+                out[e] = rotated(k_in[src + c], k_in[src + pr.y], cs, pr.z != 0u);
+            }
         }
-        let cs = sincos(f32(pos) * inv_freq[i]);
         if (is_query) {
-            let x0 = q_in[src + c0];
-            let x1 = q_in[src + c1];
-            q_out[q_dst + c0] = x0 * cs.x - x1 * cs.y;
-            q_out[q_dst + c1] = x1 * cs.x + x0 * cs.y;
+            q_out[q_dst + 2u * i] = out[0];
+            q_out[q_dst + 2u * i + 1u] = out[1];
         } else if (pos < params.max_ctx) {
-            let x0 = k_in[src + c0];
-            let x1 = k_in[src + c1];
-            k_cache[k_dst + c0] = x0 * cs.x - x1 * cs.y;
-            k_cache[k_dst + c1] = x1 * cs.x + x0 * cs.y;
-        }
-    }
-    if (!is_query && pos < params.max_ctx) {
-        let v_src = t * params.v_stride + params.v_offset + kv_head;
-        for (var d = lid; d < hd; d += WG) {
-            v_cache[k_dst + d] = v_in[v_src + d];
+            store_k(k_dst + 2u * i, out[0], out[1]);
+            store_v(k_dst + 2u * i, v_in[v_src + 2u * i], v_in[v_src + 2u * i + 1u]);
         }
     }
 }

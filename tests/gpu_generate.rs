@@ -5,6 +5,7 @@ mod common;
 
 use flint::engine::{generate, CpuGenerator, FinishReason, GenerateOptions, Generator};
 use flint::gpu::generator::GpuGenerator;
+use flint::gpu::kernels::KvFormat;
 use flint::gpu::model::GpuModel;
 use flint::gpu::{Backend, Gpu};
 use flint::sampler::SamplingParams;
@@ -24,7 +25,7 @@ fn loaded() -> Option<&'static Loaded> {
     Some(LOADED.get_or_init(|| {
         let files = ModelFiles::open(&path).unwrap();
         let gpu = Arc::new(Gpu::new_blocking(Backend::Auto).unwrap());
-        let model = GpuModel::new(gpu, &files.config, &files.load_weights().unwrap(), 16, 256).unwrap();
+        let model = GpuModel::new(gpu, &files.config, &files.load_weights().unwrap(), 16, 256, KvFormat::F32).unwrap();
         Loaded { gpu: Mutex::new(GpuGenerator::new(model).unwrap()), files }
     }))
 }

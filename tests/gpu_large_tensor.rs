@@ -3,6 +3,7 @@
 //! 300,000 makes the f32 embedding and output matrices 146 MiB each.
 
 use flint::config::{Family, FfnKind, ModelConfig, QkNorm, RopePairing};
+use flint::gpu::kernels::KvFormat;
 use flint::gpu::model::GpuModel;
 use flint::gpu::{Backend, Gpu};
 use flint::quant::packed::PackedMatrix;
@@ -73,7 +74,7 @@ fn a_model_with_tensors_over_one_binding_runs_on_the_gpu() {
         "the test needs a tensor over one binding ({} bytes); this device allows {binding}",
         weights.embed.size_in_bytes()
     );
-    let model = GpuModel::new(gpu, &config, &weights, 4, 16).unwrap();
+    let model = GpuModel::new(gpu, &config, &weights, 4, 16, KvFormat::F32).unwrap();
     // Ids from both ends of the vocabulary, so rows in every chunk of the split are read.
     let tokens = [3, 299_999, 150_001, 77_777, 250_000];
     let on_gpu = model.forward(&tokens, 0).unwrap();

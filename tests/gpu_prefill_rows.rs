@@ -8,6 +8,7 @@ mod common;
 use common::{fixture, fixture_model, shared_gpu, Reference};
 use flint::engine::Generator;
 use flint::gpu::generator::GpuGenerator;
+use flint::gpu::kernels::KvFormat;
 use flint::gpu::model::{GpuModel, Logits};
 use flint::sampler::SamplingParams;
 use flint::ModelFiles;
@@ -19,7 +20,7 @@ fn check(name: &str) {
     let files = ModelFiles::open(&path).unwrap();
     let weights = files.load_weights().unwrap();
     // Chunks of 5: the prompt runs as chunks without a head, then a last one with it.
-    let model = GpuModel::new(shared_gpu(), &files.config, &weights, 5, 64).unwrap();
+    let model = GpuModel::new(shared_gpu(), &files.config, &weights, 5, 64, KvFormat::F32).unwrap();
     let prompt = &reference.greedy_prompt;
     assert!(prompt.len() > 5, "{name}: the prompt must span chunks");
 

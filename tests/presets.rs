@@ -7,6 +7,7 @@ use flint::config::{FfnKind, ModelConfig};
 use flint::gpu::feed::HostFeed;
 use flint::gpu::generated::{host_weights, GeneratedFeed};
 use flint::gpu::generator::GpuGenerator;
+use flint::gpu::kernels::KvFormat;
 use flint::gpu::model::GpuModel;
 use flint::gpu::plan::MemoryPlan;
 use flint::gpu::{Backend, Gpu};
@@ -41,9 +42,12 @@ fn generated_model_equals_its_host_twin_and_the_reference() {
     let gpu = gpu();
     let c = tiny(8);
     let tokens = [3u32, 100, 7, 319, 0, 55];
-    let generated = GpuModel::from_feed(gpu.clone(), &c, &mut GeneratedFeed::new(&c, PRESET_GROUP, 42), 4, 16).unwrap();
+    let generated =
+        GpuModel::from_feed(gpu.clone(), &c, &mut GeneratedFeed::new(&c, PRESET_GROUP, 42), 4, 16, KvFormat::F32)
+            .unwrap();
     let weights = host_weights(&c, PRESET_GROUP, 42).unwrap();
-    let uploaded = GpuModel::from_feed(gpu.clone(), &c, &mut HostFeed::from_weights(&weights), 4, 16).unwrap();
+    let uploaded =
+        GpuModel::from_feed(gpu.clone(), &c, &mut HostFeed::from_weights(&weights), 4, 16, KvFormat::F32).unwrap();
     let got = generated.forward(&tokens, 0).unwrap();
     // The same bits in the same buffers through the same ops: equal, not close.
     assert_eq!(got, uploaded.forward(&tokens, 0).unwrap());
@@ -67,9 +71,16 @@ fn memory_plan_equals_allocations_and_decode_reads_active_parameters() {
     let c = &preset.config;
     let gpu = gpu();
     let (max_tokens, ctx) = (64, 1024);
-    let plan = MemoryPlan::int4(c, preset.group, max_tokens, ctx, gpu.max_binding_bytes()).unwrap();
-    let model =
-        GpuModel::from_feed(gpu.clone(), c, &mut GeneratedFeed::new(c, preset.group, 1), max_tokens, ctx).unwrap();
+    let plan = MemoryPlan::int4(c, preset.group, max_tokens, ctx, KvFormat::F16, gpu.max_binding_bytes()).unwrap();
+    let model = GpuModel::from_feed(
+        gpu.clone(),
+        c,
+        &mut GeneratedFeed::new(c, preset.group, 1),
+        max_tokens,
+        ctx,
+        KvFormat::F16,
+    )
+    .unwrap();
     assert_eq!(model.weight_bytes, plan.weights, "weight matrices");
     assert_eq!(model.kv_bytes, plan.kv_cache, "KV cache");
     let generator = GpuGenerator::new(model).unwrap();
@@ -96,7 +107,15 @@ fn four_times_the_experts_reads_the_same_bytes_per_token() {
     let gpu = gpu();
     let bytes = |experts| {
         let c = tiny(experts);
-        let m = GpuModel::from_feed(gpu.clone(), &c, &mut GeneratedFeed::new(&c, PRESET_GROUP, 3), 4, 16).unwrap();
+        let m = GpuModel::from_feed(
+            gpu.clone(),
+            &c,
+            &mut GeneratedFeed::new(&c, PRESET_GROUP, 3),
+            4,
+            16,
+            KvFormat::default(),
+        )
+        .unwrap();
         (m.decode_weight_bytes(), m.weight_bytes)
     };
     let (few, many) = (bytes(8), bytes(32));

@@ -5,7 +5,9 @@
 mod common;
 
 use common::{fixture, relative_error, require_real_model, Reference};
+use flint::engine::build::Capacity;
 use flint::engine::streamed::StreamedModel;
+use flint::gpu::kernels::KvFormat;
 use flint::gpu::model::GpuModel;
 use flint::gpu::{Backend, Gpu};
 use flint::ModelFiles;
@@ -14,13 +16,19 @@ use std::sync::Arc;
 
 const CHUNK: u32 = 16;
 const CTX: u32 = 64;
+/// f32: the streamed model is compared with transformers at the f32 tolerance.
+const KV: KvFormat = KvFormat::F32;
 
 fn gpu() -> Arc<Gpu> {
     Arc::new(Gpu::new_blocking(Backend::Auto).expect("a GPU adapter (lavapipe in CI)"))
 }
 
 fn open_gguf(gpu: &Arc<Gpu>, bytes: &[u8], prefix: usize) -> flint::Result<StreamedModel> {
-    StreamedModel::gguf(gpu.clone(), &bytes[..prefix.min(bytes.len())], bytes.len() as u64, |_| (CHUNK, CTX))
+    StreamedModel::gguf(gpu.clone(), &bytes[..prefix.min(bytes.len())], bytes.len() as u64, |_| Capacity {
+        chunk: CHUNK,
+        ctx: CTX,
+        kv: KV,
+    })
 }
 
 /// A folder's safetensors files, each given by its header alone, as the browser reads them.
@@ -41,7 +49,15 @@ fn open_folder(gpu: &Arc<Gpu>, dir: &Path) -> (StreamedModel, Vec<Vec<u8>>) {
         })
         .collect();
     let config = std::fs::read_to_string(dir.join("config.json")).unwrap();
-    (StreamedModel::safetensors(gpu.clone(), &config, None, headers, |_| (CHUNK, CTX)).unwrap(), contents)
+    (
+        StreamedModel::safetensors(gpu.clone(), &config, None, headers, |_| Capacity {
+            chunk: CHUNK,
+            ctx: CTX,
+            kv: KV,
+        })
+        .unwrap(),
+        contents,
+    )
 }
 
 /// Feeds every part from `files` (the whole contents, indexed as the spans index them).
@@ -59,7 +75,7 @@ fn real_model_streamed_equals_whole() {
     let gpu = gpu();
     let bytes = std::fs::read(&path).unwrap();
     let files = ModelFiles::open(&path).unwrap();
-    let whole = GpuModel::new(gpu.clone(), &files.config, &files.load_weights().unwrap(), CHUNK, CTX).unwrap();
+    let whole = GpuModel::new(gpu.clone(), &files.config, &files.load_weights().unwrap(), CHUNK, CTX, KV).unwrap();
     let parts = feed(open_gguf(&gpu, &bytes, 4 << 20).unwrap(), &[bytes]);
     let tokens = [1, 504, 3575, 282, 4649, 314];
     // Same bytes, same kernels, same order of operations: the logits are identical.
@@ -120,6 +136,12 @@ fn misuse_is_an_error_that_names_it() {
     let n = u64::from_le_bytes(file[..8].try_into().unwrap()) as usize;
     let config = std::fs::read_to_string(dir.join("config.json")).unwrap();
     let headers = vec![("model.safetensors".to_string(), file[..8 + n].to_vec(), file.len() as u64 - 4)];
-    let err = StreamedModel::safetensors(gpu.clone(), &config, None, headers, |_| (CHUNK, CTX)).err().unwrap();
+    let err = StreamedModel::safetensors(gpu.clone(), &config, None, headers, |_| Capacity {
+        chunk: CHUNK,
+        ctx: CTX,
+        kv: KV,
+    })
+    .err()
+    .unwrap();
     assert!(err.to_string().contains("but the file has"), "{err}");
 }

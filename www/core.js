@@ -73,7 +73,7 @@ async function folderManifest(base, { cache, signal }) {
  * Loads a model, streaming it to the GPU part by part from its Blobs (a layer at a time): no
  * file is ever whole in memory.
  */
-export async function loadModel(source, { cache = true, signal, ctx = 0, onProgress = () => {} } = {}) {
+export async function loadModel(source, { cache = true, signal, ctx = 0, kvCache = "f16", onProgress = () => {} } = {}) {
   const gpuEngine = await openEngine();
   const sizes = new Map();
   const progress = (name, loaded, total) => {
@@ -86,7 +86,7 @@ export async function loadModel(source, { cache = true, signal, ctx = 0, onProgr
   const files = await resolve(source, { cache, signal, progress });
   const downloaded = performance.now();
   // Downloads may overlap; uploads take turns (each runs inside its own GPU error scopes).
-  const turn = uploads.then(() => upload(gpuEngine, files, { ctx, signal, onProgress }));
+  const turn = uploads.then(() => upload(gpuEngine, files, { ctx, kvCache, signal, onProgress }));
   uploads = turn.catch(() => {});
   const model = await turn;
   const ready = performance.now();
@@ -95,8 +95,8 @@ export async function loadModel(source, { cache = true, signal, ctx = 0, onProgr
 
 let uploads = Promise.resolve();
 
-async function upload(gpuEngine, files, { ctx, signal, onProgress }) {
-  const loader = await openLoader(gpuEngine, files, ctx);
+async function upload(gpuEngine, files, { ctx, kvCache, signal, onProgress }) {
+  const loader = await openLoader(gpuEngine, files, ctx, kvCache);
   const parts = loader.parts();
   const blobs = loader.blobs;
   const total = parts.flat().reduce((n, [, a, b]) => n + (b - a), 0);
@@ -122,14 +122,14 @@ async function upload(gpuEngine, files, { ctx, signal, onProgress }) {
 }
 
 /** Reads the headers (GGUF, or every safetensors file of a folder) and opens the loader. */
-async function openLoader(gpuEngine, files, ctx) {
+async function openLoader(gpuEngine, files, ctx, kvCache) {
   const bytes = async (blob, a = 0, b = blob.size) => new Uint8Array(await blob.slice(a, b).arrayBuffer());
   const gguf = files.find((f) => f.name.toLowerCase().endsWith(".gguf"));
   if (gguf) {
     // The header (vocabulary included) must fit the prefix: read more until it does.
     for (let length = Math.min(GGUF_PREFIX, gguf.blob.size); ; length = Math.min(length * 4, gguf.blob.size)) {
       try {
-        return Object.assign(ModelLoader.gguf(gpuEngine, await bytes(gguf.blob, 0, length), gguf.blob.size, ctx), { blobs: [gguf.blob] });
+        return Object.assign(ModelLoader.gguf(gpuEngine, await bytes(gguf.blob, 0, length), gguf.blob.size, ctx, kvCache), { blobs: [gguf.blob] });
       } catch (e) {
         if (length >= gguf.blob.size || !/truncated read/.test(e.message)) throw e;
       }
@@ -147,7 +147,7 @@ async function openLoader(gpuEngine, files, ctx) {
   const text = async (name) => (byName.has(name) ? byName.get(name).text() : undefined);
   const tokenizer = byName.has("tokenizer.json") ? await bytes(byName.get("tokenizer.json")) : undefined;
   const loader = ModelLoader.safetensors(gpuEngine, await text("config.json"), tokenizer, await text("tokenizer_config.json"),
-    shards.map((f) => f.name), prefixes, shards.map((f) => f.blob.size), ctx);
+    shards.map((f) => f.name), prefixes, shards.map((f) => f.blob.size), ctx, kvCache);
   return Object.assign(loader, { blobs: shards.map((f) => f.blob) });
 }
 

@@ -19,6 +19,8 @@ export interface LoadOptions {
   signal?: AbortSignal;
   /** KV cache positions; default min(4096, the model's context). */
   ctx?: number;
+  /** What the KV cache stores: "f16" (default; half the memory) or "f32" (exact arithmetic). */
+  kvCache?: "f16" | "f32";
 }
 
 export interface ModelInfo {

@@ -18,12 +18,12 @@ export class Flint {
    * Loads a model: `source` is a `.gguf` URL, the base URL of a Hugging Face-style folder, or
    * an array of user-picked Files. Options: `onProgress({phase, loaded, total})`, `cache`
    * (default true: OPFS), `worker` (default false), `signal` (AbortSignal), `ctx` (KV cache
-   * positions; default min(4096, the model's)).
+   * positions; default min(4096, the model's)), `kvCache` ("f16", the default, or "f32").
    */
-  static async load(source, { onProgress = () => {}, cache = true, worker = false, signal, ctx = 0 } = {}) {
+  static async load(source, { onProgress = () => {}, cache = true, worker = false, signal, ctx = 0, kvCache = "f16" } = {}) {
     const core = worker
-      ? await workerCore(source, { onProgress, cache, signal, ctx })
-      : await pageCore(source, { onProgress, cache, signal, ctx });
+      ? await workerCore(source, { onProgress, cache, signal, ctx, kvCache })
+      : await pageCore(source, { onProgress, cache, signal, ctx, kvCache });
     return new FlintModel(core);
   }
 }
@@ -34,7 +34,7 @@ async function pageCore(source, options) {
 }
 
 /** The engine in a worker: every call is a message; text pieces come back as messages. */
-async function workerCore(source, { onProgress, cache, signal, ctx }) {
+async function workerCore(source, { onProgress, cache, signal, ctx, kvCache }) {
   const worker = new Worker(new URL("./worker.js", import.meta.url), { type: "module" });
   let nextId = 1;
   const pending = new Map(); // id -> { resolve, reject, onText }
@@ -59,7 +59,7 @@ async function workerCore(source, { onProgress, cache, signal, ctx }) {
     return done;
   };
   try {
-    const loaded = await call("load", [cloneableSource(source), { cache, ctx }], { signal });
+    const loaded = await call("load", [cloneableSource(source), { cache, ctx, kvCache }], { signal });
     const requests = Object.fromEntries(METHODS.map((name) => [name, (args, context) => call(name, args, context)]));
     return { ...requests, info: loaded.info, adapter: loaded.adapter, dispose: () => worker.terminate() };
   } catch (e) {

@@ -15,6 +15,7 @@ use crate::engine::ModelFiles;
 use crate::gpu::feed::HostFeed;
 use crate::gpu::generated::GeneratedFeed;
 use crate::gpu::generator::GpuGenerator;
+use crate::gpu::kernels::KvFormat;
 use crate::gpu::measure::{copy_gbps, host_rss, op_times, read_gbps};
 use crate::gpu::model::{GpuModel, Logits};
 use crate::gpu::plan::MemoryPlan;
@@ -36,6 +37,7 @@ pub struct BenchArgs {
     pub prompt_tokens: usize,
     pub gen_tokens: usize,
     pub ctx: usize,
+    pub kv_cache: KvFormat,
     pub json: bool,
     pub backend: Backend,
 }
@@ -50,7 +52,7 @@ fn gb(bytes: u64) -> String {
 pub fn preset_info(name: &str, ctx: usize, json_out: bool) -> Result<()> {
     let p = presets::find(name)?;
     let c = &p.config;
-    let plan = MemoryPlan::int4(c, p.group, CHUNK_TOKENS, ctx as u32, 128 << 20)?;
+    let plan = MemoryPlan::int4(c, p.group, CHUNK_TOKENS, ctx as u32, KvFormat::default(), 128 << 20)?;
     let (total, active) = c.parameter_counts();
     if json_out {
         let out = json!({
@@ -125,19 +127,20 @@ fn check_ctx(c: &crate::ModelConfig, ctx: u32) -> Result<()> {
 }
 
 fn load(gpu: &Arc<Gpu>, args: &BenchArgs) -> Result<Loaded> {
-    let ctx = args.ctx as u32;
+    let (ctx, kv) = (args.ctx as u32, args.kv_cache);
     let t = Instant::now();
     let loaded = match (&args.preset, &args.model) {
         (Some(name), None) => {
             let Preset { name, config, group, .. } = presets::find(name)?;
             check_ctx(&config, ctx)?;
-            let plan = MemoryPlan::int4(&config, group, CHUNK_TOKENS, ctx, gpu.max_binding_bytes())?;
+            let plan = MemoryPlan::int4(&config, group, CHUNK_TOKENS, ctx, kv, gpu.max_binding_bytes())?;
             let model = GpuModel::from_feed(
                 gpu.clone(),
                 &config,
                 &mut GeneratedFeed::new(&config, group, SEED),
                 CHUNK_TOKENS,
                 ctx,
+                kv,
             )?;
             let (_, active) = config.parameter_counts();
             let h = config.hidden_size as u64;
@@ -158,8 +161,9 @@ fn load(gpu: &Arc<Gpu>, args: &BenchArgs) -> Result<Loaded> {
             let c = &files.config;
             check_ctx(c, ctx)?;
             let mut feed = HostFeed::from_source(c, files.tensors.as_ref(), &files.names);
-            let model = GpuModel::from_feed(gpu.clone(), c, &mut feed, CHUNK_TOKENS.min(ctx), ctx)?;
-            let plan = MemoryPlan::with_weights(c, model.weight_bytes, MemoryPlan::vectors(c), model.max_tokens, ctx);
+            let model = GpuModel::from_feed(gpu.clone(), c, &mut feed, CHUNK_TOKENS.min(ctx), ctx, kv)?;
+            let vectors = MemoryPlan::vectors(c);
+            let plan = MemoryPlan::with_weights(c, model.weight_bytes, vectors, model.max_tokens, ctx, kv);
             let name = path.file_name().map_or_else(|| path.display().to_string(), |n| n.to_string_lossy().into());
             Loaded { model, name, plan, active_matrix_bytes: None, load_s: 0.0 }
         }

@@ -9,6 +9,7 @@ mod serve;
 
 use crate::engine::build::{self, Device};
 use crate::engine::{generate, GenerateOptions, Generator, ModelFiles};
+use crate::gpu::kernels::KvFormat;
 use crate::gpu::Backend;
 use crate::sampler::{clock_seed, SamplingParams};
 use crate::tokenizer::Message;
@@ -41,12 +42,16 @@ pub(crate) struct EngineArgs {
     /// Positions the KV cache holds: prompt plus completion (at most the model's context).
     #[arg(long, default_value_t = 2048)]
     pub ctx: usize,
+    /// What the GPU's KV cache stores: f16 (half the memory and reads) or f32 (the reference's
+    /// exact arithmetic).
+    #[arg(long, value_enum, default_value = "f16")]
+    pub kv_cache: KvFormat,
 }
 
 impl EngineArgs {
     /// The generator for `files`, its weights read with a spinner.
     pub fn generator(&self, files: &ModelFiles) -> Result<Box<dyn Generator>> {
-        build::generator(&files.config, &load_weights(files)?, self.device, self.backend, self.ctx)
+        build::generator(&files.config, &load_weights(files)?, self.device, self.backend, self.ctx, self.kv_cache)
     }
 }
 
@@ -136,6 +141,9 @@ enum Command {
         /// Positions the KV cache holds.
         #[arg(long, default_value_t = 4096)]
         ctx: usize,
+        /// What the KV cache stores.
+        #[arg(long, value_enum, default_value = "f16")]
+        kv_cache: KvFormat,
         #[arg(long, value_enum, default_value = "auto")]
         backend: Backend,
         /// Print JSON instead of text.
@@ -192,8 +200,8 @@ fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Info { device: true, backend, json, .. } => info::device_info(backend, json),
         Command::Info { preset: Some(name), ctx, json, .. } => bench::preset_info(&name, ctx, json),
-        Command::Bench { model, preset, prompt_tokens, gen_tokens, ctx, backend, json } => {
-            bench::bench(&bench::BenchArgs { model, preset, prompt_tokens, gen_tokens, ctx, json, backend })
+        Command::Bench { model, preset, prompt_tokens, gen_tokens, ctx, kv_cache, backend, json } => {
+            bench::bench(&bench::BenchArgs { model, preset, prompt_tokens, gen_tokens, ctx, kv_cache, json, backend })
         }
         Command::Info { model, json, .. } => info::info(&ModelFiles::open(&model_path(model)?)?, json),
         Command::Serve(args) => serve::run(args),
@@ -209,7 +217,8 @@ fn run(cli: Cli) -> Result<()> {
                 }
                 Device::Gpu => {
                     let ctx = engine.ctx.max(tokens.len());
-                    build::gpu_model(&files.config, &files.load_weights()?, engine.backend, ctx)?.forward(&tokens, 0)?
+                    build::gpu_model(&files.config, &files.load_weights()?, engine.backend, ctx, engine.kv_cache)?
+                        .forward(&tokens, 0)?
                 }
             };
             let out = serde_json::json!({ "tokens": tokens, "logits": logits });

@@ -68,14 +68,14 @@ pub fn run(args: ServeArgs) -> Result<()> {
         .unwrap_or_else(|| path.file_stem().map_or_else(|| "model".to_string(), |s| s.to_string_lossy().into_owned()));
     // The GPU's KV cache as `build` sizes it; the CPU reference holds the whole context.
     let context = match args.engine.device {
-        Device::Gpu => build::sizes(&files.config, args.engine.ctx).1 as usize,
+        Device::Gpu => build::sizes(&files.config, args.engine.ctx, args.engine.kv_cache).ctx as usize,
         Device::Cpu => files.config.max_position_embeddings,
     };
     let weights = load_weights(&files)?;
     let stats = Arc::new(Stats::default());
     let (config, e) = (files.config.clone(), args.engine);
     let engine = Engine::start(
-        move || build::generator(&config, &weights, e.device, e.backend, e.ctx),
+        move || build::generator(&config, &weights, e.device, e.backend, e.ctx, e.kv_cache),
         tokenizer.clone(),
         stats.clone(),
     )?;

@@ -2,16 +2,17 @@
 //! the server's worker, the browser): prefill chunking and the KV cache's size are decided here.
 
 use crate::config::ModelConfig;
-use crate::gpu::model::GpuModel;
-use crate::gpu::Gpu;
-use crate::weights::model::ModelWeights;
-use crate::Result;
-use std::sync::Arc;
+use crate::gpu::kernels::KvFormat;
 #[cfg(not(target_arch = "wasm32"))]
 use {
     crate::engine::{CpuGenerator, Generator},
+    crate::gpu::model::GpuModel,
+    crate::gpu::Gpu,
     crate::gpu::{generator::GpuGenerator, Backend},
     crate::reference::{ReferenceModel, Weights},
+    crate::weights::model::ModelWeights,
+    crate::Result,
+    std::sync::Arc,
 };
 
 /// Tokens per prefill chunk on the GPU (the activations are sized for this many rows).
@@ -28,23 +29,34 @@ pub enum Device {
     Cpu,
 }
 
-/// `(prefill chunk tokens, KV cache positions)` for a request of `ctx` positions: at least one,
-/// at most the model's context; a chunk never exceeds the cache.
-pub fn sizes(config: &ModelConfig, ctx: usize) -> (u32, u32) {
+/// What a GPU model's buffers hold: tokens per prefill chunk, and the KV cache's positions and
+/// format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Capacity {
+    pub chunk: u32,
+    pub ctx: u32,
+    pub kv: KvFormat,
+}
+
+/// The capacity for a request of `ctx` positions (at least one, at most the model's context; a
+/// chunk never exceeds the cache) in `kv`'s format.
+pub fn sizes(config: &ModelConfig, ctx: usize, kv: KvFormat) -> Capacity {
     let ctx = ctx.clamp(1, config.max_position_embeddings) as u32;
-    (CHUNK_TOKENS.min(ctx), ctx)
+    Capacity { chunk: CHUNK_TOKENS.min(ctx), ctx, kv }
 }
 
-/// `weights` on `gpu` with a KV cache of `ctx` positions (clamped by [`sizes`]).
-pub fn gpu_model_on(gpu: Arc<Gpu>, config: &ModelConfig, weights: &ModelWeights, ctx: usize) -> Result<GpuModel> {
-    let (chunk, ctx) = sizes(config, ctx);
-    GpuModel::new(gpu, config, weights, chunk, ctx)
-}
-
-/// `weights` on a new device of `backend` (native; the browser awaits its device).
+/// `weights` on a new device of `backend` (native; the browser streams its weights), with a KV
+/// cache of `ctx` positions (clamped by [`sizes`]) in `kv`'s format.
 #[cfg(not(target_arch = "wasm32"))]
-pub fn gpu_model(config: &ModelConfig, weights: &ModelWeights, backend: Backend, ctx: usize) -> Result<GpuModel> {
-    gpu_model_on(Arc::new(Gpu::new_blocking(backend)?), config, weights, ctx)
+pub fn gpu_model(
+    config: &ModelConfig,
+    weights: &ModelWeights,
+    backend: Backend,
+    ctx: usize,
+    kv: KvFormat,
+) -> Result<GpuModel> {
+    let Capacity { chunk, ctx, kv } = sizes(config, ctx, kv);
+    GpuModel::new(Arc::new(Gpu::new_blocking(backend)?), config, weights, chunk, ctx, kv)
 }
 
 /// The generator `flint run`, `serve` and `chat` share: the GPU engine or the CPU reference.
@@ -55,9 +67,10 @@ pub fn generator(
     device: Device,
     backend: Backend,
     ctx: usize,
+    kv: KvFormat,
 ) -> Result<Box<dyn Generator>> {
     Ok(match device {
         Device::Cpu => Box::new(CpuGenerator::new(ReferenceModel::new(config.clone(), Weights::from_packed(weights)))),
-        Device::Gpu => Box::new(GpuGenerator::new(gpu_model(config, weights, backend, ctx)?)?),
+        Device::Gpu => Box::new(GpuGenerator::new(gpu_model(config, weights, backend, ctx, kv)?)?),
     })
 }

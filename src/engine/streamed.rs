@@ -8,6 +8,7 @@
 //! name starts with the layer's prefix), then the head (the final norm and, when untied, the
 //! output projection).
 
+use super::build::Capacity;
 use super::files::{hf_tensors, ModelFiles};
 use crate::config::ModelConfig;
 use crate::format::gguf::GgufFile;
@@ -48,9 +49,9 @@ pub struct StreamedModel {
     head: Option<GpuHead>,
 }
 
-/// Sizes for a config: (prefill chunk tokens, KV cache positions).
-pub trait Sizes: FnOnce(&ModelConfig) -> (u32, u32) {}
-impl<F: FnOnce(&ModelConfig) -> (u32, u32)> Sizes for F {}
+/// The buffers' capacity for a config.
+pub trait Sizes: FnOnce(&ModelConfig) -> Capacity {}
+impl<F: FnOnce(&ModelConfig) -> Capacity> Sizes for F {}
 
 impl StreamedModel {
     /// A GGUF of `file_len` bytes, from a prefix holding its header. A prefix that ends inside
@@ -87,8 +88,8 @@ impl StreamedModel {
         parts: Vec<(Part, Vec<Span>)>,
         sizes: impl Sizes,
     ) -> Result<Self> {
-        let (max_tokens, max_ctx) = sizes(&files.config);
-        let builder = GpuModelBuilder::new(gpu, &files.config, max_tokens, max_ctx)?;
+        let Capacity { chunk, ctx, kv } = sizes(&files.config);
+        let builder = GpuModelBuilder::new(gpu, &files.config, chunk, ctx, kv)?;
         Ok(StreamedModel { headers, files, parts, next: 0, builder, head: None })
     }
 

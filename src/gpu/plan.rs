@@ -7,7 +7,7 @@
 //! Not planned: the few bytes of each op's parameter uniform (tens of KB for a whole model).
 
 use super::kernels::moe_group::GroupBuffers;
-use super::kernels::{matmul, sample_argmax};
+use super::kernels::{matmul, sample_argmax, KvFormat};
 use super::matrix::MatrixLayout;
 use crate::config::{FfnKind, ModelConfig};
 use crate::quant::packed::Format;
@@ -96,7 +96,9 @@ pub struct MemoryPlan {
     pub weights: u64,
     /// Norm weights and biases.
     pub vectors: u64,
-    /// Keys and values of one position, all layers (f32).
+    /// What the cache stores.
+    pub kv_format: KvFormat,
+    /// Keys and values of one position, all layers.
     pub kv_per_token: u64,
     pub kv_cache: u64,
     pub max_ctx: u32,
@@ -110,9 +112,16 @@ pub struct MemoryPlan {
 
 impl MemoryPlan {
     /// The plan of `config` with every matrix INT4 in groups of `group` (a preset's generated
-    /// weights), a KV cache of `max_ctx` positions and prefill chunks of `max_tokens`, on a device
-    /// whose bindings hold `max_binding` bytes.
-    pub fn int4(c: &ModelConfig, group: usize, max_tokens: u32, max_ctx: u32, max_binding: u64) -> Result<Self> {
+    /// weights), a KV cache of `max_ctx` positions in `kv`'s format and prefill chunks of
+    /// `max_tokens`, on a device whose bindings hold `max_binding` bytes.
+    pub fn int4(
+        c: &ModelConfig,
+        group: usize,
+        max_tokens: u32,
+        max_ctx: u32,
+        kv: KvFormat,
+        max_binding: u64,
+    ) -> Result<Self> {
         let format = Format::Int4 { group, wide_scales: false };
         let matrix = |rows: usize, cols: usize, unit: usize| -> Result<u64> {
             Ok(MatrixLayout::new(rows, cols, format, unit, max_binding)?.allocated_bytes())
@@ -136,7 +145,7 @@ impl MemoryPlan {
                 _ => mlp(1, c.intermediate_size)?,
             };
         }
-        Ok(Self::with_weights(c, weights, Self::vectors(c), max_tokens, max_ctx))
+        Ok(Self::with_weights(c, weights, Self::vectors(c), max_tokens, max_ctx, kv))
     }
 
     /// Bytes of the norm weights and q/k/v biases (f32 buffers). An o bias, which only some
@@ -151,8 +160,15 @@ impl MemoryPlan {
 
     /// The plan of `config` with `weights` bytes of matrices and `vectors` of norms and biases
     /// known (a checkpoint's, whatever their formats).
-    pub fn with_weights(c: &ModelConfig, weights: u64, vectors: u64, max_tokens: u32, max_ctx: u32) -> Self {
-        let kv_per_token = 2 * c.num_layers as u64 * kv_buffer_bytes(c, 1);
+    pub fn with_weights(
+        c: &ModelConfig,
+        weights: u64,
+        vectors: u64,
+        max_tokens: u32,
+        max_ctx: u32,
+        kv: KvFormat,
+    ) -> Self {
+        let kv_per_token = 2 * c.num_layers as u64 * kv_buffer_bytes(c, 1, kv);
         let t = u64::from(max_tokens);
         // Token ids, the step uniform (16 B); the sampler: request uniform, state, ring and one
         // readback of 4 B per slot (3), argmax partials (8 B per block), exp2 tables (512 u32).
@@ -165,9 +181,10 @@ impl MemoryPlan {
         MemoryPlan {
             weights,
             vectors,
+            kv_format: kv,
             kv_per_token,
             // One buffer per layer for keys and one for values.
-            kv_cache: 2 * c.num_layers as u64 * buffer(kv_buffer_bytes(c, max_ctx)),
+            kv_cache: 2 * c.num_layers as u64 * buffer(kv_buffer_bytes(c, max_ctx, kv)),
             max_ctx,
             max_tokens,
             scratch: Scratch::new(c, max_tokens).total(),
@@ -183,6 +200,6 @@ impl MemoryPlan {
 
 /// Bytes of one layer's key (or value) cache of `positions` rows: the one formula the plan and
 /// the allocation share.
-pub fn kv_buffer_bytes(c: &ModelConfig, positions: u32) -> u64 {
-    u64::from(positions) * c.kv_dim() as u64 * 4
+pub fn kv_buffer_bytes(c: &ModelConfig, positions: u32, kv: KvFormat) -> u64 {
+    u64::from(positions) * c.kv_dim() as u64 * kv.bytes_per_value()
 }

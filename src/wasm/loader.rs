@@ -4,8 +4,9 @@
 use super::model::{LoadCheck, Model};
 use super::{js_error, Engine};
 use crate::config::ModelConfig;
-use crate::engine::build;
+use crate::engine::build::{self, Capacity};
 use crate::engine::streamed::StreamedModel;
+use crate::gpu::kernels::KvFormat;
 use crate::tokenizer::Tokenizer;
 use wasm_bindgen::prelude::*;
 
@@ -45,18 +46,31 @@ impl Drop for LoadScopes {
     }
 }
 
-/// The prefill chunk and KV cache length for a config and the context asked for (0: 4096).
-fn sizes(ctx: u32) -> impl FnOnce(&ModelConfig) -> (u32, u32) {
-    move |config| build::sizes(config, if ctx == 0 { 4096 } else { ctx as usize })
+/// The prefill chunk and KV cache for a config, the context asked for (0: 4096) and the cache
+/// format (`"f16"`, `"f32"`, or `""`: f16).
+fn sizes(ctx: u32, kv_cache: &str) -> Result<impl FnOnce(&ModelConfig) -> Capacity, JsError> {
+    let kv = match kv_cache {
+        "" | "f16" => KvFormat::F16,
+        "f32" => KvFormat::F32,
+        other => return Err(JsError::new(&format!("kvCache must be \"f16\" or \"f32\", got {other:?}"))),
+    };
+    Ok(move |config: &ModelConfig| build::sizes(config, if ctx == 0 { 4096 } else { ctx as usize }, kv))
 }
 
 #[wasm_bindgen]
 impl ModelLoader {
     /// A GGUF file of `file_len` bytes, from a prefix holding its header. Fails (saying
     /// "truncated") when `prefix` ends inside the header: read a longer prefix and retry.
-    pub fn gguf(engine: &Engine, prefix: &[u8], file_len: f64, ctx: u32) -> Result<ModelLoader, JsError> {
+    pub fn gguf(
+        engine: &Engine,
+        prefix: &[u8],
+        file_len: f64,
+        ctx: u32,
+        kv_cache: &str,
+    ) -> Result<ModelLoader, JsError> {
+        let sizes = sizes(ctx, kv_cache)?;
         let scopes = LoadScopes::open(engine);
-        let inner = StreamedModel::gguf(engine.gpu.clone(), prefix, file_len as u64, sizes(ctx)).map_err(js_error)?;
+        let inner = StreamedModel::gguf(engine.gpu.clone(), prefix, file_len as u64, sizes).map_err(js_error)?;
         Ok(ModelLoader { inner, scopes })
     }
 
@@ -73,7 +87,9 @@ impl ModelLoader {
         prefixes: Vec<js_sys::Uint8Array>,
         lengths: Vec<f64>,
         ctx: u32,
+        kv_cache: &str,
     ) -> Result<ModelLoader, JsError> {
+        let sizes = sizes(ctx, kv_cache)?;
         let tokenizer = tokenizer_json
             .map(|t| Tokenizer::from_hf_json(&t, tokenizer_config.as_deref()))
             .transpose()
@@ -85,8 +101,8 @@ impl ModelLoader {
             .map(|((n, p), l)| (n, p, l))
             .collect();
         let scopes = LoadScopes::open(engine);
-        let inner = StreamedModel::safetensors(engine.gpu.clone(), config_json, tokenizer, headers, sizes(ctx))
-            .map_err(js_error)?;
+        let inner =
+            StreamedModel::safetensors(engine.gpu.clone(), config_json, tokenizer, headers, sizes).map_err(js_error)?;
         Ok(ModelLoader { inner, scopes })
     }
 

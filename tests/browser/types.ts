@@ -18,6 +18,7 @@ export async function everything(files: FileList, picked: File[]): Promise<void>
     worker: true,
     signal: controller.signal,
     ctx: 512,
+    kvCache: "f32",
   };
   const phase: "download" | "upload" = progress[0].phase;
   const file: string | undefined = progress[0].file;

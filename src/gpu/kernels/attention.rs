@@ -1,16 +1,19 @@
 //! Causal GQA attention over the KV cache (`shaders/attention.wgsl`), one kernel for prefill
-//! chunks and decode; CPU twin: `ops::attend`. The cache layout is the one
-//! `rope` writes (see `super::rope`).
+//! chunks and decode; CPU twin: `ops::attend` (over the cache's values: f16-rounded for an f16
+//! cache). The cache layout is the one `rope` writes (see `super::rope`).
 
+use super::KvFormat;
 use crate::gpu::{Gpu, Op};
 use crate::{Error, Result};
 use bytemuck::{Pod, Zeroable};
 
 const SOURCE: &str = include_str!("../../../shaders/attention.wgsl");
-const WG: u32 = 64;
-/// The largest head_dim the kernel takes (4 * its `MAX_VEC4`, and at most 4 * WG); head_dim
-/// must also be a multiple of 4 (rows are read as vec4).
-pub const MAX_HEAD_DIM: u32 = 256;
+/// The kernel's `MAX_HEADS` and `MAX_Q4`.
+const MAX_HEADS: u32 = 8;
+const MAX_Q4: u32 = 256;
+/// The largest head_dim the kernel takes (`MAX_Q4` vec4s); head_dim must also be a multiple
+/// of 4 (rows are read as vec4).
+pub const MAX_HEAD_DIM: u32 = 4 * MAX_Q4;
 
 #[repr(C)]
 #[derive(Clone, Copy, Pod, Zeroable)]
@@ -21,11 +24,18 @@ struct Params {
     scale: f32,
 }
 
+/// Query heads one workgroup serves: the largest divisor of the GQA `group` whose query rows
+/// fit the kernel's tile (`MAX_HEADS` heads, `MAX_Q4` vec4s), so that each key and value row is
+/// read once for all of them.
+fn heads_per_workgroup(group: u32, head_dim: u32) -> u32 {
+    (1..=group.min(MAX_HEADS)).rev().find(|&h| group.is_multiple_of(h) && h * head_dim <= 4 * MAX_Q4).unwrap_or(1)
+}
+
 /// An op computing, for each of the step's `n_tokens` tokens `t` and each query head, softmax
 /// attention of `q` (`[T, n_heads * head_dim]`, after RoPE) over rows `0..=position + t` of
 /// `k_cache` and `v_cache` (`[max_ctx, n_kv_heads * head_dim]`, the chunk's own rows already
-/// appended), scores scaled by `scale`, into `out` (`[T, n_heads * head_dim]`). Built for up
-/// to `max_tokens` tokens.
+/// appended, in `kv`'s format), scores scaled by `scale`, into `out` (`[T, n_heads * head_dim]`).
+/// Built for up to `max_tokens` tokens.
 #[allow(clippy::too_many_arguments)]
 pub fn op(
     gpu: &Gpu,
@@ -39,6 +49,7 @@ pub fn op(
     n_kv_heads: u32,
     head_dim: u32,
     scale: f32,
+    kv: KvFormat,
 ) -> Result<Op> {
     if n_kv_heads == 0
         || !n_heads.is_multiple_of(n_kv_heads)
@@ -51,9 +62,14 @@ pub fn op(
              head_dim a multiple of 4 and at most {MAX_HEAD_DIM})"
         )));
     }
-    let kernel = gpu.kernel("attention", SOURCE, &[("WG", WG as f64)])?;
+    let heads = heads_per_workgroup(n_heads / n_kv_heads, head_dim);
+    // One thread per vec4 column; tiles of at least 128 keys.
+    let wg = head_dim / 4;
+    let kpt = 128u32.div_ceil(wg);
+    let overrides = [("WG", wg as f64), ("HEADS", heads as f64), ("KPT", kpt as f64), kv.f16_override()];
+    let kernel = gpu.kernel("attention", SOURCE, &overrides)?;
     let params = gpu.uniform("attention params", &Params { n_heads, n_kv_heads, head_dim, scale });
-    Ok(gpu.op("attention", &kernel, &[&params, step, q, k_cache, v_cache, out], [n_heads, max_tokens, 1]))
+    Ok(gpu.op("attention", &kernel, &[&params, step, q, k_cache, v_cache, out], [n_heads / heads, max_tokens, 1]))
 }
 
 #[cfg(test)]
@@ -62,11 +78,21 @@ mod tests {
     use crate::gpu::kernels::testing::{gpu, random};
     use crate::gpu::step::Step;
     use crate::ops::attend;
+    use half::f16;
 
     /// Runs the op on random q and a random cache of `position + tokens` rows (plus spare rows
     /// holding huge values that must not be read) and returns the largest error (absolute: the
     /// outputs lie in [-1, 1]).
-    fn check(heads: usize, kv_heads: usize, hd: usize, tokens: usize, position: usize, q_gain: f32) -> f32 {
+    #[allow(clippy::too_many_arguments)]
+    fn check(
+        heads: usize,
+        kv_heads: usize,
+        hd: usize,
+        tokens: usize,
+        position: usize,
+        q_gain: f32,
+        kv: KvFormat,
+    ) -> f32 {
         let gpu = gpu();
         let max_tokens = tokens + 2;
         let (q_dim, kv_dim) = (heads * hd, kv_heads * hd);
@@ -81,7 +107,16 @@ mod tests {
         values[len * kv_dim..].fill(1e4);
         let step = Step::new(gpu);
         step.set(gpu, tokens as u32, position as u32);
-        let (qb, kb, vb) = (gpu.storage("q", &q), gpu.storage("k cache", &keys), gpu.storage("v cache", &values));
+        // An f16 cache holds the values rounded; the twin attends over the same values.
+        let cache = |label, values: &mut Vec<f32>| match kv {
+            KvFormat::F32 => gpu.storage(label, values),
+            KvFormat::F16 => {
+                let halves: Vec<f16> = values.iter().map(|&v| f16::from_f32(v)).collect();
+                *values = halves.iter().map(|v| v.to_f32()).collect();
+                gpu.storage(label, &halves)
+            }
+        };
+        let (qb, kb, vb) = (gpu.storage("q", &q), cache("k cache", &mut keys), cache("v cache", &mut values));
         let out = gpu.storage("out", &vec![7.0f32; max_tokens * q_dim]);
         let scale = 1.0 / (hd as f32).sqrt();
         let op = op(
@@ -96,6 +131,7 @@ mod tests {
             kv_heads as u32,
             hd as u32,
             scale,
+            kv,
         )
         .unwrap();
         crate::gpu::submit(gpu, &[&op]);
@@ -109,7 +145,7 @@ mod tests {
                 want.extend(attend(q_head, &keys, &values, position + t + 1, kv_dim, (h / group) * hd, scale));
             }
         }
-        let case = format!("{heads}/{kv_heads}x{hd} T={tokens} pos={position} gain={q_gain}");
+        let case = format!("{heads}/{kv_heads}x{hd} T={tokens} pos={position} gain={q_gain} {kv:?}");
         assert!(got[tokens * q_dim..].iter().all(|&v| v == 7.0), "{case}: surplus tokens written");
         let live = &got[..tokens * q_dim];
         let abs = live.iter().zip(&want).fold(0f32, |m, (g, w)| m.max((g - w).abs()));
@@ -129,13 +165,23 @@ mod tests {
     #[test]
     fn matches_cpu_twin_in_decode() {
         let mut worst = 0f32;
-        // (heads, kv heads, head_dim, position): context lengths 1, 2, 65 (a tile and one key),
-        // several hundred; head_dim 32/64/80/256, and 8 (32 lanes of 2 columns).
-        for (h, kv, hd, pos) in
-            [(9, 3, 80, 0), (4, 2, 64, 1), (4, 2, 32, 64), (9, 3, 80, 577), (2, 1, 256, 300), (3, 3, 8, 130)]
-        {
+        // (heads, kv heads, head_dim, position): context lengths 1, 2, 129 (a tile and one key),
+        // several hundred; head_dim 32/64/80/256 and 8 (two threads of 64-key rows); groups of
+        // 1, 2, 3, 8 and 16 heads (two workgroups of 8 per key head).
+        for (h, kv, hd, pos) in [
+            (9, 3, 80, 0),
+            (4, 2, 64, 1),
+            (4, 2, 32, 128),
+            (9, 3, 80, 577),
+            (2, 1, 256, 300),
+            (3, 3, 8, 130),
+            (16, 2, 64, 200),
+            (16, 1, 32, 70),
+        ] {
             for gain in [1.0, 8.0] {
-                worst = worst.max(check(h, kv, hd, 1, pos, gain));
+                for format in [KvFormat::F32, KvFormat::F16] {
+                    worst = worst.max(check(h, kv, hd, 1, pos, gain, format));
+                }
             }
         }
         eprintln!("attention decode: max abs error {worst:e}");
@@ -146,8 +192,9 @@ mod tests {
         let gpu = gpu();
         let step = Step::new(gpu);
         let b = gpu.storage_zeroed("b", 1024);
-        for (h, kv, hd) in [(4, 2, 66), (4, 2, 260), (4, 3, 64), (4, 0, 64)] {
-            assert!(op(gpu, &step.buffer, &b, &b, &b, &b, 1, h, kv, hd, 1.0).is_err(), "{h}/{kv}x{hd}");
+        for (h, kv, hd) in [(4, 2, 66), (4, 2, 1028), (4, 3, 64), (4, 0, 64)] {
+            let op = op(gpu, &step.buffer, &b, &b, &b, &b, 1, h, kv, hd, 1.0, KvFormat::F32);
+            assert!(op.is_err(), "{h}/{kv}x{hd}");
         }
     }
 
@@ -157,7 +204,9 @@ mod tests {
         // (heads, kv heads, head_dim, tokens, position): a first chunk, and chunks after a prefix.
         for (h, kv, hd, t, pos) in [(9, 3, 80, 5, 0), (4, 2, 64, 33, 0), (4, 2, 32, 33, 300), (9, 3, 64, 5, 600)] {
             for gain in [1.0, 8.0] {
-                worst = worst.max(check(h, kv, hd, t, pos, gain));
+                for format in [KvFormat::F32, KvFormat::F16] {
+                    worst = worst.max(check(h, kv, hd, t, pos, gain, format));
+                }
             }
         }
         eprintln!("attention prefill: max abs error {worst:e}");

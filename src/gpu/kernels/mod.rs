@@ -29,6 +29,32 @@ pub struct Columns<'a> {
     pub stride: u32,
 }
 
+/// What the KV cache stores: f16 halves its size and the bytes attention reads per position
+/// (values rounded to nearest, as llama.cpp's default cache); f32 keeps the reference's exact
+/// arithmetic.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+#[cfg_attr(all(feature = "cli", not(target_arch = "wasm32")), derive(clap::ValueEnum))]
+pub enum KvFormat {
+    #[default]
+    F16,
+    F32,
+}
+
+impl KvFormat {
+    pub fn bytes_per_value(self) -> u64 {
+        match self {
+            KvFormat::F16 => 2,
+            KvFormat::F32 => 4,
+        }
+    }
+
+    /// The kernels' `F16` override.
+    pub(crate) fn f16_override(self) -> (&'static str, f64) {
+        ("F16", f64::from(u8::from(self == KvFormat::F16)))
+    }
+}
+
 /// Workgroups `[x, y, 1]` covering `elements` threads of `wg` each, one per thread, on a 2-D
 /// grid (x at most the device's per-dimension limit) for kernels that index
 /// `(wg.y * num_workgroups.x + wg.x) * WG + lid`.

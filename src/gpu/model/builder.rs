@@ -6,6 +6,7 @@ use super::record::{Recorder, Resident};
 use super::{GpuModel, Logits};
 use crate::config::{FfnKind, ModelConfig};
 use crate::gpu::feed::{GpuFfn, GpuHead, GpuLayerWeights, GpuMlp};
+use crate::gpu::kernels::KvFormat;
 use crate::gpu::matrix::GpuMatrix;
 use crate::gpu::plan::kv_buffer_bytes;
 use crate::gpu::step::Step;
@@ -20,19 +21,20 @@ pub struct GpuModelBuilder {
     config: ModelConfig,
     max_tokens: u32,
     max_ctx: u32,
+    kv: KvFormat,
     embed: Option<GpuMatrix>,
     layers: Vec<GpuLayer>,
     weight_bytes: u64,
 }
 
 impl GpuModelBuilder {
-    pub fn new(gpu: Arc<Gpu>, config: &ModelConfig, max_tokens: u32, max_ctx: u32) -> Result<Self> {
+    pub fn new(gpu: Arc<Gpu>, config: &ModelConfig, max_tokens: u32, max_ctx: u32, kv: KvFormat) -> Result<Self> {
         if max_tokens == 0 || max_ctx == 0 {
             return Err(Error::Gpu("a model needs room for at least one token".into()));
         }
         config.validate()?;
         let (config, layers) = (config.clone(), Vec::with_capacity(config.num_layers));
-        Ok(GpuModelBuilder { gpu, config, max_tokens, max_ctx, embed: None, layers, weight_bytes: 0 })
+        Ok(GpuModelBuilder { gpu, config, max_tokens, max_ctx, kv, embed: None, layers, weight_bytes: 0 })
     }
 
     pub fn gpu(&self) -> &Gpu {
@@ -61,7 +63,7 @@ impl GpuModelBuilder {
         }
         check_layer(&self.config, l, &w)?;
         self.weight_bytes += w.matrices().iter().map(|m| m.bytes()).sum::<u64>();
-        let cache_bytes = kv_buffer_bytes(&self.config, self.max_ctx);
+        let cache_bytes = kv_buffer_bytes(&self.config, self.max_ctx, self.kv);
         let g = &self.gpu;
         let k_cache = g.storage_zeroed(&format!("k cache {l}"), cache_bytes);
         let v_cache = g.storage_zeroed(&format!("v cache {l}"), cache_bytes);
@@ -71,7 +73,7 @@ impl GpuModelBuilder {
 
     /// The head, last: allocates the activations and records the ops.
     pub fn finish(self, head: GpuHead) -> Result<GpuModel> {
-        let GpuModelBuilder { gpu, config, max_tokens, max_ctx, embed, layers, mut weight_bytes } = self;
+        let GpuModelBuilder { gpu, config, max_tokens, max_ctx, kv, embed, layers, mut weight_bytes } = self;
         let c = &config;
         let embed = embed.ok_or_else(|| Error::Gpu("the head given before the embeddings".into()))?;
         if layers.len() != c.num_layers {
@@ -95,13 +97,13 @@ impl GpuModelBuilder {
             }
         }
         weight_bytes += head.lm_head.as_ref().map_or(0, |m| m.bytes());
-        let kv_bytes = 2 * c.num_layers as u64 * kv_buffer_bytes(c, max_ctx);
+        let kv_bytes = 2 * c.num_layers as u64 * kv_buffer_bytes(c, max_ctx, kv);
         let g = &*gpu;
         let resident = Resident::new(g, c, embed, layers, head, max_tokens);
         let step = Step::new(g);
         let token_ids = g.storage_zeroed("token ids", u64::from(max_tokens) * 4);
         let logits = g.storage_zeroed("logits", u64::from(max_tokens) * c.vocab_size as u64 * 4);
-        let builder = |t| Recorder { gpu: g, config: c, step: &step, max_tokens: t, max_ctx };
+        let builder = |t| Recorder { gpu: g, config: c, step: &step, max_tokens: t, max_ctx, kv };
         let mut decode_ops = builder(1).body(&resident, &token_ids)?;
         decode_ops.extend(builder(1).head(&resident, &logits, Logits::All)?);
         let prefill_ops = builder(max_tokens).body(&resident, &token_ids)?;
@@ -112,6 +114,7 @@ impl GpuModelBuilder {
             config: config.clone(),
             max_tokens,
             max_ctx,
+            kv,
             step,
             token_ids,
             logits,

@@ -36,6 +36,7 @@ pub use builder::GpuModelBuilder;
 
 use crate::config::ModelConfig;
 use crate::gpu::feed::{HostFeed, WeightFeed};
+use crate::gpu::kernels::KvFormat;
 use crate::gpu::step::Step;
 use crate::gpu::{Gpu, Op};
 use crate::weights::model::ModelWeights;
@@ -61,6 +62,8 @@ pub struct GpuModel {
     pub max_tokens: u32,
     /// Positions the KV cache holds.
     pub max_ctx: u32,
+    /// What the KV cache stores.
+    pub kv: KvFormat,
     pub step: Step,
     /// `u32 [max_tokens]`: the chunk's token ids (in decode, written by the GPU sampler).
     pub token_ids: wgpu::Buffer,
@@ -81,15 +84,16 @@ pub struct GpuModel {
 
 impl GpuModel {
     /// Uploads `weights` and builds the ops for prefill chunks of up to `max_tokens` tokens,
-    /// for decode, and a KV cache of `max_ctx` positions.
+    /// for decode, and a KV cache of `max_ctx` positions in `kv`'s format.
     pub fn new(
         gpu: Arc<Gpu>,
         config: &ModelConfig,
         weights: &ModelWeights,
         max_tokens: u32,
         max_ctx: u32,
+        kv: KvFormat,
     ) -> Result<Self> {
-        Self::from_feed(gpu, config, &mut HostFeed::from_weights(weights), max_tokens, max_ctx)
+        Self::from_feed(gpu, config, &mut HostFeed::from_weights(weights), max_tokens, max_ctx, kv)
     }
 
     /// [`GpuModel::new`] with the weights taken part by part from `feed`.
@@ -99,8 +103,9 @@ impl GpuModel {
         feed: &mut dyn WeightFeed,
         max_tokens: u32,
         max_ctx: u32,
+        kv: KvFormat,
     ) -> Result<Self> {
-        let mut builder = GpuModelBuilder::new(gpu, config, max_tokens, max_ctx)?;
+        let mut builder = GpuModelBuilder::new(gpu, config, max_tokens, max_ctx, kv)?;
         builder.embed(feed.embed(builder.gpu())?)?;
         for l in 0..config.num_layers {
             let layer = feed.layer(builder.gpu(), l)?;

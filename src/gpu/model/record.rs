@@ -7,7 +7,9 @@ use crate::config::{ModelConfig, QkNorm};
 use crate::gpu::feed::{GpuHead, GpuLinear};
 use crate::gpu::kernels::matmul::Out;
 use crate::gpu::kernels::moe_group::{self, GroupBuffers};
-use crate::gpu::kernels::{attention, embed, matmul, moe_combine, moe_route, rms_norm, rope, swiglu, Columns};
+use crate::gpu::kernels::{
+    attention, embed, matmul, moe_combine, moe_route, rms_norm, rope, swiglu, Columns, KvFormat,
+};
 use crate::gpu::matrix::GpuMatrix;
 use crate::gpu::plan::Scratch;
 use crate::gpu::step::Step;
@@ -100,6 +102,7 @@ pub(super) struct Recorder<'a> {
     /// Tokens of the chunks these ops serve (1: decode).
     pub max_tokens: u32,
     pub max_ctx: u32,
+    pub kv: KvFormat,
 }
 
 impl Recorder<'_> {
@@ -178,8 +181,9 @@ impl Recorder<'_> {
         let (heads, kv_heads, hd) = (c.num_heads as u32, c.num_kv_heads as u32, c.head_dim as u32);
         let (theta, pairing) = (c.rope_theta, c.rope_pairing);
         let (kc, vc) = (&layer.k_cache, &layer.v_cache);
-        ops.push(rope::op(g, step, q, k, v, &r.q_rot, kc, vc, t, heads, kv_heads, hd, theta, pairing, self.max_ctx)?);
-        ops.push(attention::op(g, step, &r.q_rot, kc, vc, &r.attn, t, heads, kv_heads, hd, c.attention_scale)?);
+        let (ctx, kv) = (self.max_ctx, self.kv);
+        ops.push(rope::op(g, step, q, k, v, &r.q_rot, kc, vc, t, heads, kv_heads, hd, theta, pairing, ctx, kv)?);
+        ops.push(attention::op(g, step, &r.q_rot, kc, vc, &r.attn, t, heads, kv_heads, hd, c.attention_scale, kv)?);
         // The residual add is o's epilogue.
         self.linear(ops, &layer.o, &r.attn, Out::Add(&r.x, c.residual_multiplier))?;
         Ok(())
