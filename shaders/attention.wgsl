@@ -20,9 +20,13 @@
 //   2 q        storage read  f32 [n_tokens, n_heads * head_dim] (after RoPE), as vec4
 //   3 k_cache  storage read  f32|f16 [max_ctx, n_kv_heads * head_dim], as vec2<u32>
 //   4 v_cache  storage read  f32|f16 [max_ctx, n_kv_heads * head_dim], as vec2<u32>
-//   5 out      storage rw    f32 [n_tokens, n_heads * head_dim], as vec4
-// Dispatch: (n_heads / HEADS, max_tokens, 1) workgroups of WG = head_dim / 4 threads;
-// workgroups with t >= n_tokens return at once. Workgroup (x, t) serves the HEADS query heads
+//   5 out      storage rw    f32 [n_tokens, n_heads * head_dim], as vec4 (SPLITS = 1)
+//   6 partials storage rw    f32 [n_tokens, SPLITS, n_heads, head_dim + 4], as vec4 (SPLITS > 1;
+//                            otherwise any buffer, unused): per split and head, the unnormalised
+//                            output, then (max, sum, 0, 0)
+// Dispatch: (n_heads / HEADS, max_tokens, SPLITS) workgroups of WG = head_dim / 4 threads;
+// workgroups with t >= n_tokens return at once. Split z takes keys z * span .. (z + 1) * span,
+// span = ceil((p + 1) / SPLITS), and attention_combine.wgsl adds the splits up. Workgroup (x, t) serves the HEADS query heads
 // x * HEADS .. of one key head, so each key and value row is read once for all of them. It
 // walks the p + 1 keys in tiles of TILE = KPT * WG keys:
 //   1. thread i scores keys start + i + r * WG, r < KPT, against every head (whole dot
@@ -44,6 +48,8 @@ override KPT: u32 = 4u;
 override TILE: u32 = WG * KPT;
 // Whether the cache holds f16.
 override F16: bool = false;
+// Workgroups sharing one token's keys (decode on GPUs, flash-decoding; 1 elsewhere).
+override SPLITS: u32 = 1u;
 
 // A finite "minus infinity": WGSL implementations may assume no infinities.
 const NEG_BIG: f32 = -1.0e30;
@@ -57,6 +63,7 @@ struct Step { n_tokens: u32, position: u32, _pad0: u32, _pad1: u32 }
 @group(0) @binding(3) var<storage, read> k_cache: array<vec2<u32>>;
 @group(0) @binding(4) var<storage, read> v_cache: array<vec2<u32>>;
 @group(0) @binding(5) var<storage, read_write> out: array<vec4<f32>>;
+@group(0) @binding(6) var<storage, read_write> partials: array<vec4<f32>>;
 
 // The workgroup's HEADS query rows, head after head.
 var<workgroup> q_tile: array<vec4<f32>, MAX_Q4>;
@@ -99,15 +106,19 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
     workgroupBarrier();
 
     let visible = step.position + t + 1u;
+    // This workgroup's keys: split wg.z of SPLITS (empty when the context is shorter).
+    let span = (visible + SPLITS - 1u) / SPLITS;
+    let lo = min(wg.z * span, visible);
+    let hi = min(lo + span, visible);
     var m: array<f32, MAX_HEADS>; // running max of each head's scores (the same in every thread)
     var l: array<f32, MAX_HEADS>; // this thread's share of each head's running sum of exp(s - m)
     var acc: array<vec4<f32>, MAX_HEADS>; // column lid of each head's output, scaled like l
     for (var h = 0u; h < HEADS; h++) {
         m[h] = NEG_BIG;
     }
-    // Control flow stays uniform (rows past the visible ones are clamped and weighted 0), so
-    // that the q and weight reads below are the same address in every thread.
-    for (var start = 0u; start < visible; start += TILE) {
+    // Control flow stays uniform (rows past hi are clamped and weighted 0), so that the q and
+    // weight reads below are the same address in every thread.
+    for (var start = lo; start < hi; start += TILE) {
         // 1. Scores of keys start + lid + r WG against every head: each key row is read once.
         var s_max: array<f32, MAX_HEADS>;
         for (var h = 0u; h < HEADS; h++) {
@@ -115,8 +126,8 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
         }
         for (var r = 0u; r < KPT; r++) {
             let i = r * WG + lid;
-            let live = start + i < visible;
-            let row = min(start + i, visible - 1u) * kv4 + off4;
+            let live = start + i < hi;
+            let row = min(start + i, hi - 1u) * kv4 + off4;
             var s4: array<vec4<f32>, MAX_HEADS>;
             for (var d = 0u; d < hd4; d++) {
                 let kd = key4(row + d);
@@ -146,7 +157,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
             var lh = l[h] * alpha[h];
             for (var r = 0u; r < KPT; r++) {
                 let i = h * TILE + r * WG + lid;
-                let w = select(0.0, exp(weights[i] - m_new), start + r * WG + lid < visible);
+                let w = select(0.0, exp(weights[i] - m_new), start + r * WG + lid < hi);
                 weights[i] = w;
                 lh += w;
             }
@@ -155,7 +166,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
         }
         workgroupBarrier();
         // 3. Weighted values, thread lid taking column lid: each value row read once, for every head.
-        let n = min(TILE, visible - start);
+        let n = min(TILE, hi - start);
         for (var h = 0u; h < HEADS; h++) {
             acc[h] *= alpha[h];
         }
@@ -177,6 +188,15 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
         for (var i = 0u; i < WG; i++) {
             sum += reduce[h * WG + i];
         }
-        out[q_base + h * hd4 + lid] = acc[h] * (1.0 / sum);
+        if (SPLITS == 1u) {
+            out[q_base + h * hd4 + lid] = acc[h] * (1.0 / sum);
+        } else {
+            // Unnormalised: attention_combine.wgsl weighs the splits by their maxima.
+            let p = ((t * SPLITS + wg.z) * params.n_heads + first + h) * (hd4 + 1u);
+            partials[p + lid] = acc[h];
+            if (lid == 0u) {
+                partials[p + hd4] = vec4<f32>(m[h], sum, 0.0, 0.0);
+            }
+        }
     }
 }

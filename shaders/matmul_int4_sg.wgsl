@@ -30,36 +30,6 @@ override PAIR: bool = false; // SwiGLU pairs: out = silu(gate row) * up row (RPT
 override GROUP: u32 = 32u;    // columns per (d, m) group: 16, 32, 64 or 128
 override WIDE: u32 = 0u;      // 1: f32 (d, m) pairs; 0: packed f16 pairs
 
-struct Params {
-    rows: u32,            // rows in this chunk
-    cols: u32,
-    row_vec4s: u32,       // vec4 units per row of qs
-    scale_stride: u32,    // u32 per row of scales
-    row0: u32,            // the chunk's first row in the whole matrix
-    out_stride: u32,
-    blocks_x: u32,
-    has_bias: u32,
-    k: u32,               // 0: dense; else expert slots per token
-    rows_per_expert: u32,
-    expert0: u32,
-    experts: u32,
-    x_per_slot: u32,
-    grouped: u32,         // 1: grouped mode (k > 0)
-    pair_rows: u32,       // PAIR: the up row of gate row r is r + pair_rows (0 otherwise)
-    add: u32,             // 1: out += add_scale * y (a residual add); 0: out = y
-    add_scale: f32,
-    _pad0: u32,
-    _pad1: u32,
-    _pad2: u32,
-}
-struct Step { n_tokens: u32, position: u32, _pad0: u32, _pad1: u32 }
-
-@group(0) @binding(0) var<uniform> params: Params;
-@group(0) @binding(1) var<uniform> step: Step;
-@group(0) @binding(2) var<storage, read> x: array<vec4<f32>>;
-@group(0) @binding(3) var<storage, read> expert_ids: array<u32>;
-@group(0) @binding(4) var<storage, read> bias: array<f32>;
-@group(0) @binding(5) var<storage, read_write> out: array<f32>;
 @group(0) @binding(6) var<storage, read> qs: array<vec4<u32>>;
 @group(0) @binding(7) var<storage, read> scales: array<u32>;
 @group(0) @binding(8) var<storage, read> group_rows: array<u32>;
@@ -151,99 +121,19 @@ fn unit(u: u32, l8: u32, half: bool) {
     }
 }
 
-// Writes output element i: stored, or added to what is there (a residual add in the epilogue).
-fn store(i: u32, v: f32) {
-    if (params.add != 0u) {
-        out[i] += params.add_scale * v;
-    } else {
-        out[i] = v;
-    }
-}
-
-// The output row (of the block) of row i of thread group g (PAIR: i and i + RPT / 2 share one).
-fn out_row(g: u32, i: u32) -> u32 {
-    if (PAIR) {
-        return g * max(RPT / 2u, 1u) + i % max(RPT / 2u, 1u);
-    }
-    return g * RPT + i;
-}
-
-fn silu(v: f32) -> f32 {
-    return v / (1.0 + exp(-v));
-}
-
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32,
         @builtin(subgroup_invocation_id) sl: u32) {
-    let block = wg.x + wg.z * params.blocks_x;
-    let item = wg.y;
     // Output rows per block: PAIR computes a gate and an up row for each.
     let orows = select(ROWS, ROWS / 2u, PAIR);
-    // What this workgroup computes: nt tokens (0: nothing), rows first_row .. first_row + nrows of
-    // the binding; token j < nt reads x row xrow[j] and writes out[orow[j] + r].
-    var nt = 0u;
-    var first_row = 0u;
-    var row_limit = 0u;
-    var xrow: array<u32, 8>;
-    var orow: array<u32, 8>;
-    if (params.grouped != 0u) {
-        // Tile `item` of the grouping (expert_ids holds the tiles): up to TT (token, slot) pairs
-        // of one expert, gathered from x and scattered to their slots' out rows.
-        var first = 0u;
-        if (item < expert_ids[0]) {
-            let e = expert_ids[1u + 3u * item];
-            if (e >= params.expert0 && e - params.expert0 < params.experts) {
-                nt = min(expert_ids[3u + 3u * item], TT);
-                first = expert_ids[2u + 3u * item];
-                let base = (e - params.expert0) * params.rows_per_expert;
-                first_row = base + block * orows;
-                row_limit = base + params.rows_per_expert - params.pair_rows;
-            }
-        }
-        for (var j = 0u; j < TT; j++) {
-            var pair = 0u;
-            if (nt > 0u) {
-                pair = group_rows[first + min(j, nt - 1u)];
-            }
-            xrow[j] = select(pair / max(params.k, 1u), pair, params.x_per_slot != 0u);
-            orow[j] = pair * params.out_stride + block * orows;
-        }
-    } else if (params.k == 0u) {
-        let t0 = item * TT;
-        if (t0 < step.n_tokens) {
-            nt = min(TT, step.n_tokens - t0);
-        }
-        first_row = block * orows;
-        row_limit = params.rows - params.pair_rows;
-        for (var j = 0u; j < TT; j++) {
-            xrow[j] = t0 + min(j, max(nt, 1u) - 1u);
-            orow[j] = (t0 + j) * params.out_stride + params.row0 + first_row;
-        }
-    } else {
-        let slot = item;
-        if (slot < step.n_tokens * params.k) {
-            let e = expert_ids[slot];
-            if (e >= params.expert0 && e - params.expert0 < params.experts) {
-                nt = 1u;
-                let base = (e - params.expert0) * params.rows_per_expert;
-                first_row = base + block * orows;
-                row_limit = base + params.rows_per_expert - params.pair_rows;
-            }
-        }
-        for (var j = 0u; j < TT; j++) {
-            xrow[j] = select(slot / max(params.k, 1u), slot, params.x_per_slot != 0u);
-            orow[j] = slot * params.out_stride + block * orows;
-        }
-    }
+    let work = assign(wg.x + wg.z * params.blocks_x, wg.y, orows);
+    let nt = work.nt;
+    let nrows = work.nrows;
     tile_n = nt;
-    var nrows = 0u;
-    if (row_limit > first_row) {
-        nrows = min(orows, row_limit - first_row);
-    }
 
     for (var i = 0u; i < RPT; i++) {
         // PAIR: the invocation's first RPT / 2 rows are gate rows, the others their up rows.
-        var row = first_row + min(out_row(lid, i), max(nrows, 1u) - 1u);
+        var row = work.first_row + min(out_row(lid, i), max(nrows, 1u) - 1u);
         if (PAIR && i >= RPT / 2u) {
             row += params.pair_rows;
         }
@@ -253,7 +143,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
     let xstride = params.cols / 4u;
     for (var j = 0u; j < TT; j++) {
         // Tokens past nt repeat the last one (computed unless SKIP, never written).
-        xr[j] = xrow[j] * xstride;
+        xr[j] = work.xrow[j] * xstride;
         acc[j] = vec4<f32>(0.0);
     }
     let l8 = sl % 8u;
@@ -276,15 +166,10 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
         let r = out_row(lid, i);
         for (var j = 0u; j < TT; j++) {
             if (r < nrows && j < nt) {
-                var v = acc[j][i];
-                if (params.has_bias != 0u) {
-                    v += bias[params.row0 + first_row + r];
-                }
-                if (PAIR) {
-                    v = silu(v) * acc[j][i + RPT / 2u];
-                }
-                store(orow[j] + r, v);
+                emit(work, r, j, acc[j][i], acc[j][min(i + RPT / 2u, RPT - 1u)]);
             }
         }
     }
 }
+
+#include "matmul_common.wgsl"

@@ -58,41 +58,12 @@ override PAIR: bool = false; // SwiGLU pairs: out = silu(gate row) * up row (RPT
 override PARTIAL: u32 = 64u;  // = WG * RPT * TT
 override GROUP: u32 = 32u;    // columns per scale: a multiple of 16
 
-struct Params {
-    rows: u32,            // rows in this chunk
-    cols: u32,
-    row_vec4s: u32,       // vec4 units per row of qs
-    scale_stride: u32,    // u32 per row of scales
-    row0: u32,            // the chunk's first row in the whole matrix
-    out_stride: u32,
-    blocks_x: u32,
-    has_bias: u32,
-    k: u32,               // 0: dense; else expert slots per token
-    rows_per_expert: u32,
-    expert0: u32,
-    experts: u32,
-    x_per_slot: u32,
-    grouped: u32,         // 1: grouped mode (k > 0)
-    pair_rows: u32,       // PAIR: the up row of gate row r is r + pair_rows (0 otherwise)
-    add: u32,             // 1: out += add_scale * y (a residual add); 0: out = y
-    add_scale: f32,
-    _pad0: u32,
-    _pad1: u32,
-    _pad2: u32,
-}
-struct Step { n_tokens: u32, position: u32, _pad0: u32, _pad1: u32 }
+// Columns per unit of the weights (what unit() adds).
+const UNIT_COLS: u32 = 16u;
 
-@group(0) @binding(0) var<uniform> params: Params;
-@group(0) @binding(1) var<uniform> step: Step;
-@group(0) @binding(2) var<storage, read> x: array<vec4<f32>>;
-@group(0) @binding(3) var<storage, read> expert_ids: array<u32>;
-@group(0) @binding(4) var<storage, read> bias: array<f32>;
-@group(0) @binding(5) var<storage, read_write> out: array<f32>;
 @group(0) @binding(6) var<storage, read> qs: array<vec4<u32>>;
 @group(0) @binding(7) var<storage, read> scales: array<u32>;
 @group(0) @binding(8) var<storage, read> group_rows: array<u32>;
-
-var<workgroup> partial: array<f32, PARTIAL>;
 
 const SHIFTS = vec4<u32>(24u, 16u, 8u, 0u);
 
@@ -110,7 +81,7 @@ fn bytes(w: u32, s: f32) -> vec4<f32> {
 }
 
 // Adds unit u (columns 16u .. 16u+16) of the invocation's rows to the sums of every token.
-fn unit(u: u32) {
+fn unit(u: u32, half: bool) {
     var w: array<array<vec4<f32>, 4>, 4>;
     for (var i = 0u; i < RPT; i++) {
         let q = qs[qb[i] + u];
@@ -135,177 +106,10 @@ fn unit(u: u32) {
     }
 }
 
-// Writes output element i: stored, or added to what is there (a residual add in the epilogue).
-fn store(i: u32, v: f32) {
-    if (params.add != 0u) {
-        out[i] += params.add_scale * v;
-    } else {
-        out[i] = v;
-    }
+// Points row i of the invocation at row `row` of the weights.
+fn set_row(i: u32, row: u32) {
+    qb[i] = row * params.row_vec4s;
+    sb[i] = row * params.scale_stride;
 }
 
-// The output row (of the block) of row i of thread group g (PAIR: i and i + RPT / 2 share one).
-fn out_row(g: u32, i: u32) -> u32 {
-    if (PAIR) {
-        return g * max(RPT / 2u, 1u) + i % max(RPT / 2u, 1u);
-    }
-    return g * RPT + i;
-}
-
-// Row i of thread group g for token j: the sum of the group's TPR partial sums.
-fn row_sum(g: u32, i: u32, j: u32) -> f32 {
-    let first = (g * TPR * RPT + i) * TT + j;
-    var v = 0.0;
-    for (var l = 0u; l < TPR; l++) {
-        v += partial[first + l * RPT * TT];
-    }
-    return v;
-}
-
-fn silu(v: f32) -> f32 {
-    return v / (1.0 + exp(-v));
-}
-
-@compute @workgroup_size(WG)
-fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-    let block = wg.x + wg.z * params.blocks_x;
-    let item = wg.y;
-    // Output rows per block: PAIR computes a gate and an up row for each.
-    let orows = select(ROWS, ROWS / 2u, PAIR);
-    // What this workgroup computes: nt tokens (0: nothing), rows first_row .. first_row + nrows of
-    // the binding; token j < nt reads x row xrow[j] and writes out[orow[j] + r].
-    var nt = 0u;
-    var first_row = 0u;
-    var row_limit = 0u;
-    var xrow: array<u32, 8>;
-    var orow: array<u32, 8>;
-    if (params.grouped != 0u) {
-        // Tile `item` of the grouping (expert_ids holds the tiles): up to TT (token, slot) pairs
-        // of one expert, gathered from x and scattered to their slots' out rows.
-        var first = 0u;
-        if (item < expert_ids[0]) {
-            let e = expert_ids[1u + 3u * item];
-            if (e >= params.expert0 && e - params.expert0 < params.experts) {
-                nt = min(expert_ids[3u + 3u * item], TT);
-                first = expert_ids[2u + 3u * item];
-                let base = (e - params.expert0) * params.rows_per_expert;
-                first_row = base + block * orows;
-                row_limit = base + params.rows_per_expert - params.pair_rows;
-            }
-        }
-        for (var j = 0u; j < TT; j++) {
-            var pair = 0u;
-            if (nt > 0u) {
-                pair = group_rows[first + min(j, nt - 1u)];
-            }
-            xrow[j] = select(pair / max(params.k, 1u), pair, params.x_per_slot != 0u);
-            orow[j] = pair * params.out_stride + block * orows;
-        }
-    } else if (params.k == 0u) {
-        let t0 = item * TT;
-        if (t0 < step.n_tokens) {
-            nt = min(TT, step.n_tokens - t0);
-        }
-        first_row = block * orows;
-        row_limit = params.rows - params.pair_rows;
-        for (var j = 0u; j < TT; j++) {
-            xrow[j] = t0 + min(j, max(nt, 1u) - 1u);
-            orow[j] = (t0 + j) * params.out_stride + params.row0 + first_row;
-        }
-    } else {
-        let slot = item;
-        if (slot < step.n_tokens * params.k) {
-            let e = expert_ids[slot];
-            if (e >= params.expert0 && e - params.expert0 < params.experts) {
-                nt = 1u;
-                let base = (e - params.expert0) * params.rows_per_expert;
-                first_row = base + block * orows;
-                row_limit = base + params.rows_per_expert - params.pair_rows;
-            }
-        }
-        for (var j = 0u; j < TT; j++) {
-            xrow[j] = select(slot / max(params.k, 1u), slot, params.x_per_slot != 0u);
-            orow[j] = slot * params.out_stride + block * orows;
-        }
-    }
-    tile_n = nt;
-    var nrows = 0u;
-    if (row_limit > first_row) {
-        nrows = min(orows, row_limit - first_row);
-    }
-
-    let g = lid / TPR;
-    let lane = lid % TPR;
-    // Rows past nrows compute a copy of the last row (never written): the loops then run in
-    // workgroup-uniform control flow.
-    for (var i = 0u; i < RPT; i++) {
-        // PAIR: the invocation's first RPT / 2 rows are gate rows, the others their up rows.
-        var row = first_row + min(out_row(g, i), max(nrows, 1u) - 1u);
-        if (PAIR && i >= RPT / 2u) {
-            row += params.pair_rows;
-        }
-        qb[i] = row * params.row_vec4s;
-        sb[i] = row * params.scale_stride;
-    }
-    let xstride = params.cols / 4u;
-    for (var j = 0u; j < TT; j++) {
-        // Tokens past nt repeat the last one (computed unless SKIP, never written).
-        xr[j] = xrow[j] * xstride;
-    }
-    for (var i = 0u; i < 32u; i++) {
-        acc[i] = 0.0;
-    }
-    if (nt > 0u && nrows > 0u) {
-        let full = params.cols / 16u;
-        var u = lane;
-        for (; u + 3u * TPR < full; u += 4u * TPR) {
-            unit(u);
-            unit(u + TPR);
-            unit(u + 2u * TPR);
-            unit(u + 3u * TPR);
-        }
-        for (; u < full; u += TPR) {
-            unit(u);
-        }
-    }
-
-    if (TPR == 1u) {
-        for (var i = 0u; i < select(RPT, RPT / 2u, PAIR); i++) {
-            let r = out_row(g, i);
-            for (var j = 0u; j < TT; j++) {
-                if (r < nrows && j < nt) {
-                    var v = acc[i * 8u + j];
-                    if (params.has_bias != 0u) {
-                        v += bias[params.row0 + first_row + r];
-                    }
-                    if (PAIR) {
-                        v = silu(v) * acc[(i + RPT / 2u) * 8u + j];
-                    }
-                    store(orow[j] + r, v);
-                }
-            }
-        }
-        return;
-    }
-    for (var i = 0u; i < RPT; i++) {
-        for (var j = 0u; j < TT; j++) {
-            partial[(lid * RPT + i) * TT + j] = acc[i * 8u + j];
-        }
-    }
-    workgroupBarrier();
-    let per_group = select(RPT, RPT / 2u, PAIR); // output rows per thread group
-    for (var n = lid; n < orows * TT; n += WG) {
-        let r = n / TT;
-        let j = n % TT;
-        if (r < nrows && j < nt) {
-            var v = row_sum(r / per_group, r % per_group, j);
-            if (params.has_bias != 0u) {
-                v += bias[params.row0 + first_row + r];
-            }
-            if (PAIR) {
-                v = silu(v) * row_sum(r / per_group, r % per_group + RPT / 2u, j);
-            }
-            store(orow[j] + r, v);
-        }
-    }
-}
+#include "matmul_rows.wgsl"

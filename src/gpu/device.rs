@@ -171,6 +171,7 @@ impl Gpu {
         if let Some(k) = self.kernels.lock().expect("kernel cache").get(&key) {
             return Ok(k.clone());
         }
+        let source = super::shaders::expand(source)?;
         let scope = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
         let module = self.device.create_shader_module(wgpu::ShaderModuleDescriptor {
             label: Some(name),

@@ -15,6 +15,7 @@ pub mod matrix;
 pub mod measure;
 pub mod model;
 pub mod plan;
+pub mod shaders;
 pub mod step;
 
 pub use device::{Backend, Gpu};

@@ -7,7 +7,7 @@
 //! Not planned: the few bytes of each op's parameter uniform (tens of KB for a whole model).
 
 use super::kernels::moe_group::GroupBuffers;
-use super::kernels::{matmul, sample_argmax, KvFormat};
+use super::kernels::{attention, matmul, sample_argmax, KvFormat};
 use super::matrix::MatrixLayout;
 use crate::config::{FfnKind, ModelConfig};
 use crate::quant::packed::Format;
@@ -38,6 +38,8 @@ pub struct Scratch {
     pub gate_logit: u64,
     /// Prefill's grouping of (token, slot) pairs by expert (`moe_group::GroupBuffers`; 0 if dense).
     pub grouping: u64,
+    /// Decode attention's partial outputs, for the most splits a GPU gets at this context.
+    pub attention_partials: u64,
 }
 
 /// A buffer's bytes as [`Gpu`](super::Gpu) allocates them: at least 4, a multiple of 4.
@@ -46,7 +48,8 @@ fn buffer(bytes: u64) -> u64 {
 }
 
 impl Scratch {
-    pub fn new(c: &ModelConfig, max_tokens: u32) -> Scratch {
+    /// For chunks of up to `max_tokens` and a KV cache of `max_ctx` positions.
+    pub fn new(c: &ModelConfig, max_tokens: u32, max_ctx: u32) -> Scratch {
         let f32s = |n: usize| buffer(u64::from(max_tokens) * n as u64 * 4);
         let moe = c.moe.as_ref();
         let k = moe.map_or(1, |m| m.top_k);
@@ -72,6 +75,11 @@ impl Scratch {
                 let tile = matmul::tile_for(max_tokens);
                 GroupBuffers::bytes(max_tokens, m.num_experts as u32, m.top_k as u32, tile)
             }),
+            attention_partials: {
+                let (heads, kv_heads, hd) = (c.num_heads as u32, c.num_kv_heads as u32, c.head_dim as u32);
+                let splits = attention::max_splits(attention::workgroups_per_token(heads, kv_heads, hd), max_ctx);
+                buffer(attention::partials_bytes(1, splits, heads, hd))
+            },
         }
     }
 
@@ -86,6 +94,7 @@ impl Scratch {
             + self.expert_out
             + self.gate_logit
             + self.grouping
+            + self.attention_partials
     }
 }
 
@@ -187,7 +196,7 @@ impl MemoryPlan {
             kv_cache: 2 * c.num_layers as u64 * buffer(kv_buffer_bytes(c, max_ctx, kv)),
             max_ctx,
             max_tokens,
-            scratch: Scratch::new(c, max_tokens).total(),
+            scratch: Scratch::new(c, max_tokens, max_ctx).total(),
             logits: buffer(t * c.vocab_size as u64 * 4),
             io: buffer(4 * t) + 16 + sampler,
         }

@@ -1,5 +1,6 @@
-//! Causal GQA attention over the KV cache (`shaders/attention.wgsl`), one kernel for prefill
-//! chunks and decode; CPU twin: `ops::attend` (over the cache's values: f16-rounded for an f16
+//! Causal GQA attention over the KV cache (`shaders/attention.wgsl`, and
+//! `shaders/attention_combine.wgsl` where a token's keys are split across workgroups), one kernel
+//! for prefill chunks and decode; CPU twin: `ops::attend` (over the cache's values: f16-rounded for an f16
 //! cache). The cache layout is the one `rope` writes (see `super::rope`).
 
 use super::KvFormat;
@@ -8,6 +9,7 @@ use crate::{Error, Result};
 use bytemuck::{Pod, Zeroable};
 
 const SOURCE: &str = include_str!("../../../shaders/attention.wgsl");
+const COMBINE_SOURCE: &str = include_str!("../../../shaders/attention_combine.wgsl");
 /// The kernel's `MAX_HEADS` and `MAX_Q4`.
 const MAX_HEADS: u32 = 8;
 const MAX_Q4: u32 = 256;
@@ -31,13 +33,43 @@ fn heads_per_workgroup(group: u32, head_dim: u32) -> u32 {
     (1..=group.min(MAX_HEADS)).rev().find(|&h| group.is_multiple_of(h) && h * head_dim <= 4 * MAX_Q4).unwrap_or(1)
 }
 
-/// An op computing, for each of the step's `n_tokens` tokens `t` and each query head, softmax
+/// How many workgroups share one token's keys in decode (flash-decoding) on `gpu`, for
+/// `groups` workgroups per token (query heads / heads per workgroup) and a cache of `max_ctx`
+/// positions: on a GPU, enough for ~128 workgroups (a few per compute unit), each split at
+/// least 256 keys at full context; on a CPU (lavapipe, SwiftShader), whose few threads the
+/// groups already fill, one (no combine pass).
+pub fn splits_for(gpu: &Gpu, groups: u32, max_ctx: u32) -> u32 {
+    match gpu.info.device_type {
+        wgpu::DeviceType::Cpu => 1,
+        _ => max_splits(groups, max_ctx),
+    }
+}
+
+/// The splits [`splits_for`] gives a GPU: what the partials buffer is sized for everywhere.
+pub fn max_splits(groups: u32, max_ctx: u32) -> u32 {
+    128u32.div_ceil(groups.max(1)).min(max_ctx / 256).max(1)
+}
+
+/// Workgroups the attention kernel runs per token before splitting, for `n_heads` over
+/// `n_kv_heads` of `head_dim`.
+pub fn workgroups_per_token(n_heads: u32, n_kv_heads: u32, head_dim: u32) -> u32 {
+    n_heads / heads_per_workgroup(n_heads / n_kv_heads.max(1), head_dim)
+}
+
+/// Bytes of the partial outputs of `splits` splits (`partials` of [`ops`]).
+pub fn partials_bytes(max_tokens: u32, splits: u32, n_heads: u32, head_dim: u32) -> u64 {
+    u64::from(max_tokens) * u64::from(splits) * u64::from(n_heads) * u64::from(head_dim + 4) * 4
+}
+
+/// Ops computing, for each of the step's `n_tokens` tokens `t` and each query head, softmax
 /// attention of `q` (`[T, n_heads * head_dim]`, after RoPE) over rows `0..=position + t` of
 /// `k_cache` and `v_cache` (`[max_ctx, n_kv_heads * head_dim]`, the chunk's own rows already
 /// appended, in `kv`'s format), scores scaled by `scale`, into `out` (`[T, n_heads * head_dim]`).
-/// Built for up to `max_tokens` tokens.
+/// With `splits` > 1, that many workgroups share each token's keys, leave their partial
+/// outputs in `partials` ([`partials_bytes`]) and a second op (`attention_combine.wgsl`) adds
+/// them up. Built for up to `max_tokens` tokens.
 #[allow(clippy::too_many_arguments)]
-pub fn op(
+pub fn ops(
     gpu: &Gpu,
     step: &wgpu::Buffer,
     q: &wgpu::Buffer,
@@ -50,7 +82,8 @@ pub fn op(
     head_dim: u32,
     scale: f32,
     kv: KvFormat,
-) -> Result<Op> {
+    split: Option<(u32, &wgpu::Buffer)>,
+) -> Result<Vec<Op>> {
     if n_kv_heads == 0
         || !n_heads.is_multiple_of(n_kv_heads)
         || head_dim == 0
@@ -66,10 +99,24 @@ pub fn op(
     // One thread per vec4 column; tiles of at least 128 keys.
     let wg = head_dim / 4;
     let kpt = 128u32.div_ceil(wg);
-    let overrides = [("WG", wg as f64), ("HEADS", heads as f64), ("KPT", kpt as f64), kv.f16_override()];
+    let (splits, partials) = split.filter(|&(n, _)| n > 1).unwrap_or((1, out));
+    if splits > 1 && partials.size() < partials_bytes(max_tokens, splits, n_heads, head_dim) {
+        return Err(Error::Gpu(format!("attention: a partials buffer too small for {splits} splits")));
+    }
+    let overrides =
+        [("WG", wg as f64), ("HEADS", heads as f64), ("KPT", kpt as f64), ("SPLITS", splits as f64), kv.f16_override()];
     let kernel = gpu.kernel("attention", SOURCE, &overrides)?;
     let params = gpu.uniform("attention params", &Params { n_heads, n_kv_heads, head_dim, scale });
-    Ok(gpu.op("attention", &kernel, &[&params, step, q, k_cache, v_cache, out], [n_heads / heads, max_tokens, 1]))
+    let buffers = [&params, step, q, k_cache, v_cache, out, partials];
+    let mut ops = vec![gpu.op("attention", &kernel, &buffers, [n_heads / heads, max_tokens, splits])];
+    if splits > 1 {
+        let overrides = [("WG", wg as f64), ("SPLITS", splits as f64)];
+        let kernel = gpu.kernel("attention_combine", COMBINE_SOURCE, &overrides)?;
+        let params = gpu.uniform("attention combine params", &[n_heads, head_dim, 0, 0]);
+        let buffers = [&params, step, partials, out];
+        ops.push(gpu.op("attention_combine", &kernel, &buffers, [n_heads, max_tokens, 1]));
+    }
+    Ok(ops)
 }
 
 #[cfg(test)]
@@ -92,6 +139,7 @@ mod tests {
         position: usize,
         q_gain: f32,
         kv: KvFormat,
+        splits: u32,
     ) -> f32 {
         let gpu = gpu();
         let max_tokens = tokens + 2;
@@ -119,7 +167,9 @@ mod tests {
         let (qb, kb, vb) = (gpu.storage("q", &q), cache("k cache", &mut keys), cache("v cache", &mut values));
         let out = gpu.storage("out", &vec![7.0f32; max_tokens * q_dim]);
         let scale = 1.0 / (hd as f32).sqrt();
-        let op = op(
+        let partials =
+            gpu.storage_zeroed("partials", partials_bytes(max_tokens as u32, splits, heads as u32, hd as u32));
+        let ops = ops(
             gpu,
             &step.buffer,
             &qb,
@@ -132,9 +182,11 @@ mod tests {
             hd as u32,
             scale,
             kv,
+            Some((splits, &partials)),
         )
         .unwrap();
-        crate::gpu::submit(gpu, &[&op]);
+        assert_eq!(ops.len(), if splits > 1 { 2 } else { 1 });
+        crate::gpu::submit(gpu, &ops.iter().collect::<Vec<_>>());
         let got: Vec<f32> = gpu.read(&out).unwrap();
 
         let group = heads / kv_heads;
@@ -145,7 +197,7 @@ mod tests {
                 want.extend(attend(q_head, &keys, &values, position + t + 1, kv_dim, (h / group) * hd, scale));
             }
         }
-        let case = format!("{heads}/{kv_heads}x{hd} T={tokens} pos={position} gain={q_gain} {kv:?}");
+        let case = format!("{heads}/{kv_heads}x{hd} T={tokens} pos={position} gain={q_gain} {kv:?} splits={splits}");
         assert!(got[tokens * q_dim..].iter().all(|&v| v == 7.0), "{case}: surplus tokens written");
         let live = &got[..tokens * q_dim];
         let abs = live.iter().zip(&want).fold(0f32, |m, (g, w)| m.max((g - w).abs()));
@@ -180,11 +232,30 @@ mod tests {
         ] {
             for gain in [1.0, 8.0] {
                 for format in [KvFormat::F32, KvFormat::F16] {
-                    worst = worst.max(check(h, kv, hd, 1, pos, gain, format));
+                    worst = worst.max(check(h, kv, hd, 1, pos, gain, format, 1));
                 }
             }
         }
         eprintln!("attention decode: max abs error {worst:e}");
+    }
+
+    #[test]
+    fn split_keys_match_cpu_twin() {
+        let mut worst = 0f32;
+        // Flash-decoding: 2, 3 and 7 splits, with splits left empty by short contexts (pos 0: one
+        // key, six empty splits), and uneven spans; prefill too (every token split alike).
+        for (h, kv, hd, t, pos, splits) in [
+            (9, 3, 80, 1, 577, 3),
+            (4, 2, 64, 1, 0, 7),
+            (4, 2, 64, 1, 5, 7),
+            (16, 2, 64, 1, 300, 2),
+            (4, 2, 32, 5, 200, 3),
+        ] {
+            for format in [KvFormat::F32, KvFormat::F16] {
+                worst = worst.max(check(h, kv, hd, t, pos, 8.0, format, splits));
+            }
+        }
+        eprintln!("attention with split keys: max abs error {worst:e}");
     }
 
     #[test]
@@ -193,7 +264,7 @@ mod tests {
         let step = Step::new(gpu);
         let b = gpu.storage_zeroed("b", 1024);
         for (h, kv, hd) in [(4, 2, 66), (4, 2, 1028), (4, 3, 64), (4, 0, 64)] {
-            let op = op(gpu, &step.buffer, &b, &b, &b, &b, 1, h, kv, hd, 1.0, KvFormat::F32);
+            let op = ops(gpu, &step.buffer, &b, &b, &b, &b, 1, h, kv, hd, 1.0, KvFormat::F32, None);
             assert!(op.is_err(), "{h}/{kv}x{hd}");
         }
     }
@@ -205,7 +276,7 @@ mod tests {
         for (h, kv, hd, t, pos) in [(9, 3, 80, 5, 0), (4, 2, 64, 33, 0), (4, 2, 32, 33, 300), (9, 3, 64, 5, 600)] {
             for gain in [1.0, 8.0] {
                 for format in [KvFormat::F32, KvFormat::F16] {
-                    worst = worst.max(check(h, kv, hd, t, pos, gain, format));
+                    worst = worst.max(check(h, kv, hd, t, pos, gain, format, 1));
                 }
             }
         }

@@ -99,7 +99,7 @@ impl GpuModelBuilder {
         weight_bytes += head.lm_head.as_ref().map_or(0, |m| m.bytes());
         let kv_bytes = 2 * c.num_layers as u64 * kv_buffer_bytes(c, max_ctx, kv);
         let g = &*gpu;
-        let resident = Resident::new(g, c, embed, layers, head, max_tokens);
+        let resident = Resident::new(g, c, embed, layers, head, max_tokens, max_ctx);
         let step = Step::new(g);
         let token_ids = g.storage_zeroed("token ids", u64::from(max_tokens) * 4);
         let logits = g.storage_zeroed("logits", u64::from(max_tokens) * c.vocab_size as u64 * 4);

@@ -47,6 +47,8 @@ pub(super) struct Resident {
     shared_gate_logit: wgpu::Buffer,
     /// Prefill's grouping of (token, slot) pairs by expert (MoE models).
     group: Option<GroupBuffers>,
+    /// Decode attention's partial outputs (flash-decoding on GPUs).
+    attention_partials: wgpu::Buffer,
 }
 
 impl Resident {
@@ -58,10 +60,11 @@ impl Resident {
         layers: Vec<GpuLayer>,
         head: GpuHead,
         max_tokens: u32,
+        max_ctx: u32,
     ) -> Resident {
         let final_norm: Vec<f32> = head.final_norm.iter().map(|v| v * c.logits_multiplier).collect();
         let lm_head = head.lm_head;
-        let s = Scratch::new(c, max_tokens);
+        let s = Scratch::new(c, max_tokens, max_ctx);
         Resident {
             embed,
             layers,
@@ -90,6 +93,7 @@ impl Resident {
                 let tile = matmul::tile_for(max_tokens);
                 GroupBuffers::new(g, max_tokens, m.num_experts as u32, m.top_k as u32, tile)
             }),
+            attention_partials: g.storage_zeroed("attention partials", s.attention_partials),
         }
     }
 }
@@ -183,7 +187,15 @@ impl Recorder<'_> {
         let (kc, vc) = (&layer.k_cache, &layer.v_cache);
         let (ctx, kv) = (self.max_ctx, self.kv);
         ops.push(rope::op(g, step, q, k, v, &r.q_rot, kc, vc, t, heads, kv_heads, hd, theta, pairing, ctx, kv)?);
-        ops.push(attention::op(g, step, &r.q_rot, kc, vc, &r.attn, t, heads, kv_heads, hd, c.attention_scale, kv)?);
+        // Decode splits each token's keys across workgroups on GPUs (flash-decoding); prefill
+        // chunks have workgroups enough.
+        let splits = match t {
+            1 => attention::splits_for(g, attention::workgroups_per_token(heads, kv_heads, hd), ctx),
+            _ => 1,
+        };
+        let split = Some((splits, &r.attention_partials));
+        let scale = c.attention_scale;
+        ops.extend(attention::ops(g, step, &r.q_rot, kc, vc, &r.attn, t, heads, kv_heads, hd, scale, kv, split)?);
         // The residual add is o's epilogue.
         self.linear(ops, &layer.o, &r.attn, Out::Add(&r.x, c.residual_multiplier))?;
         Ok(())
