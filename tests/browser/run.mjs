@@ -274,6 +274,7 @@ const tests = {
         badSource: await attempt(42),
         // Sources cross to the worker as given (not as text), so it rejects them as the page does.
         badSourceWorker: await attempt(42, { worker: true }),
+        badKvCache: await attempt("/models/fixtures/llama-q4_0/model.gguf", { kvCache: "f8" }),
       };
       return out;
     });
@@ -283,6 +284,7 @@ const tests = {
     assert.match(messages.notGguf, /not a GGUF file/);
     assert.match(messages.notGgufWorker, /not a GGUF file/, "worker errors reach the page with their message");
     assert.match(messages.noFolder, /config\.json: HTTP 404/);
+    assert.match(messages.badKvCache, /kvCache must be "f16" or "f32", got "f8"/);
     assert.match(messages.badSource, /source must be a URL/);
     assert.match(messages.badSourceWorker, /source must be a URL/);
     await page.close();
