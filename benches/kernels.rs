@@ -191,8 +191,22 @@ fn main() {
             // Split across workgroups as decode does on this device.
             let splits = attention::splits_for(&gpu, attention::workgroups_per_token(heads, kv_heads, hd), ctx);
             let partials = gpu.storage_zeroed("partials", attention::partials_bytes(1, splits, heads, hd));
-            let split = Some((splits, &partials));
-            let ops = attention::ops(&gpu, &step.buffer, &q, &kc, &vc, &o, 1, heads, kv_heads, hd, scale, kv, split);
+            let ops = attention::ops(
+                &gpu,
+                &step.buffer,
+                &q,
+                &kc,
+                &vc,
+                &o,
+                1,
+                heads,
+                kv_heads,
+                hd,
+                scale,
+                kv,
+                splits,
+                &partials,
+            );
             let t = run(&gpu, &ops.unwrap(), 5);
             let shape = format!("ctx {ctx}, {heads}/{kv_heads} heads of {hd}, {kv:?} cache, {splits} splits");
             report.bandwidth("attention", &shape, 2.0 * cache_bytes as f64, t);

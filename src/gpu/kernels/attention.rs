@@ -67,7 +67,8 @@ pub fn partials_bytes(max_tokens: u32, splits: u32, n_heads: u32, head_dim: u32)
 /// appended, in `kv`'s format), scores scaled by `scale`, into `out` (`[T, n_heads * head_dim]`).
 /// With `splits` > 1, that many workgroups share each token's keys, leave their partial
 /// outputs in `partials` ([`partials_bytes`]) and a second op (`attention_combine.wgsl`) adds
-/// them up. Built for up to `max_tokens` tokens.
+/// them up; with one split `partials` is bound but unused (any buffer other than `out`:
+/// WebGPU forbids two writable bindings of one buffer). Built for up to `max_tokens` tokens.
 #[allow(clippy::too_many_arguments)]
 pub fn ops(
     gpu: &Gpu,
@@ -82,7 +83,8 @@ pub fn ops(
     head_dim: u32,
     scale: f32,
     kv: KvFormat,
-    split: Option<(u32, &wgpu::Buffer)>,
+    splits: u32,
+    partials: &wgpu::Buffer,
 ) -> Result<Vec<Op>> {
     if n_kv_heads == 0
         || !n_heads.is_multiple_of(n_kv_heads)
@@ -99,7 +101,7 @@ pub fn ops(
     // One thread per vec4 column; tiles of at least 128 keys.
     let wg = head_dim / 4;
     let kpt = 128u32.div_ceil(wg);
-    let (splits, partials) = split.filter(|&(n, _)| n > 1).unwrap_or((1, out));
+    let splits = splits.max(1);
     if splits > 1 && partials.size() < partials_bytes(max_tokens, splits, n_heads, head_dim) {
         return Err(Error::Gpu(format!("attention: a partials buffer too small for {splits} splits")));
     }
@@ -182,7 +184,8 @@ mod tests {
             hd as u32,
             scale,
             kv,
-            Some((splits, &partials)),
+            splits,
+            &partials,
         )
         .unwrap();
         assert_eq!(ops.len(), if splits > 1 { 2 } else { 1 });
@@ -264,7 +267,7 @@ mod tests {
         let step = Step::new(gpu);
         let b = gpu.storage_zeroed("b", 1024);
         for (h, kv, hd) in [(4, 2, 66), (4, 2, 1028), (4, 3, 64), (4, 0, 64)] {
-            let op = ops(gpu, &step.buffer, &b, &b, &b, &b, 1, h, kv, hd, 1.0, KvFormat::F32, None);
+            let op = ops(gpu, &step.buffer, &b, &b, &b, &b, 1, h, kv, hd, 1.0, KvFormat::F32, 1, &b);
             assert!(op.is_err(), "{h}/{kv}x{hd}");
         }
     }

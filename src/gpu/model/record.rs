@@ -193,9 +193,10 @@ impl Recorder<'_> {
             1 => attention::splits_for(g, attention::workgroups_per_token(heads, kv_heads, hd), ctx),
             _ => 1,
         };
-        let split = Some((splits, &r.attention_partials));
-        let scale = c.attention_scale;
-        ops.extend(attention::ops(g, step, &r.q_rot, kc, vc, &r.attn, t, heads, kv_heads, hd, scale, kv, split)?);
+        let (scale, partials) = (c.attention_scale, &r.attention_partials);
+        let attend =
+            attention::ops(g, step, &r.q_rot, kc, vc, &r.attn, t, heads, kv_heads, hd, scale, kv, splits, partials);
+        ops.extend(attend?);
         // The residual add is o's epilogue.
         self.linear(ops, &layer.o, &r.attn, Out::Add(&r.x, c.residual_multiplier))?;
         Ok(())
