@@ -45,7 +45,7 @@ const MAX_HEADS: u32 = 8u;
 const MAX_Q4: u32 = 256u;
 // Keys per thread in a tile of TILE keys.
 override KPT: u32 = 4u;
-override TILE: u32 = WG * KPT;
+override TILE: u32 = 128u; // = WG * KPT, set by the host (not derived here: see attention.rs)
 // Whether the cache holds f16.
 override F16: bool = false;
 // Workgroups sharing one token's keys (decode on GPUs, flash-decoding; 1 elsewhere).
@@ -129,6 +129,9 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
             let live = start + i < hi;
             let row = min(start + i, hi - 1u) * kv4 + off4;
             var s4: array<vec4<f32>, MAX_HEADS>;
+            for (var h = 0u; h < HEADS; h++) {
+                s4[h] = vec4<f32>(0.0);
+            }
             for (var d = 0u; d < hd4; d++) {
                 let kd = key4(row + d);
                 for (var h = 0u; h < HEADS; h++) {

@@ -105,8 +105,16 @@ pub fn ops(
     if splits > 1 && partials.size() < partials_bytes(max_tokens, splits, n_heads, head_dim) {
         return Err(Error::Gpu(format!("attention: a partials buffer too small for {splits} splits")));
     }
-    let overrides =
-        [("WG", wg as f64), ("HEADS", heads as f64), ("KPT", kpt as f64), ("SPLITS", splits as f64), kv.f16_override()];
+    // TILE is passed, not derived in WGSL from WG * KPT: Tint (Chromium) mis-sized the
+    // workgroup array and loop strides when an override's initializer used other overrides.
+    let overrides = [
+        ("WG", wg as f64),
+        ("HEADS", heads as f64),
+        ("KPT", kpt as f64),
+        ("TILE", (wg * kpt) as f64),
+        ("SPLITS", splits as f64),
+        kv.f16_override(),
+    ];
     let kernel = gpu.kernel("attention", SOURCE, &overrides)?;
     let params = gpu.uniform("attention params", &Params { n_heads, n_kv_heads, head_dim, scale });
     let buffers = [&params, step, q, k_cache, v_cache, out, partials];
