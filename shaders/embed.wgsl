@@ -14,6 +14,8 @@
 //                (d, m) = unpack2x16float(scales[r * scale_stride + e / group]), value = d * q + m
 //   3 Int4 wide  as 2, with d, m = bitcast<f32> of scales[r * scale_stride + 2 * (e / group)] and
 //                the word after
+//   4 Bits       bits_format.wgsl (included): unit e / 32 of the row, at qs[r * row_stride +
+//                (e / 32) * BITS], scales from r * scale_stride
 // (d * q is exact for the tables flint builds, so a fused multiply-add gives the same value.)
 //
 // Bindings (group 0):
@@ -26,7 +28,7 @@
 //   4 scales     storage read  u32 [rows * scale_stride] (a placeholder for F32)
 //   5 out        storage rw    f32 [n_tokens, cols]
 // Dispatch: (max_tokens, 1, 1) workgroups of WG threads, one workgroup per token; thread i
-// handles words i, i + WG, ... of the row (1, 4 or 8 elements each). Workgroups with
+// handles words i, i + WG, ... of the row (1, 4 or 8 elements each; Bits: parts of 8 elements). Workgroups with
 // t >= n_tokens, or whose id is another chunk's, return at once.
 
 override WG: u32 = 64u;
@@ -104,6 +106,20 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
         }
         return;
     }
+    if (FORMAT == 4u) {
+        bits_init();
+        for (var p = lid; p < cols / 8u; p += WG) {
+            let u = p / 4u;
+            let c = p % 4u;
+            let q = bits_codes(r * params.row_stride + u * BITS, c);
+            let dm = bits_scale(r * params.scale_stride, u, c / 2u);
+            let v = array<vec4<f32>, 2>(bits_values(q[0], dm), bits_values(q[1], dm));
+            for (var j = 0u; j < 8u; j++) {
+                out[out_base + 8u * p + j] = v[j / 4u][j % 4u] * params.multiplier;
+            }
+        }
+        return;
+    }
     let epw = per_word();
     let words = (cols + epw - 1u) / epw;
     for (var w = lid; w < words; w += WG) {
@@ -116,3 +132,5 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
         }
     }
 }
+
+#include "bits_format.wgsl"

@@ -310,8 +310,13 @@ fn unknown_ggml_type() {
     let w = GgufWriter::new().tensor("w", &[32], 99, vec![0; 32]);
     assert_mentions(&error_of(w.build()), &["tensor `w`", "unknown ggml type 99"]);
     // A real ggml type flint does not read is named.
-    let w = GgufWriter::new().tensor("w", &[32], 6, vec![0; 22]);
-    assert_mentions(&error_of(w.build()), &["tensor `w`", "ggml type 6 (Q5_0) is not supported"]);
+    let w = GgufWriter::new().tensor("w", &[256], 16, vec![0; 66]);
+    assert_mentions(
+        &error_of(w.build()),
+        &["tensor `w`", "ggml type 16 (IQ2_XXS) is not supported", "nearest llama.cpp mixture", "Q2_K"],
+    );
+    let w = GgufWriter::new().tensor("w", &[256], 18, vec![0; 98]);
+    assert_mentions(&error_of(w.build()), &["ggml type 18 (IQ3_XXS) is not supported", "Q3_K_M"]);
 }
 
 #[test]

@@ -511,7 +511,13 @@ fn read_tensor_info(r: &mut Reader, i: u64, alignment: u64) -> Result<TensorInfo
     let offset = r.u64(&format!("the offset of tensor `{name}`"))?;
 
     let dtype = ggml::dtype_from_ggml(ggml_type).ok_or_else(|| match ggml::ggml_type_name(ggml_type) {
-        Some(known) => Error::tensor(&name, format!("ggml type {ggml_type} ({known}) is not supported")),
+        Some(known) => Error::tensor(
+            &name,
+            format!(
+                "ggml type {ggml_type} ({known}) is not supported; the nearest llama.cpp mixture flint reads is {}",
+                ggml::nearest_mixture(ggml_type)
+            ),
+        ),
         None => Error::tensor(&name, format!("unknown ggml type {ggml_type}")),
     })?;
     let overflow = || Error::tensor(&name, format!("dimensions {dims:?} overflow the element count"));

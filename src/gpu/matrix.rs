@@ -218,17 +218,8 @@ impl MatrixLayout {
         if rows_per_unit == 0 || !rows.is_multiple_of(rows_per_unit) {
             return Err(Error::Gpu(format!("{rows} rows are not whole units of {rows_per_unit} rows")));
         }
-        let row_words = match format {
-            Format::F32 => cols,
-            Format::Int8 { .. } => cols / 4,
-            Format::Int4 { .. } => cols / 8,
-        };
-        let groups_per_row = match format {
-            Format::F32 => 0,
-            Format::Int8 { group } | Format::Int4 { group, .. } => cols / group,
-        };
-        let row_vec4s = row_words.div_ceil(4);
-        let scale_stride = groups_per_row * format.scale_words_per_group();
+        let row_vec4s = format.row_words(cols).div_ceil(4);
+        let scale_stride = format.scale_words(cols);
         let unit_bytes = (4 * rows_per_unit * (4 * row_vec4s).max(scale_stride)) as u64;
         if unit_bytes > max_bytes {
             return Err(Error::Gpu(format!(

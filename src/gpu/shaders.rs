@@ -1,7 +1,8 @@
 //! WGSL includes. A kernel's source may hold lines `#include "name.wgsl"`; [`expand`] replaces
 //! each with that file of `shaders/` (expanded in turn, each file once) before the source is
 //! compiled, so that kernels which differ only in how they read their weights share the rest
-//! (the matmul kernels: `matmul_common.wgsl`, `matmul_rows.wgsl`). An included file holds
+//! (the matmul kernels: `matmul_common.wgsl`, `matmul_rows.wgsl`; the readers of the Bits
+//! format: `bits_format.wgsl`). An included file holds
 //! shared declarations; its header says what its includer must declare.
 
 use crate::{Error, Result};
@@ -10,6 +11,7 @@ use crate::{Error, Result};
 const INCLUDES: &[(&str, &str)] = &[
     ("matmul_common.wgsl", include_str!("../../shaders/matmul_common.wgsl")),
     ("matmul_rows.wgsl", include_str!("../../shaders/matmul_rows.wgsl")),
+    ("bits_format.wgsl", include_str!("../../shaders/bits_format.wgsl")),
 ];
 
 /// `source` with its `#include` lines replaced by the files they name; a file already included

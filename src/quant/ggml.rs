@@ -1,4 +1,6 @@
 //! ggml block formats: dequantization to f32 (type numbering and block sizes: `tensor::ggml`).
+//! Q4_0, Q4_1 and Q8_0 are decoded here; the 5-, 3- and 2-bit types, the k-quants, IQ4 and
+//! MXFP4 through `quant::blocks`.
 //!
 //! A ggml tensor row is a run of blocks; each block holds a fixed number of elements in a fixed
 //! number of bytes, little-endian. [`dequantize`] and [`dequantize_into`] check every size first,
@@ -7,7 +9,7 @@
 //! The layouts follow ggml's reference (`ggml-common.h`, `ggml-quants.c`); each function states
 //! the one it decodes.
 
-use crate::tensor::ggml::{block_info, QK, QK_K};
+use crate::tensor::ggml::{block_info, QK};
 use crate::tensor::DType;
 use half::{bf16, f16};
 
@@ -34,8 +36,16 @@ pub fn dequantize_into(dtype: DType, data: &[u8], out: &mut [f32]) -> Result<(),
         DType::Q8_0 => blocks.for_each(|(b, o)| dequantize_block_q8_0(b, o)),
         DType::Q4_0 => blocks.for_each(|(b, o)| dequantize_block_q4_0(b, o)),
         DType::Q4_1 => blocks.for_each(|(b, o)| dequantize_block_q4_1(b, o)),
-        DType::Q4_K => blocks.for_each(|(b, o)| dequantize_block_q4_k(b, o)),
-        DType::Q6_K => blocks.for_each(|(b, o)| dequantize_block_q6_k(b, o)),
+        DType::Q5_0
+        | DType::Q5_1
+        | DType::Q2_K
+        | DType::Q3_K
+        | DType::Q4_K
+        | DType::Q5_K
+        | DType::Q6_K
+        | DType::IQ4_NL
+        | DType::IQ4_XS
+        | DType::MXFP4 => super::blocks::dequantize_blocks(dtype, data, out),
         DType::Int4 => return Err(not_ggml(dtype)),
     }
     Ok(())
@@ -108,85 +118,6 @@ pub fn q4_k_scale_min(j: usize, scales: &[u8]) -> (u8, u8) {
         let min = (scales[j + 4] >> 4) | ((scales[j] >> 6) << 4);
         (scale, min)
     }
-}
-
-/// Q4_K, 144 bytes for a super-block of 256 elements in 8 sub-blocks of 32:
-/// `d: f16`, `dmin: f16`, `scales: [u8; 12]` (see [`q4_k_scale_min`]), `qs: [u8; 128]`.
-/// The elements go in four runs of 64; run r reads `qs[32r..32r + 32]`, its first 32 elements
-/// from the low nibbles (sub-block 2r), its next 32 from the high nibbles (sub-block 2r + 1).
-/// Element = `d * scale * q - dmin * min`.
-pub fn dequantize_block_q4_k(block: &[u8], out: &mut [f32]) {
-    let (q, pairs) = q4_k_unpack(block);
-    for (i, (o, &qi)) in out[..QK_K].iter_mut().zip(&q).enumerate() {
-        let (d, m) = pairs[i / 32];
-        *o = d * f32::from(qi) + m;
-    }
-}
-
-/// Q6_K, 210 bytes for a super-block of 256 elements in 16 sub-blocks of 16:
-/// `ql: [u8; 128]` (low 4 bits), `qh: [u8; 64]` (high 2 bits), `scales: [i8; 16]`, `d: f16`.
-/// Each half of 128 elements uses `ql[64h..64h + 64]`, `qh[32h..32h + 32]`, `scales[8h..8h + 8]`.
-/// Within a half, for l in 0..32, byte `qh[l]` carries the top bits of four elements:
-/// bits 0-1 for element l (low nibble of `ql[l]`), bits 2-3 for l + 32 (low nibble of
-/// `ql[l + 32]`), bits 4-5 for l + 64 (high nibble of `ql[l]`), bits 6-7 for l + 96 (high
-/// nibble of `ql[l + 32]`). Element i of the half uses scale `i / 16`.
-/// Element = `d * scale * (q - 32)` with q the 6-bit value.
-pub fn dequantize_block_q6_k(block: &[u8], out: &mut [f32]) {
-    let (q, scales) = q6_k_unpack(block);
-    for (i, (o, &qi)) in out[..QK_K].iter_mut().zip(&q).enumerate() {
-        *o = scales[i / 16] * f32::from(qi);
-    }
-}
-
-/// One Q4_K super-block: its 256 nibbles in element order and each 32-element sub-block's
-/// `(d * sc, -(dmin * min))`, computed in f32 as [`dequantize_block_q4_k`] uses them.
-pub fn q4_k_unpack(block: &[u8]) -> ([u8; QK_K], [(f32, f32); 8]) {
-    let d = read_f16(block, 0);
-    let dmin = read_f16(block, 2);
-    let packed_scales = &block[4..16];
-    let nib = &block[16..16 + QK_K / 2];
-    let mut pairs = [(0.0f32, 0.0f32); 8];
-    for (j, p) in pairs.iter_mut().enumerate() {
-        let (sc, min) = q4_k_scale_min(j, packed_scales);
-        *p = (d * f32::from(sc), -(dmin * f32::from(min)));
-    }
-    let mut q = [0u8; QK_K];
-    for run in 0..4 {
-        for l in 0..32 {
-            let byte = nib[32 * run + l];
-            q[64 * run + l] = byte & 0x0F;
-            q[64 * run + 32 + l] = byte >> 4;
-        }
-    }
-    (q, pairs)
-}
-
-/// One Q6_K super-block: its 256 values `q - 32` in element order and each 16-element
-/// sub-block's scale `d * sc` in f32 (ggml's `d * scale * (q - 32)` evaluates `d * scale` first).
-pub fn q6_k_unpack(block: &[u8]) -> ([i8; QK_K], [f32; 16]) {
-    let d = read_f16(block, 208);
-    let mut scales = [0.0f32; 16];
-    for (j, s) in scales.iter_mut().enumerate() {
-        *s = d * f32::from(block[192 + j] as i8);
-    }
-    let mut q = [0i8; QK_K];
-    for half in 0..2 {
-        let ql = &block[64 * half..64 * half + 64];
-        let qh = &block[128 + 32 * half..128 + 32 * half + 32];
-        for l in 0..32 {
-            let h = qh[l];
-            let v = [
-                (ql[l] & 0x0F) | ((h & 0x03) << 4),
-                (ql[l + 32] & 0x0F) | (((h >> 2) & 0x03) << 4),
-                (ql[l] >> 4) | (((h >> 4) & 0x03) << 4),
-                (ql[l + 32] >> 4) | (((h >> 6) & 0x03) << 4),
-            ];
-            for (k, &vk) in v.iter().enumerate() {
-                q[128 * half + l + 32 * k] = vk as i8 - 32;
-            }
-        }
-    }
-    (q, scales)
 }
 
 #[cfg(test)]

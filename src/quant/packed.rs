@@ -4,7 +4,7 @@
 //!
 //! A matrix is row-major `[rows, cols]`, rows = outputs, cols = inputs; a stacked expert tensor
 //! `[E, R, C]` is packed as `rows = E * R`, so expert `e`'s rows start at row `e * R` (word
-//! `e * R * row_words()` of `qs`, group `e * R * groups_per_row()` of the scales).
+//! `e * R * row_words()` of `qs`, word `e * R * scale_words()` of the scales).
 //!
 //! ## The formats ([`Format`])
 //! - `F32`: `qs` holds `rows * cols` f32 bit patterns; `scales` is empty.
@@ -19,13 +19,34 @@
 //!   the low 16 bits, f16 `m` in the high 16 bits (row `r`, group `g` at `r * (cols / group) + g`).
 //!   With `wide_scales == true` it is two u32, the f32 bits of `d` then of `m` (at
 //!   `2 * (r * (cols / group) + g)` and the word after).
+//! - `Bits { bits, code, scales }`: each run of 32 elements of a row (a unit) takes `bits`
+//!   words: first a low plane of 4-bit fields (2-bit when `bits < 4`), then a high plane of the
+//!   remaining `bits - low` bits (1 or 2). Element `k` of the unit has its low bits in field
+//!   `k` of the low plane (word `k * low / 32`, bit `(k * low) % 32`) and its high bits likewise
+//!   in the high plane; its code is `low | high << low`. The code becomes a value `v` by
+//!   `code` (`q - offset`, or a codebook level: `quant::blocks::Code`). Scales:
+//!   - `Pair`: one `pack2x16float(d, m)` per unit (row `r`, unit `g` at `r * cols / 32 + g`);
+//!     `w = d * v + m`.
+//!   - `E8m0`: one exponent byte per unit, four per word (unit `g` in bits `8 (g % 4)` of word
+//!     `g / 4` of the row's `ceil(cols / 128)`); `w = e8m0_half(e) * v`.
+//!   - `Super { sub, mins }`: 5 words per 256 elements: `pack2x16float(d, dmin)`, then 16
+//!     bytes (little-endian in 4 words) of integer sub-block scales for sub-blocks of `sub`
+//!     elements: without mins, byte `j` is sub-block `j`'s signed scale `sc` (`mn = 0`); with
+//!     mins and `sub = 16`, byte `j` holds `sc` in its low and `mn` in its high nibble; with
+//!     mins and `sub = 32`, byte `j` is `sc` and byte `8 + j` is `mn`.
+//!     `w = (d * sc) * v - dmin * mn`, the products in f32 in ggml's order.
 //!
 //! ## Exactness
 //! Dequantization is f32 arithmetic: `d * q + m` (Int4) and `s * q` (Int8). For every matrix
 //! that [`PackedMatrix::from_ggml`], GPTQ loading and [`PackedMatrix::quantize_int4`] produce,
 //! `d * q` is exact in f32 (`d` has at most 17 significant bits, `q` at most 4), so a fused
 //! multiply-add gives the same value as a multiply then an add: a kernel may use either.
+//! Bits values are ggml's bit for bit ([`PackedMatrix::from_ggml`]): `d * v` is exact (at most
+//! 11 + 7 + 6 significant bits), so a kernel may fold the offset into `m` and use a fused
+//! multiply-add.
 
+pub use super::blocks::Code;
+use super::blocks::e8m0_half;
 use crate::tensor::Tensor;
 use crate::{Error, Result};
 use half::f16;
@@ -47,18 +68,53 @@ pub enum Format {
     /// `wide_scales == true`: two u32 per group, f32 bits of `d` then `m` (row `r` group `g` at
     /// `2 * (r * (cols / group) + g)`).
     Int4 { group: usize, wide_scales: bool },
+    /// `bits`-bit codes (2 to 6) in bit planes, 32 elements per `bits` words, decoded by `code`
+    /// and scaled per `scales`: ggml's 5-, 3- and 2-bit, k-quant, IQ4 and MXFP4 blocks, repacked
+    /// without loss. See the module documentation.
+    Bits { bits: u32, code: Code, scales: BitScales },
+}
+
+/// Where a [`Format::Bits`] matrix keeps its scales (the module documentation has the words).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum BitScales {
+    /// Per 32 elements, `pack2x16float(d, m)`: `w = d * v + m`.
+    Pair,
+    /// Per 32 elements, one E8M0 exponent byte (4 per word): `w = e8m0_half(e) * v`.
+    E8m0,
+    /// Per 256-element super-block, 5 words: `pack2x16float(d, dmin)` and 16 bytes of integer
+    /// sub-block scales (and mins), one per `sub` elements: `w = (d * sc) * v - dmin * mn`.
+    Super { sub: u32, mins: bool },
+}
+
+/// Elements per unit of a [`Format::Bits`] row: a unit takes `bits` words.
+pub const BITS_UNIT: usize = 32;
+/// Elements per super-block of [`BitScales::Super`], and its words of scales.
+pub const SUPER_BLOCK: usize = 256;
+pub const SUPER_WORDS: usize = 5;
+
+/// The bit planes of a `bits`-bit code: `(low, high)` widths, low = 4 from 4 bits up, else 2.
+pub fn bit_planes(bits: u32) -> (u32, u32) {
+    let low = if bits >= 4 { 4 } else { 2 };
+    (low, bits - low)
 }
 
 impl Format {
     /// Checks that a `[rows, cols]` matrix can be stored in this format: for Int8, `cols` a
-    /// multiple of 4 and of `group`; for Int4, `cols` a multiple of 8 and of `group`; and
-    /// `rows * cols` must not overflow.
+    /// multiple of 4 and of `group`; for Int4, `cols` a multiple of 8 and of `group`; for Bits, of
+    /// 32 (256 with super-block scales); and `rows * cols` must not overflow.
     pub fn check_shape(self, rows: usize, cols: usize) -> std::result::Result<(), String> {
         rows.checked_mul(cols).ok_or_else(|| format!("[{rows}, {cols}] has too many elements"))?;
         let (group, per_word) = match self {
             Format::F32 => return Ok(()),
             Format::Int8 { group } => (group, 4),
             Format::Int4 { group, .. } => (group, 8),
+            Format::Bits { bits, scales, .. } => {
+                if !(2..=6).contains(&bits) {
+                    return Err(format!("{self:?}: codes of {bits} bits (2 to 6)"));
+                }
+                let block = if matches!(scales, BitScales::Super { .. }) { SUPER_BLOCK } else { BITS_UNIT };
+                (block, BITS_UNIT)
+            }
         };
         if group == 0 {
             return Err(format!("{self:?}: a group of 0 elements"));
@@ -72,12 +128,26 @@ impl Format {
         Ok(())
     }
 
-    /// u32 words of `scales` per group: 0 for F32, 1 for Int8 and narrow Int4, 2 for wide Int4.
-    pub fn scale_words_per_group(self) -> usize {
+    /// u32 words of `qs` per row of `cols` elements: `cols` (F32), `cols / 4` (Int8),
+    /// `cols / 8` (Int4), `cols / 32 * bits` (Bits).
+    pub fn row_words(self, cols: usize) -> usize {
+        match self {
+            Format::F32 => cols,
+            Format::Int8 { .. } => cols / 4,
+            Format::Int4 { .. } => cols / 8,
+            Format::Bits { bits, .. } => cols / BITS_UNIT * bits as usize,
+        }
+    }
+
+    /// u32 words of `scales` per row of `cols` elements.
+    pub fn scale_words(self, cols: usize) -> usize {
         match self {
             Format::F32 => 0,
-            Format::Int8 { .. } | Format::Int4 { wide_scales: false, .. } => 1,
-            Format::Int4 { wide_scales: true, .. } => 2,
+            Format::Int8 { group } | Format::Int4 { group, wide_scales: false } => cols / group,
+            Format::Int4 { group, wide_scales: true } => 2 * (cols / group),
+            Format::Bits { scales: BitScales::Pair, .. } => cols / BITS_UNIT,
+            Format::Bits { scales: BitScales::E8m0, .. } => (cols / BITS_UNIT).div_ceil(4),
+            Format::Bits { scales: BitScales::Super { .. }, .. } => cols / SUPER_BLOCK * SUPER_WORDS,
         }
     }
 }
@@ -122,6 +192,67 @@ pub(crate) fn rename(e: Error, name: &str) -> Error {
     }
 }
 
+/// Code `k` (0..32) of a Bits unit of `bits` words: its low plane's bits, then its high plane's
+/// above them (see the module documentation).
+pub fn bits_code(unit: &[u32], bits: u32, k: usize) -> u8 {
+    let (low, high) = bit_planes(bits);
+    let field = |at: usize, width: u32| (unit[at + k * width as usize / 32] >> ((k * width as usize) % 32)) & ((1 << width) - 1);
+    let mut q = field(0, low);
+    if high > 0 {
+        q |= field(low as usize, high) << low;
+    }
+    q as u8
+}
+
+/// Packs 32 codes of `bits` bits into a Bits unit of `bits` words.
+pub fn bits_unit(codes: &[u8], bits: u32) -> Vec<u32> {
+    let (low, high) = bit_planes(bits);
+    let mut unit = vec![0u32; bits as usize];
+    for (k, &q) in codes[..BITS_UNIT].iter().enumerate() {
+        let mut put = |at: usize, width: u32, v: u32| {
+            unit[at + k * width as usize / 32] |= (v & ((1 << width) - 1)) << ((k * width as usize) % 32);
+        };
+        put(0, low, u32::from(q));
+        if high > 0 {
+            put(low as usize, high, u32::from(q) >> low);
+        }
+    }
+    unit
+}
+
+/// The scales that apply to one element of a Bits row.
+enum Scale {
+    /// `w = d * v + m`.
+    Pair(f32, f32),
+    /// `w = dl * v - ml`.
+    Sub(f32, f32),
+}
+
+/// The scales of element `e` of a Bits row whose scale words are `s`.
+fn scales_of(s: &[u32], format: Format, e: usize) -> Scale {
+    let Format::Bits { scales, .. } = format else { unreachable!("a Bits format") };
+    let g = e / BITS_UNIT;
+    match scales {
+        BitScales::Pair => {
+            let (d, m) = unpack_f16_pair(s[g]);
+            Scale::Pair(d, m)
+        }
+        BitScales::E8m0 => Scale::Pair(e8m0_half((s[g / 4] >> (8 * (g % 4))) as u8), -0.0),
+        BitScales::Super { sub, mins } => {
+            let block = &s[e / SUPER_BLOCK * SUPER_WORDS..][..SUPER_WORDS];
+            let (d, dmin) = unpack_f16_pair(block[0]);
+            let byte = |j: usize| (block[1 + j / 4] >> (8 * (j % 4))) as u8;
+            let j = (e % SUPER_BLOCK) / sub as usize;
+            let (sc, mn) = match (sub, mins) {
+                (_, false) => (byte(j) as i8, 0),
+                (16, true) => ((byte(j) & 15) as i8, (byte(j) >> 4) as i8),
+                (_, true) => (byte(j) as i8, byte(8 + j) as i8),
+            };
+            Scale::Sub(d * f32::from(sc), dmin * f32::from(mn))
+        }
+    }
+}
+
 /// Packs 8 nibbles (element order) into one word, element `j` in bits `4j..4j + 4`.
 pub(crate) fn nibble_word(q: &[u8]) -> u32 {
     q.iter().take(8).enumerate().fold(0u32, |w, (j, &v)| w | (u32::from(v & 0x0F) << (4 * j)))
@@ -141,7 +272,7 @@ impl PackedMatrix {
         let name = || unnamed(self.format, self.rows, self.cols);
         self.format.check_shape(self.rows, self.cols).map_err(|p| Error::tensor(name(), p))?;
         let words = self.rows * self.row_words();
-        let scales = self.rows * self.groups_per_row() * self.format.scale_words_per_group();
+        let scales = self.rows * self.scale_words();
         if self.qs.len() != words || self.scales.len() != scales {
             return Err(Error::tensor(
                 name(),
@@ -169,21 +300,14 @@ impl PackedMatrix {
         PackedMatrix::from_f32(rows, cols, &t.data)
     }
 
-    /// u32 words of `qs` per row: `cols` (F32), `cols / 4` (Int8), `cols / 8` (Int4).
+    /// u32 words of `qs` per row ([`Format::row_words`]).
     pub fn row_words(&self) -> usize {
-        match self.format {
-            Format::F32 => self.cols,
-            Format::Int8 { .. } => self.cols / 4,
-            Format::Int4 { .. } => self.cols / 8,
-        }
+        self.format.row_words(self.cols)
     }
 
-    /// Groups per row: `cols / group`; 0 for F32, which has no scales.
-    pub fn groups_per_row(&self) -> usize {
-        match self.format {
-            Format::F32 => 0,
-            Format::Int8 { group } | Format::Int4 { group, .. } => self.cols / group,
-        }
+    /// u32 words of `scales` per row ([`Format::scale_words`]).
+    pub fn scale_words(&self) -> usize {
+        self.format.scale_words(self.cols)
     }
 
     /// Bytes the matrix takes on the GPU: `4 * (qs.len() + scales.len())`.
@@ -222,6 +346,19 @@ impl PackedMatrix {
                         let e = g * group + k;
                         let q = (words[e / 8] >> (4 * (e % 8))) & 0x0F;
                         *o = d * q as f32 + m;
+                    }
+                }
+            }
+            Format::Bits { bits, code, .. } => {
+                let scales = &self.scales[r * self.scale_words()..(r + 1) * self.scale_words()];
+                for (u, chunk) in out.chunks_exact_mut(BITS_UNIT).enumerate() {
+                    let unit = &words[u * bits as usize..(u + 1) * bits as usize];
+                    for (k, o) in chunk.iter_mut().enumerate() {
+                        let v = code.value(bits_code(unit, bits, k));
+                        *o = match scales_of(scales, self.format, u * BITS_UNIT + k) {
+                            Scale::Pair(d, m) => d * v + m,
+                            Scale::Sub(dl, ml) => dl * v - ml,
+                        };
                     }
                 }
             }
@@ -310,7 +447,7 @@ mod tests {
         let expected: Vec<f32> =
             (0..16).map(|e| if e < 8 { 0.5 * e as f32 - 1.0 } else { 2.0 * e as f32 + 1.0 }).collect();
         assert_eq!(m.dequantize(), expected);
-        assert_eq!((m.row_words(), m.groups_per_row(), m.size_in_bytes()), (2, 2, 16));
+        assert_eq!((m.row_words(), m.scale_words(), m.size_in_bytes()), (2, 2, 16));
         let wide = PackedMatrix::new(
             1,
             16,

@@ -1,7 +1,8 @@
 //! Lossless repacking of ggml blocks into the formats the kernels read.
 
+use super::blocks::{layout, Parts};
 use super::ggml;
-use super::packed::{exact_f16, nibble_word, pack_f16_pair, unnamed, Format, PackedMatrix};
+use super::packed::{bits_unit, exact_f16, nibble_word, pack_f16_pair, unnamed, BitScales, Format, PackedMatrix, BITS_UNIT};
 use crate::tensor::ggml::{block_info, QK};
 use crate::tensor::DType;
 use crate::{Error, Result};
@@ -18,8 +19,11 @@ impl PackedMatrix {
     /// - Q4_1 → `Int4 { 32 }` with the block's f16 `(d, m)`.
     /// - Q4_K → `Int4 { 32, wide }`: per 32-element sub-block `d_sub = d * sc`,
     ///   `m_sub = -(dmin * min)` in f32, as ggml's dequantization computes them.
-    /// - Q8_0 → `Int8 { 32 }` with `s = d`; Q6_K → `Int8 { 16 }` with `s = d * sc` in f32 and
-    ///   `q - 32` in -32..31.
+    /// - Q8_0 → `Int8 { 32 }` with `s = d`.
+    /// - Q5_0, Q5_1, IQ4_NL → `Bits { Pair }` (the block's f16 `d` and `m`); MXFP4 → `Bits
+    ///   { E8m0 }`; Q2_K, Q3_K, Q5_K, Q6_K, IQ4_XS → `Bits { Super }` (the super-block's f16
+    ///   scales and its integer sub-block scales). Values are ggml's bit for bit, zero signs
+    ///   included.
     /// - F32, F16, BF16 → `F32`.
     ///
     /// Errors (`Error::Tensor`): a non-ggml dtype, a row that is not whole blocks, a byte count
@@ -54,16 +58,6 @@ impl PackedMatrix {
                     qs.extend(b[2..2 + QK].chunks_exact(4).map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]])));
                 }
                 (Format::Int8 { group: QK }, qs, scales)
-            }
-            DType::Q6_K => {
-                let mut qs = Vec::with_capacity(n / 4);
-                let mut scales = Vec::with_capacity(n_blocks * 16);
-                for b in blocks {
-                    let (q, s) = ggml::q6_k_unpack(b);
-                    qs.extend(q.chunks_exact(4).map(byte_word));
-                    scales.extend(s.iter().map(|v| v.to_bits()));
-                }
-                (Format::Int8 { group: 16 }, qs, scales)
             }
             DType::Q4_0 | DType::Q4_1 => {
                 let mut qs = Vec::with_capacity(n / 8);
@@ -102,11 +96,23 @@ impl PackedMatrix {
                 let mut qs = Vec::with_capacity(n / 8);
                 let mut scales = Vec::with_capacity(n_blocks * 16);
                 for b in blocks {
-                    let (q, pairs) = ggml::q4_k_unpack(b);
-                    qs.extend(q.chunks_exact(8).map(nibble_word));
-                    scales.extend(pairs.iter().flat_map(|&(d, m)| [d.to_bits(), m.to_bits()]));
+                    let p = Parts::unpack(dtype, b).expect("Q4_K");
+                    qs.extend(p.codes.chunks_exact(8).map(nibble_word));
+                    scales.extend((0..8).map(|j| p.sub_scales(j)).flat_map(|(d, m)| [d.to_bits(), (-m).to_bits()]));
                 }
                 (Format::Int4 { group: QK, wide_scales: true }, qs, scales)
+            }
+            DType::Q5_0
+            | DType::Q5_1
+            | DType::Q2_K
+            | DType::Q3_K
+            | DType::Q5_K
+            | DType::Q6_K
+            | DType::IQ4_NL
+            | DType::IQ4_XS
+            | DType::MXFP4 => {
+                let (format, qs, scales) = bits_from_ggml(dtype, cols, blocks);
+                (format, qs, scales)
             }
             DType::Int4 => return Err(err("Int4 is not a ggml block format".into())),
         };
@@ -114,9 +120,54 @@ impl PackedMatrix {
     }
 }
 
-/// Packs 4 signed bytes (element order) into one word, element `j` in bits `8j..8j + 8`.
-fn byte_word(q: &[i8]) -> u32 {
-    u32::from_le_bytes([q[0] as u8, q[1] as u8, q[2] as u8, q[3] as u8])
+/// A Bits matrix from the blocks of a type `blocks::layout` lists: codes into bit planes, and
+/// the scales as the file has them (f16 bits, E8M0 bytes, integer sub-block scales), so the
+/// matrix takes about the file's size.
+fn bits_from_ggml<'a>(dtype: DType, cols: usize, blocks: impl Iterator<Item = &'a [u8]>) -> (Format, Vec<u32>, Vec<u32>) {
+    let (bits, code, sub) = layout(dtype).expect("a Bits type");
+    let scales = match dtype {
+        DType::MXFP4 => BitScales::E8m0,
+        _ if sub == QK && dtype != DType::Q4_K && dtype != DType::Q5_K && dtype != DType::IQ4_XS => BitScales::Pair,
+        _ => BitScales::Super { sub: sub as u32, mins: matches!(dtype, DType::Q2_K | DType::Q4_K | DType::Q5_K) },
+    };
+    let format = Format::Bits { bits, code, scales };
+    let (mut qs, mut words) = (vec![], vec![]);
+    let mut exponents = vec![]; // E8M0: the current row's bytes
+    let per_row = cols / block_info(dtype).expect("a ggml type").0;
+    for (i, b) in blocks.enumerate() {
+        let p = Parts::unpack(dtype, b).expect("a Bits type");
+        for unit in p.codes[..p.n].chunks_exact(BITS_UNIT) {
+            qs.extend(bits_unit(unit, bits));
+        }
+        match scales {
+            // Q5_1's m is dmin (its `mn` is -1); the others have none: -0 keeps ggml's zero signs.
+            BitScales::Pair => {
+                let m = if dtype == DType::Q5_1 { p.dmin_bits } else { 0x8000 };
+                words.push(u32::from(p.d_bits) | (u32::from(m) << 16));
+            }
+            BitScales::E8m0 => {
+                exponents.push(p.d_bits as u8);
+                if (i + 1) % per_row == 0 {
+                    exponents.resize(exponents.len().next_multiple_of(4), 0);
+                    words.extend(exponents.chunks_exact(4).map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]])));
+                    exponents.clear();
+                }
+            }
+            BitScales::Super { sub, mins } => {
+                let mut bytes = [0u8; 16];
+                for j in 0..p.n / sub as usize {
+                    match (sub, mins) {
+                        (_, false) => bytes[j] = p.sc[j] as u8,
+                        (16, true) => bytes[j] = (p.sc[j] as u8) | ((p.mn[j] as u8) << 4),
+                        (_, true) => (bytes[j], bytes[8 + j]) = (p.sc[j] as u8, p.mn[j] as u8),
+                    }
+                }
+                words.push(u32::from(p.d_bits) | (u32::from(p.dmin_bits) << 16));
+                words.extend(bytes.chunks_exact(4).map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]])));
+            }
+        }
+    }
+    (format, qs, words)
 }
 
 fn read_f16_bits(bytes: &[u8], at: usize) -> u16 {

@@ -5,7 +5,7 @@ use super::DType;
 
 /// Elements in one Q4_0 / Q4_1 / Q8_0 block.
 pub const QK: usize = 32;
-/// Elements in one k-quant super-block (Q4_K, Q6_K).
+/// Elements in one k-quant (and IQ4_XS) super-block.
 pub const QK_K: usize = 256;
 
 /// The ggml type number of a [`DType`] (the `type` field of a GGUF tensor info); `None` for
@@ -16,10 +16,18 @@ pub fn ggml_type_id(dtype: DType) -> Option<u32> {
         DType::F16 => 1,
         DType::Q4_0 => 2,
         DType::Q4_1 => 3,
+        DType::Q5_0 => 6,
+        DType::Q5_1 => 7,
         DType::Q8_0 => 8,
+        DType::Q2_K => 10,
+        DType::Q3_K => 11,
         DType::Q4_K => 12,
+        DType::Q5_K => 13,
         DType::Q6_K => 14,
+        DType::IQ4_NL => 20,
+        DType::IQ4_XS => 23,
         DType::BF16 => 30,
+        DType::MXFP4 => 39,
         DType::Int4 => return None,
     })
 }
@@ -31,10 +39,18 @@ pub fn dtype_from_ggml(type_id: u32) -> Option<DType> {
         1 => DType::F16,
         2 => DType::Q4_0,
         3 => DType::Q4_1,
+        6 => DType::Q5_0,
+        7 => DType::Q5_1,
         8 => DType::Q8_0,
+        10 => DType::Q2_K,
+        11 => DType::Q3_K,
         12 => DType::Q4_K,
+        13 => DType::Q5_K,
         14 => DType::Q6_K,
+        20 => DType::IQ4_NL,
+        23 => DType::IQ4_XS,
         30 => DType::BF16,
+        39 => DType::MXFP4,
         _ => return None,
     })
 }
@@ -59,10 +75,28 @@ pub fn block_info(dtype: DType) -> Option<(usize, usize)> {
         DType::Q8_0 => (QK, 2 + QK),
         DType::Q4_0 => (QK, 2 + QK / 2),
         DType::Q4_1 => (QK, 4 + QK / 2),
+        DType::Q5_0 => (QK, 2 + 4 + QK / 2),
+        DType::Q5_1 => (QK, 4 + 4 + QK / 2),
+        DType::IQ4_NL => (QK, 2 + QK / 2),
+        DType::MXFP4 => (QK, 1 + QK / 2),
+        DType::Q2_K => (QK_K, QK_K / 16 + QK_K / 4 + 2 + 2),
+        DType::Q3_K => (QK_K, QK_K / 8 + QK_K / 4 + 12 + 2),
         DType::Q4_K => (QK_K, 2 + 2 + 12 + QK_K / 2),
+        DType::Q5_K => (QK_K, 2 + 2 + 12 + QK_K / 8 + QK_K / 2),
         DType::Q6_K => (QK_K, QK_K / 2 + QK_K / 4 + QK_K / 16 + 2),
+        DType::IQ4_XS => (QK_K, 2 + 2 + QK_K / 64 + QK_K / 2),
         DType::Int4 => return None,
     })
+}
+
+/// The nearest of llama.cpp's standard mixtures that flint reads, for a ggml type it does not
+/// (the 1-, 2- and 3-bit i-quants and the ternary types): the mixture of about the same size.
+pub fn nearest_mixture(type_id: u32) -> &'static str {
+    match ggml_type_name(type_id).unwrap_or("") {
+        "IQ1_S" | "IQ1_M" | "TQ1_0" | "TQ2_0" | "IQ2_XXS" | "IQ2_XS" | "IQ2_S" => "Q2_K",
+        "IQ3_XXS" | "IQ3_S" => "Q3_K_M",
+        _ => "Q4_K_M",
+    }
 }
 
 /// Bytes that `n_elements` of `dtype` take, or `None` when `n_elements` is not a whole number
@@ -86,6 +120,20 @@ mod tests {
         assert_eq!(block_info(DType::Q4_1), Some((32, 20)));
         assert_eq!(block_info(DType::Q4_K), Some((256, 144)));
         assert_eq!(block_info(DType::Q6_K), Some((256, 210)));
+        // The rest against ggml's static asserts (ggml-common.h).
+        let sizes = [
+            (DType::Q5_0, 22),
+            (DType::Q5_1, 24),
+            (DType::IQ4_NL, 18),
+            (DType::MXFP4, 17),
+            (DType::Q2_K, 84),
+            (DType::Q3_K, 110),
+            (DType::Q5_K, 176),
+            (DType::IQ4_XS, 136),
+        ];
+        for (dt, bytes) in sizes {
+            assert_eq!(block_info(dt).map(|b| b.1), Some(bytes), "{dt:?}");
+        }
         assert_eq!(block_info(DType::F16), Some((1, 2)));
         assert_eq!(block_info(DType::Int4), None);
         assert_eq!(byte_size(DType::Q4_0, 64), Some(36));

@@ -31,8 +31,19 @@ pub enum DType {
     Q8_0,
     Q4_0,
     Q4_1,
+    Q5_0,
+    Q5_1,
+    Q2_K,
+    Q3_K,
     Q4_K,
+    Q5_K,
     Q6_K,
+    /// 4-bit indices into IQ4's 16-entry non-linear codebook, blocks of 32.
+    IQ4_NL,
+    /// IQ4's codebook in 256-element super-blocks with 6-bit sub-block scales.
+    IQ4_XS,
+    /// OCP microscaling FP4 (E2M1 values, one E8M0 exponent per 32): gpt-oss's expert type.
+    MXFP4,
     /// 4-bit groups with f16 scale and offset (GPTQ, and flint's own INT4 format).
     Int4,
 }

@@ -220,7 +220,7 @@ impl Loader<'_> {
 
 /// Rows `start..end` of `m`, in the same format (rows are packed independently).
 pub fn row_range(m: &PackedMatrix, start: usize, end: usize) -> PackedMatrix {
-    let (rw, sw) = (m.row_words(), m.groups_per_row() * m.format.scale_words_per_group());
+    let (rw, sw) = (m.row_words(), m.scale_words());
     PackedMatrix {
         rows: end - start,
         cols: m.cols,

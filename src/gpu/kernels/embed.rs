@@ -1,6 +1,7 @@
 //! Token embeddings from a packed, possibly row-split table (`shaders/embed.wgsl`); CPU twin:
 //! `ops::embed` over `PackedMatrix::dequantize`.
 
+use crate::gpu::kernels::matmul::bits_constants;
 use crate::gpu::matrix::GpuMatrix;
 use crate::gpu::{Gpu, Op};
 use crate::quant::packed::Format;
@@ -42,8 +43,11 @@ pub fn ops(
         Format::Int8 { group } => (1, group),
         Format::Int4 { group, wide_scales: false } => (2, group),
         Format::Int4 { group, wide_scales: true } => (3, group),
+        Format::Bits { .. } => (4, 32),
     };
-    let kernel = gpu.kernel("embed", SOURCE, &[("WG", WG as f64), ("FORMAT", format as f64)])?;
+    let mut constants = vec![("WG", WG as f64), ("FORMAT", format as f64)];
+    constants.extend(bits_constants(table.format));
+    let kernel = gpu.kernel("embed", SOURCE, &constants)?;
     let end = table.chunks.iter().map(|c| c.row0 + c.rows).max().unwrap_or(0);
     if end != table.rows {
         return Err(Error::Gpu(format!("embed: the chunks of a table of {} rows end at row {end}", table.rows)));

@@ -22,7 +22,7 @@
 use super::moe_group;
 use crate::gpu::matrix::GpuMatrix;
 use crate::gpu::{Gpu, Op};
-use crate::quant::packed::Format;
+use crate::quant::packed::{bit_planes, BitScales, Code, Format};
 use crate::{Error, Result};
 use bytemuck::{Pod, Zeroable};
 
@@ -30,6 +30,35 @@ const SOURCE_F32: &str = include_str!("../../../shaders/matmul_f32.wgsl");
 const SOURCE_INT8: &str = include_str!("../../../shaders/matmul_int8.wgsl");
 const SOURCE_INT4: &str = include_str!("../../../shaders/matmul_int4.wgsl");
 const SOURCE_INT4_SG: &str = include_str!("../../../shaders/matmul_int4_sg.wgsl");
+const SOURCE_BITS: &str = include_str!("../../../shaders/matmul_bits.wgsl");
+
+/// The override constants of `bits_format.wgsl` for a Bits `format` (empty for the others).
+pub fn bits_constants(format: Format) -> Vec<(&'static str, f64)> {
+    let Format::Bits { bits, code, scales } = format else {
+        return vec![];
+    };
+    let (low, high) = bit_planes(bits);
+    let (code, offset) = match code {
+        Code::Linear { offset } => (0, offset),
+        Code::Iq4 => (1, 0),
+        Code::Mxfp4 => (2, 0),
+    };
+    let (scales, sub, mins) = match scales {
+        BitScales::Pair => (0, 32, false),
+        BitScales::E8m0 => (1, 32, false),
+        BitScales::Super { sub, mins } => (2, sub, mins),
+    };
+    vec![
+        ("BITS", bits as f64),
+        ("LOW", low as f64),
+        ("HIGH", high as f64),
+        ("CODE", code as f64),
+        ("OFFSET", offset as f64),
+        ("SCALES", scales as f64),
+        ("SUB", sub as f64),
+        ("MINS", if mins { 1.0 } else { 0.0 }),
+    ]
+}
 
 /// Largest token tile (the kernels keep accumulators for 4 rows x 8 tokens per thread).
 pub const MAX_TILE: u32 = 8;
@@ -291,6 +320,7 @@ pub fn build(
                     if shape.subgroup { ("matmul_int4_sg", SOURCE_INT4_SG) } else { ("matmul_int4", SOURCE_INT4) };
                 (label, source, vec![("GROUP", group as f64), ("WIDE", if wide_scales { 1.0 } else { 0.0 })])
             }
+            Format::Bits { .. } => ("matmul_bits", SOURCE_BITS, bits_constants(m.format)),
             _ => return Err(bad(
                 "the kernels need F32 rows of a multiple of 4, groups of a multiple of 16 (Int8) or of 16, 32*n (Int4)"
                     .into(),
