@@ -10,7 +10,7 @@ mod common;
 
 use flint::format::gguf::GgufFile;
 use flint::quant::ggml;
-use flint::quant::packed::{pack_f16_pair, unpack_f16_pair, Format, PackedMatrix};
+use flint::quant::packed::{pack_f16_pair, unpack_f16_pair, BitScales, Code, Format, PackedMatrix};
 use flint::quant::quantize::INT4_GROUP_SIZES;
 use flint::weights::gptq::{GptqCheckpoint, GptqConfig};
 use flint::weights::safetensors::SafetensorsCheckpoint;
@@ -95,6 +95,17 @@ fn random_blocks(rng: &mut Rng, dtype: DType, n: usize) -> Vec<u8> {
                 put(&mut b, 2);
             }
             DType::Q6_K => put(&mut b, 208),
+            DType::Q5_0 | DType::IQ4_NL | DType::IQ4_XS => put(&mut b, 0),
+            DType::Q5_1 | DType::Q5_K => {
+                put(&mut b, 0);
+                put(&mut b, 2);
+            }
+            DType::Q2_K => {
+                put(&mut b, 80);
+                put(&mut b, 82);
+            }
+            DType::Q3_K => put(&mut b, 108),
+            DType::MXFP4 => {} // every E8M0 byte is a scale, the subnormal 0 and 1 included
             DType::Int4 => unreachable!(),
         }
         out.extend(b);
@@ -168,12 +179,24 @@ fn check_source_lossless(src: &dyn TensorSource, what: &str) -> Vec<(Format, usi
 #[test]
 fn ggml_blocks_repack_exactly_at_awkward_shapes() {
     let mut rng = Rng(7);
-    let cases: [(DType, Format, &[usize]); 8] = [
+    let bits = |bits, code, scales| Format::Bits { bits, code, scales };
+    let linear = |offset| Code::Linear { offset };
+    let sup = |sub, mins| BitScales::Super { sub, mins };
+    let cases: [(DType, Format, &[usize]); 16] = [
         (DType::Q4_0, Format::Int4 { group: 32, wide_scales: false }, &[32, 96, 160]),
         (DType::Q4_1, Format::Int4 { group: 32, wide_scales: false }, &[32, 96, 160]),
         (DType::Q4_K, Format::Int4 { group: 32, wide_scales: true }, &[256, 768]),
         (DType::Q8_0, Format::Int8 { group: 32 }, &[32, 96, 160]),
-        (DType::Q6_K, Format::Int8 { group: 16 }, &[256, 768]),
+        (DType::Q5_0, bits(5, linear(16), BitScales::Pair), &[32, 96, 160]),
+        (DType::Q5_1, bits(5, linear(0), BitScales::Pair), &[32, 96, 160]),
+        (DType::IQ4_NL, bits(4, Code::Iq4, BitScales::Pair), &[32, 96, 160]),
+        // 5 blocks a row: the row's E8M0 bytes end part-way through a word.
+        (DType::MXFP4, bits(4, Code::Mxfp4, BitScales::E8m0), &[32, 160, 256]),
+        (DType::Q2_K, bits(2, linear(0), sup(16, true)), &[256, 768]),
+        (DType::Q3_K, bits(3, linear(4), sup(16, false)), &[256, 768]),
+        (DType::Q5_K, bits(5, linear(0), sup(32, true)), &[256, 768]),
+        (DType::Q6_K, bits(6, linear(32), sup(16, false)), &[256, 768]),
+        (DType::IQ4_XS, bits(4, Code::Iq4, sup(32, false)), &[256, 768]),
         (DType::F32, Format::F32, &[1, 5, 32]),
         (DType::F16, Format::F32, &[1, 7, 32]),
         (DType::BF16, Format::F32, &[3, 9, 32]),
@@ -491,11 +514,27 @@ fn matvec_and_matmul_twins_agree_with_dequantize_then_dot() {
         ("F32".to_string(), PackedMatrix::from_f32(rows, cols, &gauss)),
         ("INT4 quantized".to_string(), PackedMatrix::quantize_int4(rows, cols, &gauss, 64).unwrap()),
     ];
-    for dtype in [DType::Q4_0, DType::Q4_1, DType::Q4_K, DType::Q8_0, DType::Q6_K] {
+    for dtype in [
+        DType::Q4_0,
+        DType::Q4_1,
+        DType::Q4_K,
+        DType::Q8_0,
+        DType::Q6_K,
+        DType::Q5_0,
+        DType::Q2_K,
+        DType::IQ4_XS,
+        DType::MXFP4,
+    ] {
         let mut bytes = random_blocks(&mut rng, dtype, rows * cols);
         if dtype == DType::Q4_0 {
             for b in bytes.chunks_exact_mut(18) {
                 b[..2].copy_from_slice(&f16::from_f32(0.01).to_le_bytes());
+            }
+        }
+        if dtype == DType::MXFP4 {
+            // Scales 2^-8 .. 2^7: products stay finite.
+            for b in bytes.chunks_exact_mut(17) {
+                b[0] = 120 + b[0] % 16;
             }
         }
         mats.push((format!("{dtype:?}"), PackedMatrix::from_ggml(dtype, rows, cols, &bytes).unwrap()));

@@ -83,6 +83,17 @@ impl Meta<'_> {
     }
 }
 
+/// The layers whose tensors a file holds: `blk.0.*`, `blk.1.*`, ... up to the first index with
+/// none (so never more than the file has tensors).
+fn layers_held(file: &GgufFile) -> usize {
+    let indices: std::collections::BTreeSet<usize> = file
+        .tensors()
+        .iter()
+        .filter_map(|t| t.name.strip_prefix("blk.")?.split_once('.')?.0.parse().ok())
+        .collect();
+    (0..).take_while(|l| indices.contains(l)).count()
+}
+
 /// Builds the normalized [`ModelConfig`] from a GGUF file's metadata (and, where metadata is
 /// silent, from its tensor shapes), then validates it.
 pub fn config_from_gguf(file: &GgufFile) -> Result<ModelConfig> {
@@ -103,6 +114,13 @@ pub fn config_from_gguf(file: &GgufFile) -> Result<ModelConfig> {
     };
 
     let num_layers = m.usize("block_count")?;
+    // Layers are looped over and sized by this count: it may not exceed the layers the file has.
+    let held = layers_held(file);
+    if num_layers > held {
+        return Err(gguf_err(format!(
+            "`{arch}.block_count` {num_layers} is more than the {held} layers whose tensors the file holds"
+        )));
+    }
     let hidden_size = m.usize("embedding_length")?;
     let num_heads = m.usize("attention.head_count")?;
     if num_heads == 0 {

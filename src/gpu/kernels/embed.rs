@@ -74,7 +74,8 @@ pub fn ops(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::gpu::kernels::testing::{gpu, random};
+    use crate::gpu::kernels::testing::{bits_dtype, gpu, random, random_ggml, BITS_TYPES};
+    use crate::tensor::ggml::block_info;
     use crate::gpu::step::Step;
     use crate::ops::embed;
     use crate::quant::packed::{pack_f16_pair, PackedMatrix};
@@ -109,6 +110,7 @@ mod tests {
                     .collect();
                 PackedMatrix::new(rows, cols, format, word(rows * cols / 8, seed), scales).unwrap()
             }
+            Format::Bits { .. } => random_ggml(bits_dtype(format), rows, cols, seed),
         }
     }
 
@@ -126,7 +128,12 @@ mod tests {
             (Format::Int4 { group: 32, wide_scales: false }, 96),
             (Format::Int4 { group: 32, wide_scales: true }, 96),
         ];
-        for (n, &(format, cols)) in cases.iter().enumerate() {
+        // Bits: every layout, 32-wide ones in rows of 96 (15 words at 5 bits, padded to 16).
+        let bits = BITS_TYPES.map(|t| {
+            let format = random_ggml(t, 1, 256, 0).format;
+            (format, if block_info(t).unwrap().0 == 32 { 96 } else { 512 })
+        });
+        for (n, &(format, cols)) in cases.iter().chain(&bits).enumerate() {
             let m = table(vocab, cols, format, 10 * n as u64);
             let dense = m.dequantize();
             // Token sets: one token; many, with repeats, every chunk, an id just past the table

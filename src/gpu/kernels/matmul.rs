@@ -441,9 +441,10 @@ pub fn build(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::gpu::kernels::testing::{gpu, random};
+    use crate::gpu::kernels::testing::{bits_dtype, gpu, random, random_ggml, BITS_TYPES};
     use crate::gpu::step::Step;
     use crate::quant::packed::{pack_f16_pair, unpack_f16_pair, PackedMatrix};
+    use crate::tensor::ggml::block_info;
     use half::f16;
 
     /// A random matrix of `format`: random values/nibbles/bytes and random scales (f16-exact for
@@ -476,6 +477,7 @@ mod tests {
                 let m = vals(rows * cols / group, 4, 0.5);
                 (words(rows * cols / 8), d.iter().zip(&m).flat_map(|(&d, &m)| [d.to_bits(), m.to_bits()]).collect())
             }
+            Format::Bits { .. } => return random_ggml(bits_dtype(format), rows, cols, seed),
         };
         PackedMatrix::new(rows, cols, format, qs, scales).unwrap()
     }
@@ -594,7 +596,7 @@ mod tests {
 
     fn formats() -> Vec<(Format, Vec<usize>)> {
         let int4 = |group, wide_scales| Format::Int4 { group, wide_scales };
-        vec![
+        let mut v = vec![
             (Format::F32, vec![4, 32, 96, 576, 1056]),
             (Format::Int8 { group: 32 }, vec![32, 96, 576, 1056]),
             (Format::Int8 { group: 16 }, vec![16, 48, 96, 1056]),
@@ -605,7 +607,18 @@ mod tests {
             // Group 16 with rows of 16 (mod 32) columns: the last vec4 unit is half padding.
             (int4(16, false), vec![16, 48, 208, 1040]),
             (int4(16, true), vec![48, 1040]),
-        ]
+        ];
+        // Bits: 32-wide blocks in rows of 1, 3 (a padded row of 15 words at 5 bits), 19 and 33
+        // units; super-blocks in rows of 1, 3 and 5.
+        for dtype in BITS_TYPES {
+            let format = random_ggml(dtype, 1, 256, 0).format;
+            let cols = match block_info(dtype).unwrap().0 {
+                32 => vec![32, 96, 608, 1056],
+                _ => vec![256, 768, 1280],
+            };
+            v.push((format, cols));
+        }
+        v
     }
 
     #[test]
