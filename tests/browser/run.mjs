@@ -19,7 +19,7 @@
 
 import { chromium } from "../../www/node_modules/playwright-core/index.mjs";
 import { spawn, execFileSync } from "node:child_process";
-import { copyFileSync, mkdirSync, readFileSync, readdirSync, rmSync, writeFileSync, mkdtempSync } from "node:fs";
+import { copyFileSync, existsSync, mkdirSync, readFileSync, readdirSync, rmSync, writeFileSync, mkdtempSync } from "node:fs";
 import { tmpdir, homedir } from "node:os";
 import { join, dirname } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -28,6 +28,7 @@ import { declared, mismatches } from "./declared.mjs";
 
 const repo = join(dirname(fileURLToPath(import.meta.url)), "../..");
 const fixtures = join(repo, "tests/fixtures/models");
+const kquant = join(repo, "tests/fixtures/kquant");
 const cacheRoot = process.env.FLINT_CACHE ?? join(homedir(), ".cache/flint");
 const modelDir = join(cacheRoot, "models");
 const MODEL = "SmolLM2-135M-Instruct.Q4_1.gguf";
@@ -44,7 +45,7 @@ mkdirSync(artifacts, { recursive: true });
 // The `package` test installs the packed package here; served as /models/installed/.
 const installed = mkdtempSync(join(tmpdir(), "flint-package-"));
 const server = spawn(process.execPath, [join(repo, "www/serve.mjs"), "--port", String(PORT),
-  "--model", `fixtures=${fixtures}`, "--model", `smollm=${modelDir}`, "--model", `test=${join(repo, "tests/browser")}`,
+  "--model", `fixtures=${fixtures}`, "--model", `kquant=${kquant}`, "--model", `smollm=${modelDir}`, "--model", `test=${join(repo, "tests/browser")}`,
   "--model", `installed=${installed}`,
   // Not a GGUF at all, served under a .gguf name.
   "--model", `not-a-model.gguf=${join(fixtures, "llama/config.json")}`],
@@ -126,6 +127,40 @@ const tests = {
         report[`fixture_${name}_f16_kv`] = half;
       }
       report[`fixture_${name}`] = rel;
+    }
+    await page.close();
+  },
+
+  // llama.cpp's mixtures (K-quants, IQ4, 5-bit, MXFP4) through the Bits kernels in WebGPU,
+  // against llama.cpp's f32 forward over its own dequantization (tests/kquant.rs runs all 19
+  // natively: ~1e-6 there; 1e-3 of max |logit| is the issue's bound). These seven hold every
+  // type (Q5_0 in Q3_K_M's MoE, Q5_1 in Q5_K_M's, Q4_0 in Q2_K's) and a dense model; all 19
+  // take ~3 minutes on SwiftShader.
+  async kquant() {
+    const page = await newPage();
+    const names = ["qwen2_moe-Q4_K_M", "qwen2_moe-Q5_K_M", "qwen2_moe-Q3_K_M", "qwen2_moe-Q2_K",
+      "qwen2_moe-IQ4_XS", "qwen2_moe-MXFP4_MOE", "llama-Q4_K_M"];
+    for (const name of names) {
+      assert.ok(existsSync(join(kquant, name, "model.gguf")), `${name}: no such fixture`);
+      const ref = JSON.parse(readFileSync(join(kquant, name, "reference.json"), "utf8"));
+      const logits = await page.evaluate(async ({ source, tokens }) => {
+        const { Flint } = await import("/flint.js");
+        const model = await Flint.load(source, { cache: false, kvCache: "f32" });
+        const out = Array.from(await model.logits(tokens));
+        await model.dispose();
+        return out;
+      }, { source: `/models/kquant/${name}/model.gguf`, tokens: ref.tokens });
+      const vocab = ref.logits[0].length;
+      assert.equal(logits.length, ref.tokens.length * vocab, `${name}: logits shape`);
+      let maxDiff = 0, scale = 0;
+      ref.logits.forEach((row, t) => row.forEach((v, i) => {
+        maxDiff = Math.max(maxDiff, Math.abs(v - logits[t * vocab + i]));
+        scale = Math.max(scale, Math.abs(v));
+      }));
+      const rel = maxDiff / scale;
+      console.log(`  ${name.padEnd(22)} max |error| / max |logit| = ${rel.toExponential(2)}`);
+      assert.ok(rel < 1e-3, `${name}: relative error ${rel}`);
+      report[`kquant_${name}`] = rel;
     }
     await page.close();
   },
