@@ -15,7 +15,10 @@ use flint::gpu::matrix::{GpuMatrix, MatrixLayout};
 use flint::gpu::measure::{copy_gbps, read_gbps, time_best};
 use flint::gpu::step::Step;
 use flint::gpu::{Backend, Gpu, Op};
-use flint::quant::packed::Format;
+use flint::quant::blocks::random_blocks;
+use flint::quant::packed::{Format, PackedMatrix};
+use flint::tensor::ggml::block_info;
+use flint::tensor::DType;
 use serde_json::json;
 
 const GROUP: usize = presets::PRESET_GROUP;
@@ -118,6 +121,47 @@ fn main() {
         let t = run(&gpu, &ops, 1);
         let flops = 2.0 * (rows * cols) as f64 * 64.0;
         report.compute("int4 matmul T=64", name, flops, mats[0].bytes() as f64, t);
+    }
+
+    // Decode matvec per ggml type at [2048, 2048], weights as the loader packs them (INT4, INT8
+    // or Bits): GB/s of packed bytes, to compare per byte with INT4. One random matrix uploaded
+    // as copies that together exceed the caches.
+    step.set(&gpu, 1, 0);
+    for dtype in [
+        DType::Q4_0,
+        DType::Q4_1,
+        DType::Q8_0,
+        DType::Q4_K,
+        DType::Q5_0,
+        DType::Q5_1,
+        DType::Q5_K,
+        DType::Q6_K,
+        DType::Q3_K,
+        DType::Q2_K,
+        DType::IQ4_NL,
+        DType::IQ4_XS,
+        DType::MXFP4,
+    ] {
+        let (n, per_block) = (2048, block_info(dtype).unwrap().0);
+        let packed = PackedMatrix::from_ggml(dtype, n, n, &random_blocks(dtype, n * n / per_block, 7)).unwrap();
+        let one = GpuMatrix::upload(&gpu, &packed).unwrap();
+        let copies = (STREAM_BYTES / 4 / one.bytes()).max(1) as usize;
+        let mats: Vec<GpuMatrix> =
+            std::iter::once(one).chain((1..copies).map(|_| GpuMatrix::upload(&gpu, &packed).unwrap())).collect();
+        let out = gpu.storage_zeroed("out", (n * 4) as u64);
+        let ops: Vec<Op> = mats
+            .iter()
+            .flat_map(|m| matmul::ops(&gpu, &step.buffer, m, &x, None, Out::Set(&out), 1).unwrap())
+            .collect();
+        let t = run(&gpu, &ops, 5);
+        let bytes: u64 = mats.iter().map(|m| m.bytes()).sum();
+        let bpw = 32.0 * mats[0].bytes() as f64 / (n * n) as f64 / 4.0;
+        report.bandwidth(
+            &format!("{dtype:?} matvec"),
+            &format!("[2048, 2048] x{copies}, {:?}, {bpw:.2} bits/weight", packed.format),
+            bytes as f64,
+            t,
+        );
     }
 
     // Router matvec + top-k for one token.

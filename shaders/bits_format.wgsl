@@ -26,20 +26,21 @@ override MINS: bool = false;
 override LOW: u32 = select(2u, 4u, BITS >= 4u);
 override HIGH: u32 = BITS - LOW;
 
-const IQ4_LEVELS = array<f32, 16>(-127.0, -104.0, -83.0, -65.0, -49.0, -35.0, -22.0, -10.0,
-                                  1.0, 13.0, 25.0, 38.0, 53.0, 69.0, 89.0, 113.0);
-const MXFP4_LEVELS = array<f32, 16>(0.0, 1.0, 2.0, 3.0, 4.0, 6.0, 8.0, 12.0,
-                                    0.0, -1.0, -2.0, -3.0, -4.0, -6.0, -8.0, -12.0);
-// The codebook as a private copy: indexed by a runtime code.
-var<private> levels: array<f32, 16>;
+// The codebook (CODE 1, 2): its 16 signed byte levels, four per word, little-endian (set by
+// the host from quant::blocks' tables).
+override CB0: u32 = 0u;
+override CB1: u32 = 0u;
+override CB2: u32 = 0u;
+override CB3: u32 = 0u;
 
-// Call once per invocation before bits_values (codebook codes only).
-fn bits_init() {
-    if (CODE == 1u) {
-        levels = IQ4_LEVELS;
-    } else if (CODE == 2u) {
-        levels = MXFP4_LEVELS;
-    }
+// The codebook levels of four codes: select the word, then the byte (selects and shifts: a
+// runtime-indexed array is slow on CPU Vulkan).
+fn levels4(q: vec4<u32>) -> vec4<f32> {
+    let odd = (q & vec4<u32>(4u)) != vec4<u32>(0u);
+    let w = select(select(vec4<u32>(CB0), vec4<u32>(CB1), odd), select(vec4<u32>(CB2), vec4<u32>(CB3), odd),
+                   q >= vec4<u32>(8u));
+    let b = w << ((vec4<u32>(3u) - (q & vec4<u32>(3u))) * 8u);
+    return vec4<f32>(bitcast<vec4<i32>>(b) >> vec4<u32>(24u));
 }
 
 // Byte j of the words from `at` on.
@@ -102,5 +103,5 @@ fn bits_values(q: vec4<u32>, dm: vec2<f32>) -> vec4<f32> {
     if (CODE == 0u) {
         return fma(vec4<f32>(q), vec4<f32>(dm.x), vec4<f32>(dm.y));
     }
-    return vec4<f32>(levels[q.x], levels[q.y], levels[q.z], levels[q.w]) * dm.x + dm.y;
+    return levels4(q) * dm.x + dm.y;
 }

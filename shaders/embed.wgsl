@@ -107,7 +107,6 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
         return;
     }
     if (FORMAT == 4u) {
-        bits_init();
         for (var p = lid; p < cols / 8u; p += WG) {
             let u = p / 4u;
             let c = p % 4u;

@@ -79,9 +79,6 @@ fn unit(u: u32, half: bool) {
 
 // Points row i of the invocation at row `row` of the weights.
 fn set_row(i: u32, row: u32) {
-    if (i == 0u) {
-        bits_init();
-    }
     qb[i] = row * 4u * params.row_vec4s;
     sb[i] = row * params.scale_stride;
 }

@@ -121,55 +121,10 @@ fn unit(u: u32, l8: u32, half: bool) {
     }
 }
 
-@compute @workgroup_size(WG)
-fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32,
-        @builtin(subgroup_invocation_id) sl: u32) {
-    // Output rows per block: PAIR computes a gate and an up row for each.
-    let orows = select(ROWS, ROWS / 2u, PAIR);
-    let work = assign(wg.x + wg.z * params.blocks_x, wg.y, orows);
-    let nt = work.nt;
-    let nrows = work.nrows;
-    tile_n = nt;
-
-    for (var i = 0u; i < RPT; i++) {
-        // PAIR: the invocation's first RPT / 2 rows are gate rows, the others their up rows.
-        var row = work.first_row + min(out_row(lid, i), max(nrows, 1u) - 1u);
-        if (PAIR && i >= RPT / 2u) {
-            row += params.pair_rows;
-        }
-        qb[i] = row * params.row_vec4s;
-        sb[i] = row * params.scale_stride;
-    }
-    let xstride = params.cols / 4u;
-    for (var j = 0u; j < TT; j++) {
-        // Tokens past nt repeat the last one (computed unless SKIP, never written).
-        xr[j] = work.xrow[j] * xstride;
-        acc[j] = vec4<f32>(0.0);
-    }
-    let l8 = sl % 8u;
-    if (nt > 0u && nrows > 0u) {
-        let full = params.cols / 32u;
-        var u = 0u;
-        for (; u + 1u < full; u += 2u) {
-            unit(u, l8, false);
-            unit(u + 1u, l8, false);
-        }
-        if (u < full) {
-            unit(u, l8, false);
-        }
-        // cols = 16 (mod 32) (GROUP 16 only): the last unit holds 16 columns.
-        if (params.cols % 32u != 0u) {
-            unit(full, l8, true);
-        }
-    }
-    for (var i = 0u; i < select(RPT, RPT / 2u, PAIR); i++) {
-        let r = out_row(lid, i);
-        for (var j = 0u; j < TT; j++) {
-            if (r < nrows && j < nt) {
-                emit(work, r, j, acc[j][i], acc[j][min(i + RPT / 2u, RPT - 1u)]);
-            }
-        }
-    }
+// Points row i of the invocation at row `row` of the weights.
+fn set_row(i: u32, row: u32) {
+    qb[i] = row * params.row_vec4s;
+    sb[i] = row * params.scale_stride;
 }
 
-#include "matmul_common.wgsl"
+#include "matmul_subgroup.wgsl"

@@ -86,11 +86,8 @@ impl Meta<'_> {
 /// The layers whose tensors a file holds: `blk.0.*`, `blk.1.*`, ... up to the first index with
 /// none (so never more than the file has tensors).
 fn layers_held(file: &GgufFile) -> usize {
-    let indices: std::collections::BTreeSet<usize> = file
-        .tensors()
-        .iter()
-        .filter_map(|t| t.name.strip_prefix("blk.")?.split_once('.')?.0.parse().ok())
-        .collect();
+    let indices: std::collections::BTreeSet<usize> =
+        file.tensors().iter().filter_map(|t| t.name.strip_prefix("blk.")?.split_once('.')?.0.parse().ok()).collect();
     (0..).take_while(|l| indices.contains(l)).count()
 }
 
@@ -127,6 +124,10 @@ pub fn config_from_gguf(file: &GgufFile) -> Result<ModelConfig> {
         return Err(gguf_err(format!("metadata key `{arch}.attention.head_count` must be positive")));
     }
     let num_kv_heads = m.usize_opt("attention.head_count_kv")?.unwrap_or(num_heads);
+    let context_length = m.usize("context_length")?;
+    if context_length == 0 {
+        return Err(gguf_err(format!("metadata key `{arch}.context_length` must be positive")));
+    }
     let head_dim = match m.usize_opt("attention.key_length")? {
         Some(d) => d,
         None if hidden_size.is_multiple_of(num_heads) => hidden_size / num_heads,
@@ -285,7 +286,7 @@ pub fn config_from_gguf(file: &GgufFile) -> Result<ModelConfig> {
             Family::Llama | Family::Mixtral | Family::GraniteMoe => RopePairing::Interleaved,
             Family::Qwen2Moe | Family::Qwen3Moe | Family::Olmoe => RopePairing::Halves,
         },
-        max_position_embeddings: m.usize("context_length")?,
+        max_position_embeddings: context_length,
         qkv_bias: has("blk.0.attn_q.bias"),
         qk_norm: family.qk_norm(),
         attention_scale,

@@ -103,6 +103,9 @@ fn rope_theta(f: &Fields) -> Result<f32> {
     }
 }
 
+/// More layers than any checkpoint has (the deepest have a few hundred).
+const MAX_LAYERS: usize = 1 << 16;
+
 /// Builds the config from a parsed JSON object.
 pub fn from_json(obj: &Map<String, Value>) -> Result<ModelConfig> {
     let f = Fields(obj);
@@ -123,6 +126,13 @@ pub fn from_json(obj: &Map<String, Value>) -> Result<ModelConfig> {
 
     let hidden_size = f.usize("hidden_size")?;
     let num_layers = f.usize("num_hidden_layers")?;
+    // Layers are looped over and sized by this count before any weight is read.
+    if num_layers > MAX_LAYERS {
+        return Err(Error::field(
+            "num_hidden_layers",
+            format!("{num_layers} is more than any model has ({MAX_LAYERS})"),
+        ));
+    }
     let num_heads = f.usize("num_attention_heads")?;
     let num_kv_heads = f.usize_opt("num_key_value_heads")?.unwrap_or(num_heads);
     if num_heads == 0 {

@@ -9,6 +9,7 @@ pub mod hf;
 pub mod presets;
 
 use serde::Serialize;
+use std::num::Saturating;
 
 /// The model families flint knows. A family decides only how names and config keys map;
 /// the maths is in the rule fields of [`ModelConfig`].
@@ -178,32 +179,35 @@ impl ModelConfig {
         }
     }
 
-    /// Parameter counts: (total, active per token).
+    /// Parameter counts: (total, active per token). Saturating: `flint info` reads the sizes of a
+    /// file whose tensors have not been checked against them.
     pub fn parameter_counts(&self) -> (u64, u64) {
-        let h = self.hidden_size as u64;
-        let mlp = |i: usize| 3 * h * i as u64;
-        let attn = h * (self.q_dim() + 2 * self.kv_dim()) as u64
-            + self.q_dim() as u64 * h
-            + if self.qkv_bias { (self.q_dim() + 2 * self.kv_dim()) as u64 } else { 0 }
+        let n = |x: usize| Saturating(x as u64);
+        let h = n(self.hidden_size);
+        let (q, kv) = (n(self.num_heads) * n(self.head_dim), n(self.num_kv_heads) * n(self.head_dim));
+        let mlp = |i: usize| n(3) * h * n(i);
+        let attn = h * (q + n(2) * kv)
+            + q * h
+            + if self.qkv_bias { q + n(2) * kv } else { n(0) }
             + match self.qk_norm {
-                QkNorm::None => 0,
-                QkNorm::PerHead => 2 * self.head_dim as u64,
-                QkNorm::Whole => (self.q_dim() + self.kv_dim()) as u64,
+                QkNorm::None => n(0),
+                QkNorm::PerHead => n(2) * n(self.head_dim),
+                QkNorm::Whole => q + kv,
             };
-        let embed = self.vocab_size as u64 * h;
-        let mut total = embed + h + if self.tie_word_embeddings { 0 } else { embed };
+        let embed = n(self.vocab_size) * h;
+        let mut total = embed + h + if self.tie_word_embeddings { n(0) } else { embed };
         let mut active = total;
         for kind in &self.layer_ffn {
-            let base = attn + 2 * h;
+            let base = attn + n(2) * h;
             total += base;
             active += base;
             match (kind, &self.moe) {
                 (FfnKind::Moe, Some(m)) => {
-                    let shared =
-                        m.shared_expert_intermediate_size.map_or(0, mlp) + if m.shared_expert_gate { h } else { 0 };
-                    let router = m.num_experts as u64 * h;
-                    total += router + shared + m.num_experts as u64 * mlp(m.expert_intermediate_size);
-                    active += router + shared + m.top_k as u64 * mlp(m.expert_intermediate_size);
+                    let shared = m.shared_expert_intermediate_size.map_or(n(0), mlp)
+                        + if m.shared_expert_gate { h } else { n(0) };
+                    let router = n(m.num_experts) * h;
+                    total += router + shared + n(m.num_experts) * mlp(m.expert_intermediate_size);
+                    active += router + shared + n(m.top_k) * mlp(m.expert_intermediate_size);
                 }
                 _ => {
                     total += mlp(self.intermediate_size);
@@ -211,7 +215,7 @@ impl ModelConfig {
                 }
             }
         }
-        (total, active)
+        (total.0, active.0)
     }
 
     /// Checks the invariants every builder must establish; names the first one broken.
@@ -224,11 +228,19 @@ impl ModelConfig {
             ("num_attention_heads", self.num_heads),
             ("num_key_value_heads", self.num_kv_heads),
             ("head_dim", self.head_dim),
+            ("max_position_embeddings", self.max_position_embeddings),
         ];
         for (field, v) in positive {
             if v == 0 {
                 return Err(Error::field(field, "must be positive"));
             }
+        }
+        // The projections are heads × head_dim wide (the key and value ones no wider).
+        if self.num_heads.checked_mul(self.head_dim).is_none() {
+            return Err(Error::field(
+                "head_dim",
+                format!("{} × {} heads overflows a size", self.head_dim, self.num_heads),
+            ));
         }
         if !self.num_heads.is_multiple_of(self.num_kv_heads) {
             return Err(Error::field(
@@ -270,5 +282,42 @@ impl ModelConfig {
             None => {}
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn preset() -> ModelConfig {
+        presets::find("muse-spark-0.6b").unwrap().config
+    }
+
+    #[test]
+    fn parameter_counts_saturate_on_absurd_sizes() {
+        // `flint info` counts from the metadata alone, before any tensor is checked against it.
+        let mut c = preset();
+        c.hidden_size = 1 << 31;
+        c.num_heads = 1 << 40;
+        assert_eq!(c.parameter_counts(), (u64::MAX, u64::MAX));
+        let mut c = preset();
+        c.intermediate_size = usize::MAX;
+        c.moe.as_mut().unwrap().num_experts = usize::MAX;
+        c.layer_ffn[0] = FfnKind::Dense;
+        assert_eq!(c.parameter_counts().0, u64::MAX);
+    }
+
+    #[test]
+    fn validate_refuses_absurd_sizes() {
+        let mut c = preset();
+        c.num_heads = 1 << 40;
+        c.num_kv_heads = 1 << 40;
+        c.head_dim = 1 << 30;
+        let err = c.validate().unwrap_err().to_string();
+        assert!(err.contains("`head_dim`: 1073741824 × 1099511627776 heads overflows"), "{err}");
+        let mut c = preset();
+        c.max_position_embeddings = 0;
+        let err = c.validate().unwrap_err().to_string();
+        assert!(err.contains("`max_position_embeddings`: must be positive"), "{err}");
     }
 }

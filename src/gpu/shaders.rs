@@ -11,6 +11,7 @@ use crate::{Error, Result};
 const INCLUDES: &[(&str, &str)] = &[
     ("matmul_common.wgsl", include_str!("../../shaders/matmul_common.wgsl")),
     ("matmul_rows.wgsl", include_str!("../../shaders/matmul_rows.wgsl")),
+    ("matmul_subgroup.wgsl", include_str!("../../shaders/matmul_subgroup.wgsl")),
     ("bits_format.wgsl", include_str!("../../shaders/bits_format.wgsl")),
 ];
 

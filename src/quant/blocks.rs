@@ -251,6 +251,34 @@ pub(crate) fn dequantize_blocks(dtype: DType, data: &[u8], out: &mut [f32]) {
     }
 }
 
+/// `n_blocks` random blocks of a ggml block type, for kernel tests and benchmarks: random codes
+/// and sub-block scales, header scales of random sign and moderate size (f16 below 2^-6 in
+/// magnitude, E8M0 2^-8 .. 2^-1), so products stay finite. Deterministic in `seed`.
+pub fn random_blocks(dtype: DType, n_blocks: usize, seed: u64) -> Vec<u8> {
+    let (_, block_bytes) = block_info(dtype).expect("a ggml type");
+    let byte = |i: u64| (crate::sampler::uniform(seed, i) * 256.0) as u8;
+    let mut bytes: Vec<u8> = (0..(n_blocks * block_bytes) as u64).map(byte).collect();
+    // Where each block's f16 scales sit.
+    let f16_at: &[usize] = match dtype {
+        DType::Q4_0 | DType::Q8_0 | DType::Q5_0 | DType::IQ4_NL | DType::IQ4_XS => &[0],
+        DType::Q4_1 | DType::Q5_1 | DType::Q4_K | DType::Q5_K => &[0, 2],
+        DType::Q2_K => &[80, 82],
+        DType::Q3_K => &[108],
+        DType::Q6_K => &[208],
+        _ => &[],
+    };
+    for (b, block) in bytes.chunks_exact_mut(block_bytes).enumerate() {
+        for (k, &at) in f16_at.iter().enumerate() {
+            let v = (crate::sampler::uniform(seed ^ 0x5eed, (4 * b + k) as u64) - 0.5) / 32.0;
+            block[at..at + 2].copy_from_slice(&f16::from_f32(v).to_bits().to_le_bytes());
+        }
+        if dtype == DType::MXFP4 {
+            block[0] = 120 + (block[0] % 8);
+        }
+    }
+    bytes
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

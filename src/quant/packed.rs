@@ -45,8 +45,8 @@
 //! 11 + 7 + 6 significant bits), so a kernel may fold the offset into `m` and use a fused
 //! multiply-add.
 
-pub use super::blocks::Code;
 use super::blocks::e8m0_half;
+pub use super::blocks::Code;
 use crate::tensor::Tensor;
 use crate::{Error, Result};
 use half::f16;
@@ -196,7 +196,9 @@ pub(crate) fn rename(e: Error, name: &str) -> Error {
 /// above them (see the module documentation).
 pub fn bits_code(unit: &[u32], bits: u32, k: usize) -> u8 {
     let (low, high) = bit_planes(bits);
-    let field = |at: usize, width: u32| (unit[at + k * width as usize / 32] >> ((k * width as usize) % 32)) & ((1 << width) - 1);
+    let field = |at: usize, width: u32| {
+        (unit[at + k * width as usize / 32] >> ((k * width as usize) % 32)) & ((1 << width) - 1)
+    };
     let mut q = field(0, low);
     if high > 0 {
         q |= field(low as usize, high) << low;
@@ -362,6 +364,27 @@ impl PackedMatrix {
                     }
                 }
             }
+        }
+    }
+
+    /// The size of each weight's terms as a Bits kernel may compute them (`d * q + m'`, the
+    /// offset folded into `m'`, or `d * sum(q x) + m' * sum(x)`): `|d| |q| + |m'|` for row `r`,
+    /// with `q` the code (linear) or its level (codebook); for the kernel tests' error bounds.
+    /// Panics for other formats.
+    pub fn bits_term_sizes(&self, r: usize, out: &mut [f32]) {
+        let Format::Bits { bits, code, .. } = self.format else { panic!("a Bits matrix") };
+        let rw = self.row_words();
+        let words = &self.qs[r * rw..(r + 1) * rw];
+        let scales = &self.scales[r * self.scale_words()..(r + 1) * self.scale_words()];
+        let offset = if let Code::Linear { offset } = code { f32::from(offset) } else { 0.0 };
+        for (e, o) in out[..self.cols].iter_mut().enumerate() {
+            let unit = &words[e / BITS_UNIT * bits as usize..][..bits as usize];
+            let v = code.value(bits_code(unit, bits, e % BITS_UNIT)) + offset;
+            let (d, m) = match scales_of(scales, self.format, e) {
+                Scale::Pair(d, m) => (d, m),
+                Scale::Sub(dl, ml) => (dl, -ml),
+            };
+            *o = d.abs() * v.abs() + (m - offset * d).abs();
         }
     }
 

@@ -2,7 +2,9 @@
 
 use super::blocks::{layout, Parts};
 use super::ggml;
-use super::packed::{bits_unit, exact_f16, nibble_word, pack_f16_pair, unnamed, BitScales, Format, PackedMatrix, BITS_UNIT};
+use super::packed::{
+    bits_unit, exact_f16, nibble_word, pack_f16_pair, unnamed, BitScales, Format, PackedMatrix, BITS_UNIT,
+};
 use crate::tensor::ggml::{block_info, QK};
 use crate::tensor::DType;
 use crate::{Error, Result};
@@ -123,7 +125,11 @@ impl PackedMatrix {
 /// A Bits matrix from the blocks of a type `blocks::layout` lists: codes into bit planes, and
 /// the scales as the file has them (f16 bits, E8M0 bytes, integer sub-block scales), so the
 /// matrix takes about the file's size.
-fn bits_from_ggml<'a>(dtype: DType, cols: usize, blocks: impl Iterator<Item = &'a [u8]>) -> (Format, Vec<u32>, Vec<u32>) {
+fn bits_from_ggml<'a>(
+    dtype: DType,
+    cols: usize,
+    blocks: impl Iterator<Item = &'a [u8]>,
+) -> (Format, Vec<u32>, Vec<u32>) {
     let (bits, code, sub) = layout(dtype).expect("a Bits type");
     let scales = match dtype {
         DType::MXFP4 => BitScales::E8m0,

@@ -75,10 +75,10 @@ pub fn ops(
 mod tests {
     use super::*;
     use crate::gpu::kernels::testing::{bits_dtype, gpu, random, random_ggml, BITS_TYPES};
-    use crate::tensor::ggml::block_info;
     use crate::gpu::step::Step;
     use crate::ops::embed;
     use crate::quant::packed::{pack_f16_pair, PackedMatrix};
+    use crate::tensor::ggml::block_info;
     use half::f16;
 
     /// A `[rows, cols]` table in `format` with random values, scales and offsets: f16 pairs,

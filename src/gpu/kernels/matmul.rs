@@ -22,6 +22,7 @@
 use super::moe_group;
 use crate::gpu::matrix::GpuMatrix;
 use crate::gpu::{Gpu, Op};
+use crate::quant::blocks::{IQ4_LEVELS, MXFP4_LEVELS};
 use crate::quant::packed::{bit_planes, BitScales, Code, Format};
 use crate::{Error, Result};
 use bytemuck::{Pod, Zeroable};
@@ -31,6 +32,7 @@ const SOURCE_INT8: &str = include_str!("../../../shaders/matmul_int8.wgsl");
 const SOURCE_INT4: &str = include_str!("../../../shaders/matmul_int4.wgsl");
 const SOURCE_INT4_SG: &str = include_str!("../../../shaders/matmul_int4_sg.wgsl");
 const SOURCE_BITS: &str = include_str!("../../../shaders/matmul_bits.wgsl");
+const SOURCE_BITS_SG: &str = include_str!("../../../shaders/matmul_bits_sg.wgsl");
 
 /// The override constants of `bits_format.wgsl` for a Bits `format` (empty for the others).
 pub fn bits_constants(format: Format) -> Vec<(&'static str, f64)> {
@@ -38,11 +40,13 @@ pub fn bits_constants(format: Format) -> Vec<(&'static str, f64)> {
         return vec![];
     };
     let (low, high) = bit_planes(bits);
-    let (code, offset) = match code {
-        Code::Linear { offset } => (0, offset),
-        Code::Iq4 => (1, 0),
-        Code::Mxfp4 => (2, 0),
+    let (code, offset, levels) = match code {
+        Code::Linear { offset } => (0, offset, [0; 16]),
+        Code::Iq4 => (1, 0, IQ4_LEVELS),
+        Code::Mxfp4 => (2, 0, MXFP4_LEVELS),
     };
+    // The codebook's signed bytes, four per word, little-endian.
+    let word = |k: usize| u32::from_le_bytes(std::array::from_fn(|j| levels[4 * k + j] as u8)) as f64;
     let (scales, sub, mins) = match scales {
         BitScales::Pair => (0, 32, false),
         BitScales::E8m0 => (1, 32, false),
@@ -57,6 +61,10 @@ pub fn bits_constants(format: Format) -> Vec<(&'static str, f64)> {
         ("SCALES", scales as f64),
         ("SUB", sub as f64),
         ("MINS", if mins { 1.0 } else { 0.0 }),
+        ("CB0", word(0)),
+        ("CB1", word(1)),
+        ("CB2", word(2)),
+        ("CB3", word(3)),
     ]
 }
 
@@ -141,7 +149,7 @@ impl Shape {
     ///   on the H100).
     pub fn for_device(gpu: &Gpu, format: Format, max_tokens: u32) -> Shape {
         let tile = tile_for(max_tokens);
-        if matches!(format, Format::Int4 { .. }) && Self::subgroups(gpu) {
+        if matches!(format, Format::Int4 { .. } | Format::Bits { .. }) && Self::subgroups(gpu) {
             let wg = gpu.info.subgroup_max_size.max(16);
             return Shape { rows: 4 * wg, threads_per_row: 1, rows_per_thread: 4, tile, subgroup: true };
         }
@@ -320,7 +328,11 @@ pub fn build(
                     if shape.subgroup { ("matmul_int4_sg", SOURCE_INT4_SG) } else { ("matmul_int4", SOURCE_INT4) };
                 (label, source, vec![("GROUP", group as f64), ("WIDE", if wide_scales { 1.0 } else { 0.0 })])
             }
-            Format::Bits { .. } => ("matmul_bits", SOURCE_BITS, bits_constants(m.format)),
+            Format::Bits { .. } => {
+                let (label, source) =
+                    if shape.subgroup { ("matmul_bits_sg", SOURCE_BITS_SG) } else { ("matmul_bits", SOURCE_BITS) };
+                (label, source, bits_constants(m.format))
+            }
             _ => return Err(bad(
                 "the kernels need F32 rows of a multiple of 4, groups of a multiple of 16 (Int8) or of 16, 32*n (Int4)"
                     .into(),
@@ -336,7 +348,7 @@ pub fn build(
         ("SKIP", skip),
         ("PAIR", pair),
     ]);
-    if label == "matmul_int4_sg" {
+    if shape.subgroup {
         // Every subgroup must be full: lanes broadcast their x to the others.
         if shape.threads_per_row != 1 || !Shape::subgroups(gpu) || !wg.is_multiple_of(gpu.info.subgroup_max_size) {
             return Err(bad(format!(
@@ -445,7 +457,13 @@ mod tests {
     use crate::gpu::step::Step;
     use crate::quant::packed::{pack_f16_pair, unpack_f16_pair, PackedMatrix};
     use crate::tensor::ggml::block_info;
+    use crate::tensor::DType;
     use half::f16;
+
+    /// The Bits format `dtype` repacks to.
+    fn bits(dtype: DType) -> Format {
+        random_ggml(dtype, 1, 256, 0).format
+    }
 
     /// A random matrix of `format`: random values/nibbles/bytes and random scales (f16-exact for
     /// narrow Int4, arbitrary f32 otherwise).
@@ -483,8 +501,16 @@ mod tests {
     }
 
     /// A bound on the size of each weight's terms as the kernels may compute them, `[rows, cols]`:
-    /// `|w|`, and for Int4 `|d| q + |m|` (the subgroup kernel sums `d * sum(q x) + m * sum(x)`).
+    /// `|w|`, and for Int4 `|d| q + |m|` (the subgroup kernel sums `d * sum(q x) + m * sum(x)`);
+    /// Bits likewise, with its offset folded into `m`.
     fn term_sizes(m: &PackedMatrix) -> Vec<f32> {
+        if let Format::Bits { .. } = m.format {
+            let mut out = vec![0.0; m.rows * m.cols];
+            for (r, row) in out.chunks_exact_mut(m.cols).enumerate() {
+                m.bits_term_sizes(r, row);
+            }
+            return out;
+        }
         let Format::Int4 { group, wide_scales } = m.format else {
             return m.dequantize().iter().map(|v| v.abs()).collect();
         };
@@ -584,7 +610,7 @@ mod tests {
             v.push(Shape { rows, threads_per_row, rows_per_thread, tile, subgroup: false });
         }
         v.push(Shape { rows: 16, threads_per_row: 4, rows_per_thread: 2, tile: tile.min(3), subgroup: false });
-        if matches!(format, Format::Int4 { .. }) && Shape::subgroups(gpu()) {
+        if matches!(format, Format::Int4 { .. } | Format::Bits { .. }) && Shape::subgroups(gpu()) {
             // Workgroups of 1 and 2 subgroups.
             let sg = gpu().info.subgroup_max_size;
             for (rows, rows_per_thread) in [(2 * sg, 2), (8 * sg, 4)] {
@@ -764,6 +790,7 @@ mod tests {
             (Format::Int8 { group: 32 }, 37, 96),
             (Format::Int4 { group: 32, wide_scales: false }, 37, 96),
             (Format::Int4 { group: 16, wide_scales: true }, 300, 208),
+            (bits(DType::Q2_K), 37, 256),
         ] {
             let (gate, up) = (random_matrix(format, inner, cols, 41), random_matrix(format, inner, cols, 42));
             let (gg, gu) = (GpuMatrix::upload(gpu, &gate).unwrap(), GpuMatrix::upload(gpu, &up).unwrap());
@@ -814,7 +841,7 @@ mod tests {
         use crate::gpu::kernels::moe_group::{self, GroupBuffers};
         let gpu = gpu();
         let (n_experts, inner, k, cols) = (7usize, 33usize, 3usize, 96usize);
-        for format in [Format::F32, Format::Int4 { group: 32, wide_scales: false }] {
+        for format in [Format::F32, Format::Int4 { group: 32, wide_scales: false }, bits(DType::Q5_0)] {
             let (gate, up) = (
                 random_matrix(format, n_experts * inner, cols, 51),
                 random_matrix(format, n_experts * inner, cols, 52),
@@ -923,8 +950,14 @@ mod tests {
             Format::Int8 { group: 32 },
             Format::Int4 { group: 32, wide_scales: false },
             Format::Int4 { group: 64, wide_scales: true },
+            bits(DType::Q5_1),
+            bits(DType::Q6_K),
         ] {
-            let cols = if matches!(format, Format::Int4 { group: 64, .. }) { 192 } else { 96 };
+            let cols = match format {
+                Format::Int4 { group: 64, .. } => 192,
+                Format::Bits { scales: BitScales::Super { .. }, .. } => 256,
+                _ => 96,
+            };
             let m = random_matrix(format, n_experts * r, cols, 21);
             let w = term_sizes(&m);
             let whole = GpuMatrix::upload_experts(gpu, &m, r).unwrap();
@@ -1025,6 +1058,9 @@ mod tests {
             (int4(32, false), 96),
             (int4(64, true), 192),
             (int4(16, false), 208),
+            (bits(DType::Q3_K), 256),
+            (bits(DType::IQ4_NL), 96),
+            (bits(DType::MXFP4), 96),
         ] {
             let m = random_matrix(format, n_experts * r, cols, 23);
             let w = term_sizes(&m);
