@@ -16,12 +16,12 @@
 mod common;
 
 use common::{fixture_file, relative_error, shared_gpu};
+use flint::format::gguf::GgufFile;
 use flint::gpu::kernels::KvFormat;
 use flint::gpu::model::GpuModel;
 use flint::quant::ggml::dequantize;
 use flint::quant::packed::PackedMatrix;
 use flint::reference::KvCache;
-use flint::format::gguf::GgufFile;
 use flint::tensor::ggml::block_info;
 use flint::tensor::DType;
 use flint::ModelFiles;
@@ -81,7 +81,13 @@ fn every_block_type_decodes_as_ggml_does() {
         let got = dequantize(dtype, &bytes, want.len()).unwrap();
         // Bit for bit, the sign of a zero included.
         let differ = got.iter().zip(&want).position(|(a, b)| a.to_bits() != b.to_bits());
-        assert!(differ.is_none(), "{name}: element {} is {} where ggml has {}", differ.unwrap(), got[differ.unwrap()], want[differ.unwrap()]);
+        assert!(
+            differ.is_none(),
+            "{name}: element {} is {} where ggml has {}",
+            differ.unwrap(),
+            got[differ.unwrap()],
+            want[differ.unwrap()]
+        );
 
         // The packed format's CPU twin, as rows of 4 and of 1 blocks (values equal; a packed
         // zero may differ in sign).
@@ -153,7 +159,13 @@ fn packed_matrices_take_about_the_file_size() {
             let m = PackedMatrix::from_ggml(t.dtype, rows, cols, bytes).unwrap();
             let ratio = m.size_in_bytes() as f64 / bytes.len() as f64;
             let name = format!("{:?}", t.dtype);
-            assert!(ratio <= bound(t.dtype), "{}: {} packed as {:?} takes {ratio:.3}x its file bytes", path.display(), t.name, m.format);
+            assert!(
+                ratio <= bound(t.dtype),
+                "{}: {} packed as {:?} takes {ratio:.3}x its file bytes",
+                path.display(),
+                t.name,
+                m.format
+            );
             let w = worst.entry(name).or_insert(0.0);
             *w = w.max(ratio);
         }
