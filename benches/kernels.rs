@@ -144,6 +144,29 @@ fn main() {
     ] {
         let (n, per_block) = (2048, block_info(dtype).unwrap().0);
         let packed = PackedMatrix::from_ggml(dtype, n, n, &random_blocks(dtype, n * n / per_block, 7)).unwrap();
+        if dtype == DType::Q6_K {
+            // Before Bits, Q6_K took INT8 in groups of 16 (10 bits per weight): measured alongside.
+            let scales = packed.dequantize().chunks_exact(16).map(|g| (g[0].abs() + 1e-3).to_bits()).collect();
+            let qs = (0..n * n / 4).map(|i| (i as u32).wrapping_mul(0x9E37_79B9)).collect();
+            let before = PackedMatrix::new(n, n, Format::Int8 { group: 16 }, qs, scales).unwrap();
+            let one = GpuMatrix::upload(&gpu, &before).unwrap();
+            let copies = (STREAM_BYTES / 4 / one.bytes()).max(1) as usize;
+            let mats: Vec<GpuMatrix> =
+                std::iter::once(one).chain((1..copies).map(|_| GpuMatrix::upload(&gpu, &before).unwrap())).collect();
+            let out = gpu.storage_zeroed("out", (n * 4) as u64);
+            let ops: Vec<Op> = mats
+                .iter()
+                .flat_map(|m| matmul::ops(&gpu, &step.buffer, m, &x, None, Out::Set(&out), 1).unwrap())
+                .collect();
+            let t = run(&gpu, &ops, 5);
+            let bytes: u64 = mats.iter().map(|m| m.bytes()).sum();
+            report.bandwidth(
+                "Q6_K as Int8 (before)",
+                &format!("[2048, 2048] x{copies}, 10.00 bits/weight"),
+                bytes as f64,
+                t,
+            );
+        }
         let one = GpuMatrix::upload(&gpu, &packed).unwrap();
         let copies = (STREAM_BYTES / 4 / one.bytes()).max(1) as usize;
         let mats: Vec<GpuMatrix> =
