@@ -136,9 +136,8 @@ impl Parts {
             // Element e: 2 bits at 2 * ((e % 128) / 32) of qs[32 * (e / 128) + e % 32].
             DType::Q2_K => {
                 let mut p = Parts::new(QK_K, f16_at(b, 80), f16_at(b, 82));
-                for j in 0..16 {
-                    p.sc[j] = (b[j] & 15) as i8;
-                    p.mn[j] = (b[j] >> 4) as i8;
+                for (j, &byte) in b[..16].iter().enumerate() {
+                    (p.sc[j], p.mn[j]) = ((byte & 15) as i8, (byte >> 4) as i8);
                 }
                 let qs = &b[16..80];
                 for (e, c) in p.codes.iter_mut().enumerate() {
