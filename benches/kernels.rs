@@ -32,6 +32,20 @@ fn generated(gpu: &Gpu, rows: usize, cols: usize, unit: usize, id: u32) -> GpuMa
 }
 
 /// Seconds per run of `ops` in one pass, the best of `reps`.
+/// The decode matvec of `m` uploaded as enough copies to stream STREAM_BYTES / 4 from memory:
+/// (seconds, bytes read, copies).
+fn streamed_matvec(gpu: &Gpu, step: &Step, x: &wgpu::Buffer, m: &PackedMatrix) -> (f64, f64, usize) {
+    let one = GpuMatrix::upload(gpu, m).unwrap();
+    let copies = (STREAM_BYTES / 4 / one.bytes()).max(1) as usize;
+    let mats: Vec<GpuMatrix> =
+        std::iter::once(one).chain((1..copies).map(|_| GpuMatrix::upload(gpu, m).unwrap())).collect();
+    let out = gpu.storage_zeroed("out", (m.rows * 4) as u64);
+    let ops: Vec<Op> =
+        mats.iter().flat_map(|g| matmul::ops(gpu, &step.buffer, g, x, None, Out::Set(&out), 1).unwrap()).collect();
+    let bytes: u64 = mats.iter().map(|g| g.bytes()).sum();
+    (run(gpu, &ops, 5), bytes as f64, copies)
+}
+
 fn run(gpu: &Gpu, ops: &[Op], reps: usize) -> f64 {
     let refs: Vec<&Op> = ops.iter().collect();
     time_best(gpu, reps, || {
@@ -149,40 +163,15 @@ fn main() {
             let scales = packed.dequantize().chunks_exact(16).map(|g| (g[0].abs() + 1e-3).to_bits()).collect();
             let qs = (0..n * n / 4).map(|i| (i as u32).wrapping_mul(0x9E37_79B9)).collect();
             let before = PackedMatrix::new(n, n, Format::Int8 { group: 16 }, qs, scales).unwrap();
-            let one = GpuMatrix::upload(&gpu, &before).unwrap();
-            let copies = (STREAM_BYTES / 4 / one.bytes()).max(1) as usize;
-            let mats: Vec<GpuMatrix> =
-                std::iter::once(one).chain((1..copies).map(|_| GpuMatrix::upload(&gpu, &before).unwrap())).collect();
-            let out = gpu.storage_zeroed("out", (n * 4) as u64);
-            let ops: Vec<Op> = mats
-                .iter()
-                .flat_map(|m| matmul::ops(&gpu, &step.buffer, m, &x, None, Out::Set(&out), 1).unwrap())
-                .collect();
-            let t = run(&gpu, &ops, 5);
-            let bytes: u64 = mats.iter().map(|m| m.bytes()).sum();
-            report.bandwidth(
-                "Q6_K as Int8 (before)",
-                &format!("[2048, 2048] x{copies}, 10.00 bits/weight"),
-                bytes as f64,
-                t,
-            );
+            let (t, bytes, copies) = streamed_matvec(&gpu, &step, &x, &before);
+            report.bandwidth("Q6_K as Int8 (before)", &format!("[2048, 2048] x{copies}, 10.00 bits/weight"), bytes, t);
         }
-        let one = GpuMatrix::upload(&gpu, &packed).unwrap();
-        let copies = (STREAM_BYTES / 4 / one.bytes()).max(1) as usize;
-        let mats: Vec<GpuMatrix> =
-            std::iter::once(one).chain((1..copies).map(|_| GpuMatrix::upload(&gpu, &packed).unwrap())).collect();
-        let out = gpu.storage_zeroed("out", (n * 4) as u64);
-        let ops: Vec<Op> = mats
-            .iter()
-            .flat_map(|m| matmul::ops(&gpu, &step.buffer, m, &x, None, Out::Set(&out), 1).unwrap())
-            .collect();
-        let t = run(&gpu, &ops, 5);
-        let bytes: u64 = mats.iter().map(|m| m.bytes()).sum();
-        let bpw = 32.0 * mats[0].bytes() as f64 / (n * n) as f64 / 4.0;
+        let (t, bytes, copies) = streamed_matvec(&gpu, &step, &x, &packed);
+        let bpw = 8.0 * 4.0 * (packed.qs.len() + packed.scales.len()) as f64 / (n * n) as f64;
         report.bandwidth(
             &format!("{dtype:?} matvec"),
             &format!("[2048, 2048] x{copies}, {:?}, {bpw:.2} bits/weight", packed.format),
-            bytes as f64,
+            bytes,
             t,
         );
     }

@@ -437,6 +437,32 @@ fn missing_block_count() {
 }
 
 #[test]
+fn block_count_past_the_layers_held() {
+    // tiny_llama holds blk.0 and blk.1; a count past them is refused before anything loops over it.
+    for n in [3, 1 << 31, u32::MAX] {
+        let mut w = tiny_llama();
+        w.kvs.retain(|(k, _)| k != "llama.block_count");
+        let w = w.kv("llama.block_count", v_u32(n));
+        let err = config_from_gguf(&parse(w.build()).unwrap()).unwrap_err();
+        assert_mentions(&err.to_string(), &[&format!("`llama.block_count` {n} is more than the 2 layers")]);
+    }
+    // Layers are counted from blk.0 without a gap: a stray high index adds none.
+    let mut w = tiny_llama().zeros("blk.4000000000.attn_norm.weight", &[64]);
+    w.kvs.retain(|(k, _)| k != "llama.block_count");
+    let err = config_from_gguf(&parse(w.kv("llama.block_count", v_u32(4_000_000_001)).build()).unwrap()).unwrap_err();
+    assert_mentions(&err.to_string(), &["4000000001 is more than the 2 layers"]);
+}
+
+#[test]
+fn context_length_zero() {
+    // The GPU path clamps the cache to 1..=context_length: a zero is refused by the config.
+    let mut w = tiny_llama();
+    w.kvs.retain(|(k, _)| k != "llama.context_length");
+    let err = config_from_gguf(&parse(w.kv("llama.context_length", v_u32(0)).build()).unwrap()).unwrap_err();
+    assert_mentions(&err.to_string(), &["`llama.context_length` must be positive"]);
+}
+
+#[test]
 fn unsupported_rope_variants() {
     let w = tiny_llama().zeros("rope_freqs.weight", &[8]);
     let err = config_from_gguf(&parse(w.build()).unwrap()).unwrap_err();

@@ -142,7 +142,7 @@ fn packed_matrices_take_about_the_file_size() {
     // with f32 scales (6 bits per weight for 4.5): the fast INT4 kernel at a third more memory.
     let bound = |t: DType| match t {
         DType::Q4_K => 1.34,
-        DType::IQ4_NL => 1.12,
+        DType::IQ4_NL | DType::Q4_0 => 1.12,
         DType::Q5_0 | DType::IQ4_XS => 1.1,
         _ => 1.06,
     };

@@ -72,6 +72,21 @@ fn config_field_of_the_wrong_type() {
 }
 
 #[test]
+fn config_with_absurd_counts() {
+    // Refused before anything is looped over or sized by them.
+    config_case(
+        "llama",
+        |c| drop(c.insert("num_hidden_layers".into(), (1u64 << 40).into())),
+        "`num_hidden_layers`: 1099511627776 is more than any model has",
+    );
+    config_case(
+        "llama",
+        |c| drop(c.insert("max_position_embeddings".into(), 0.into())),
+        "`max_position_embeddings`: must be positive",
+    );
+}
+
+#[test]
 fn config_with_contradictory_expert_counts() {
     config_case("mixtral", |c| drop(c.insert("num_experts".into(), 4.into())), "contradicts");
 }

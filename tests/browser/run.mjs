@@ -71,6 +71,18 @@ async function newPage(path = "/models/test/page.html") {
 const requests = async () => (await fetch(`${base}/__log`)).json();
 const resetRequests = () => fetch(`${base}/__log/reset`);
 
+/** Largest |logit - reference| over the largest |reference logit| (flat `logits`, [T, vocab]). */
+function relativeError(name, ref, logits) {
+  const vocab = ref.logits[0].length;
+  assert.equal(logits.length, ref.tokens.length * vocab, `${name}: logits shape`);
+  let maxDiff = 0, scale = 0;
+  ref.logits.forEach((row, t) => row.forEach((v, i) => {
+    maxDiff = Math.max(maxDiff, Math.abs(v - logits[t * vocab + i]));
+    scale = Math.max(scale, Math.abs(v));
+  }));
+  return maxDiff / scale;
+}
+
 const nativeTexts = new Map();
 
 /** The native engine's greedy text (`flint run`), prompt excluded; run once per prompt. */
@@ -103,14 +115,7 @@ const tests = {
           await model.dispose();
           return out;
         }, { source, tokens: ref.tokens, kvCache });
-        const vocab = ref.logits[0].length;
-        assert.equal(logits.length, ref.tokens.length * vocab, `${name}: logits shape`);
-        let maxDiff = 0, scale = 0;
-        ref.logits.forEach((row, t) => row.forEach((v, i) => {
-          maxDiff = Math.max(maxDiff, Math.abs(v - logits[t * vocab + i]));
-          scale = Math.max(scale, Math.abs(v));
-        }));
-        return maxDiff / scale;
+        return relativeError(name, ref, logits);
       };
       // f32 kernels and cache against transformers' f32 (the INT4-grid fixtures' references are
       // computed on the same snapped weights): native runs show 0.6e-6..2.5e-6; 1e-3 of max
@@ -150,14 +155,7 @@ const tests = {
         await model.dispose();
         return out;
       }, { source: `/models/kquant/${name}/model.gguf`, tokens: ref.tokens });
-      const vocab = ref.logits[0].length;
-      assert.equal(logits.length, ref.tokens.length * vocab, `${name}: logits shape`);
-      let maxDiff = 0, scale = 0;
-      ref.logits.forEach((row, t) => row.forEach((v, i) => {
-        maxDiff = Math.max(maxDiff, Math.abs(v - logits[t * vocab + i]));
-        scale = Math.max(scale, Math.abs(v));
-      }));
-      const rel = maxDiff / scale;
+      const rel = relativeError(name, ref, logits);
       console.log(`  ${name.padEnd(22)} max |error| / max |logit| = ${rel.toExponential(2)}`);
       assert.ok(rel < 1e-3, `${name}: relative error ${rel}`);
       report[`kquant_${name}`] = rel;
