@@ -23,8 +23,9 @@ override OFFSET: u32 = 0u;
 override SCALES: u32 = 0u;
 override SUB: u32 = 32u;
 override MINS: bool = false;
-override LOW: u32 = select(2u, 4u, BITS >= 4u);
-override HIGH: u32 = BITS - LOW;
+// The planes' widths, set by the host from quant::packed::bit_planes (the one rule).
+override LOW: u32 = 4u;
+override HIGH: u32 = 1u;
 
 // The codebook (CODE 1, 2): its 16 signed byte levels, four per word, little-endian (set by
 // the host from quant::blocks' tables).

@@ -222,24 +222,14 @@ pub fn bits_unit(codes: &[u8], bits: u32) -> Vec<u32> {
     unit
 }
 
-/// The scales that apply to one element of a Bits row.
-enum Scale {
-    /// `w = d * v + m`.
-    Pair(f32, f32),
-    /// `w = dl * v - ml`.
-    Sub(f32, f32),
-}
-
-/// The scales of element `e` of a Bits row whose scale words are `s`.
-fn scales_of(s: &[u32], format: Format, e: usize) -> Scale {
+/// `(d, m)` of element `e` of a Bits row whose scale words are `s`: `w = d * v + m` (for
+/// super-blocks `d = dl`, `m = -ml`; `x + -y` is `x - y` exactly, so this is ggml's `dl * v - ml`).
+fn scales_of(s: &[u32], format: Format, e: usize) -> (f32, f32) {
     let Format::Bits { scales, .. } = format else { unreachable!("a Bits format") };
     let g = e / BITS_UNIT;
     match scales {
-        BitScales::Pair => {
-            let (d, m) = unpack_f16_pair(s[g]);
-            Scale::Pair(d, m)
-        }
-        BitScales::E8m0 => Scale::Pair(e8m0_half((s[g / 4] >> (8 * (g % 4))) as u8), -0.0),
+        BitScales::Pair => unpack_f16_pair(s[g]),
+        BitScales::E8m0 => (e8m0_half((s[g / 4] >> (8 * (g % 4))) as u8), -0.0),
         BitScales::Super { sub, mins } => {
             let block = &s[e / SUPER_BLOCK * SUPER_WORDS..][..SUPER_WORDS];
             let (d, dmin) = unpack_f16_pair(block[0]);
@@ -250,7 +240,7 @@ fn scales_of(s: &[u32], format: Format, e: usize) -> Scale {
                 (16, true) => ((byte(j) & 15) as i8, (byte(j) >> 4) as i8),
                 (_, true) => (byte(j) as i8, byte(8 + j) as i8),
             };
-            Scale::Sub(d * f32::from(sc), dmin * f32::from(mn))
+            (d * f32::from(sc), -(dmin * f32::from(mn)))
         }
     }
 }
@@ -356,11 +346,8 @@ impl PackedMatrix {
                 for (u, chunk) in out.chunks_exact_mut(BITS_UNIT).enumerate() {
                     let unit = &words[u * bits as usize..(u + 1) * bits as usize];
                     for (k, o) in chunk.iter_mut().enumerate() {
-                        let v = code.value(bits_code(unit, bits, k));
-                        *o = match scales_of(scales, self.format, u * BITS_UNIT + k) {
-                            Scale::Pair(d, m) => d * v + m,
-                            Scale::Sub(dl, ml) => dl * v - ml,
-                        };
+                        let (d, m) = scales_of(scales, self.format, u * BITS_UNIT + k);
+                        *o = d * code.value(bits_code(unit, bits, k)) + m;
                     }
                 }
             }
@@ -380,10 +367,7 @@ impl PackedMatrix {
         for (e, o) in out[..self.cols].iter_mut().enumerate() {
             let unit = &words[e / BITS_UNIT * bits as usize..][..bits as usize];
             let v = code.value(bits_code(unit, bits, e % BITS_UNIT)) + offset;
-            let (d, m) = match scales_of(scales, self.format, e) {
-                Scale::Pair(d, m) => (d, m),
-                Scale::Sub(dl, ml) => (dl, -ml),
-            };
+            let (d, m) = scales_of(scales, self.format, e);
             *o = d.abs() * v.abs() + (m - offset * d).abs();
         }
     }

@@ -112,31 +112,36 @@ impl PackedMatrix {
             | DType::Q6_K
             | DType::IQ4_NL
             | DType::IQ4_XS
-            | DType::MXFP4 => {
-                let (format, qs, scales) = bits_from_ggml(dtype, cols, blocks);
-                (format, qs, scales)
-            }
+            | DType::MXFP4 => bits_from_ggml(dtype, cols, blocks),
             DType::Int4 => return Err(err("Int4 is not a ggml block format".into())),
         };
         PackedMatrix::new(rows, cols, format, qs, scales)
     }
 }
 
-/// A Bits matrix from the blocks of a type `blocks::layout` lists: codes into bit planes, and
-/// the scales as the file has them (f16 bits, E8M0 bytes, integer sub-block scales), so the
-/// matrix takes about the file's size.
+/// The Bits format a ggml type that `blocks::layout` lists repacks to: E8M0 scales for MXFP4,
+/// f16 pairs for the other 32-element blocks, super-block scales for the 256-element ones.
+/// `None` for the other types.
+pub fn bits_format(dtype: DType) -> Option<Format> {
+    let (bits, code, sub) = layout(dtype)?;
+    let scales = match (dtype, block_info(dtype)?.0) {
+        (DType::MXFP4, _) => BitScales::E8m0,
+        (_, QK) => BitScales::Pair,
+        _ => BitScales::Super { sub: sub as u32, mins: matches!(dtype, DType::Q2_K | DType::Q4_K | DType::Q5_K) },
+    };
+    Some(Format::Bits { bits, code, scales })
+}
+
+/// A Bits matrix ([`bits_format`]) from the blocks of a type `blocks::layout` lists: codes into
+/// bit planes, and the scales as the file has them (f16 bits, E8M0 bytes, integer sub-block
+/// scales), so the matrix takes about the file's size.
 fn bits_from_ggml<'a>(
     dtype: DType,
     cols: usize,
     blocks: impl Iterator<Item = &'a [u8]>,
 ) -> (Format, Vec<u32>, Vec<u32>) {
-    let (bits, code, sub) = layout(dtype).expect("a Bits type");
-    let scales = match dtype {
-        DType::MXFP4 => BitScales::E8m0,
-        _ if sub == QK && dtype != DType::Q4_K && dtype != DType::Q5_K && dtype != DType::IQ4_XS => BitScales::Pair,
-        _ => BitScales::Super { sub: sub as u32, mins: matches!(dtype, DType::Q2_K | DType::Q4_K | DType::Q5_K) },
-    };
-    let format = Format::Bits { bits, code, scales };
+    let format = bits_format(dtype).expect("a Bits type");
+    let Format::Bits { bits, scales, .. } = format else { unreachable!("a Bits format") };
     let (mut qs, mut words) = (vec![], vec![]);
     let mut exponents = vec![]; // E8M0: the current row's bytes
     let per_row = cols / block_info(dtype).expect("a ggml type").0;

@@ -78,6 +78,7 @@ mod tests {
     use crate::gpu::step::Step;
     use crate::ops::embed;
     use crate::quant::packed::{pack_f16_pair, PackedMatrix};
+    use crate::quant::repack::bits_format;
     use crate::tensor::ggml::block_info;
     use half::f16;
 
@@ -130,7 +131,7 @@ mod tests {
         ];
         // Bits: every layout, 32-wide ones in rows of 96 (15 words at 5 bits, padded to 16).
         let bits = BITS_TYPES.map(|t| {
-            let format = random_ggml(t, 1, 256, 0).format;
+            let format = bits_format(t).unwrap();
             (format, if block_info(t).unwrap().0 == 32 { 96 } else { 512 })
         });
         for (n, &(format, cols)) in cases.iter().chain(&bits).enumerate() {

@@ -456,13 +456,14 @@ mod tests {
     use crate::gpu::kernels::testing::{bits_dtype, gpu, random, random_ggml, BITS_TYPES};
     use crate::gpu::step::Step;
     use crate::quant::packed::{pack_f16_pair, unpack_f16_pair, PackedMatrix};
+    use crate::quant::repack::bits_format;
     use crate::tensor::ggml::block_info;
     use crate::tensor::DType;
     use half::f16;
 
     /// The Bits format `dtype` repacks to.
     fn bits(dtype: DType) -> Format {
-        random_ggml(dtype, 1, 256, 0).format
+        bits_format(dtype).unwrap()
     }
 
     /// A random matrix of `format`: random values/nibbles/bytes and random scales (f16-exact for
@@ -637,7 +638,7 @@ mod tests {
         // Bits: 32-wide blocks in rows of 1, 3 (a padded row of 15 words at 5 bits), 19 and 33
         // units; super-blocks in rows of 1, 3 and 5.
         for dtype in BITS_TYPES {
-            let format = random_ggml(dtype, 1, 256, 0).format;
+            let format = bits(dtype);
             let cols = match block_info(dtype).unwrap().0 {
                 32 => vec![32, 96, 608, 1056],
                 _ => vec![256, 768, 1280],

@@ -3,6 +3,7 @@
 use crate::gpu::{Backend, Gpu};
 use crate::quant::blocks::random_blocks;
 use crate::quant::packed::{Format, PackedMatrix};
+use crate::quant::repack::bits_format;
 use crate::tensor::ggml::block_info;
 use crate::tensor::DType;
 use std::sync::OnceLock;
@@ -48,6 +49,6 @@ pub fn random_ggml(dtype: DType, rows: usize, cols: usize, seed: u64) -> PackedM
 pub fn bits_dtype(format: Format) -> DType {
     *BITS_TYPES
         .iter()
-        .find(|&&t| random_ggml(t, 1, 256, 0).format == format)
+        .find(|&&t| bits_format(t) == Some(format))
         .unwrap_or_else(|| panic!("no ggml type repacks to {format:?}"))
 }
