@@ -24,7 +24,7 @@ struct Params {
     pair_rows: u32,       // PAIR: the up row of gate row r is r + pair_rows (0 otherwise)
     add: u32,             // 1: out += add_scale * y (a residual add); 0: out = y
     add_scale: f32,
-    _pad0: u32,
+    x_stride4: u32,       // vec4s per row of x (cols / 4, or wider rows read in part)
     _pad1: u32,
     _pad2: u32,
 }

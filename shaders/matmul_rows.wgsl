@@ -40,7 +40,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
         }
         set_row(i, row);
     }
-    let xstride = params.cols / 4u;
+    let xstride = params.x_stride4;
     for (var j = 0u; j < TT; j++) {
         // Tokens past nt repeat the last one (computed unless SKIP, never written).
         xr[j] = work.xrow[j] * xstride;

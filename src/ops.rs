@@ -3,6 +3,8 @@
 //! engines: `reference` composes these into the forward pass, and `gpu` uses the few that set up
 //! a kernel's constants (RoPE frequencies) or twin its routing.
 
+use crate::config::{GroupScore, ModelConfig, Routing, Scoring, Yarn};
+
 /// A dense row-major matrix `[rows, cols]`.
 #[derive(Debug, Clone)]
 pub struct Matrix {
@@ -104,6 +106,50 @@ pub fn sigmoid(x: f32) -> f32 {
     1.0 / (1.0 + (-x).exp())
 }
 
+/// A router's choice for one token: `(experts, weights)` in top-k order, from its `logits` (one
+/// per expert) and, where the routing has one, the per-expert selection `bias`.
+/// Scores are softmax or sigmoid; the bias joins them only to choose; group-limited routing keeps
+/// the best `used` groups (scored by their best, or their two best) and takes the top-k from
+/// them; the chosen scores are renormalised if asked and scaled. The GPU twin is `moe_route.wgsl`.
+pub fn route(logits: &[f32], bias: Option<&[f32]>, top: usize, r: &Routing) -> (Vec<usize>, Vec<f32>) {
+    let mut scores = logits.to_vec();
+    match r.scoring {
+        Scoring::Softmax => softmax(&mut scores),
+        Scoring::Sigmoid => scores.iter_mut().for_each(|v| *v = sigmoid(*v)),
+    }
+    let mut choice: Vec<f32> = match bias {
+        Some(b) => scores.iter().zip(b).map(|(s, b)| s + b).collect(),
+        None => scores.clone(),
+    };
+    if let Some(g) = r.groups {
+        let size = choice.len() / g.count;
+        let group_scores: Vec<f32> = choice
+            .chunks_exact(size)
+            .map(|group| {
+                let best = top_k(group, 2.min(size));
+                match g.score {
+                    GroupScore::Max => group[best[0]],
+                    GroupScore::TopTwoSum => best.iter().map(|&e| group[e]).sum(),
+                }
+            })
+            .collect();
+        let kept = top_k(&group_scores, g.used);
+        for (gi, group) in choice.chunks_exact_mut(size).enumerate() {
+            if !kept.contains(&gi) {
+                group.fill(f32::NEG_INFINITY);
+            }
+        }
+    }
+    let chosen = top_k(&choice, top);
+    let mut weights: Vec<f32> = chosen.iter().map(|&e| scores[e]).collect();
+    if r.renormalize {
+        let total: f32 = weights.iter().sum();
+        weights.iter_mut().for_each(|w| *w /= total);
+    }
+    weights.iter_mut().for_each(|w| *w *= r.scale);
+    (chosen, weights)
+}
+
 /// Indices of the k largest values, largest first; ties go to the lower index.
 pub fn top_k(x: &[f32], k: usize) -> Vec<usize> {
     let mut order: Vec<usize> = (0..x.len()).collect();
@@ -123,13 +169,26 @@ pub fn attend(
     offset: usize,
     scale: f32,
 ) -> Vec<f32> {
-    let d = q.len();
+    let rows = |at: usize| Rows { stride, offset: at, width: q.len() };
+    attend_rows(q, keys, rows(offset), values, rows(offset), len, scale)
+}
+
+/// Where one head's slice of each cached row is: `width` floats at `offset` in rows of `stride`.
+#[derive(Clone, Copy)]
+pub struct Rows {
+    pub stride: usize,
+    pub offset: usize,
+    pub width: usize,
+}
+
+/// [`attend`] with keys and values of their own layouts (MLA: values narrower than keys).
+pub fn attend_rows(q: &[f32], keys: &[f32], k: Rows, values: &[f32], v: Rows, len: usize, scale: f32) -> Vec<f32> {
     let mut scores: Vec<f32> =
-        (0..len).map(|j| dot(q, &keys[j * stride + offset..j * stride + offset + d]) * scale).collect();
+        (0..len).map(|j| dot(q, &keys[j * k.stride + k.offset..j * k.stride + k.offset + k.width]) * scale).collect();
     softmax(&mut scores);
-    let mut out = vec![0.0; d];
+    let mut out = vec![0.0; v.width];
     for (j, p) in scores.iter().enumerate() {
-        let v = &values[j * stride + offset..j * stride + offset + d];
+        let v = &values[j * v.stride + v.offset..j * v.stride + v.offset + v.width];
         for (o, x) in out.iter_mut().zip(v) {
             *o += p * x;
         }
@@ -156,6 +215,45 @@ pub fn embed(table: &[f32], cols: usize, ids: &[u32], multiplier: f32) -> Vec<f3
 /// computes them (so `pos as f32 * inv_freq[i]` is bit for bit its angle).
 pub fn rope_inv_freq(head_dim: usize, theta: f32) -> Vec<f32> {
     (0..head_dim / 2).map(|i| 1.0 / theta.powf((2 * i) as f32 / head_dim as f32)).collect()
+}
+
+/// RoPE's inverse frequencies for `config` (plain or YaRN) and the factor on cos and sin.
+pub fn rope_frequencies(config: &ModelConfig) -> (Vec<f32>, f32) {
+    match &config.rope_scaling {
+        None => (rope_inv_freq(config.rope_dim(), config.rope_theta), 1.0),
+        Some(y) => (yarn_inv_freq(config.rope_dim(), config.rope_theta, y), y.attention_factor),
+    }
+}
+
+/// YaRN's inverse frequencies, in f32 step for step as transformers' `_compute_yarn_parameters`
+/// (the correction range in f64 as Python computes it): interpolated `1 / (factor theta^(2i/d))`
+/// and extrapolated `1 / theta^(2i/d)` blended by a linear ramp over the dims between the
+/// `beta_fast` and `beta_slow` rotation counts of the original context.
+pub fn yarn_inv_freq(dim: usize, theta: f32, y: &Yarn) -> Vec<f32> {
+    let base = f64::from(theta);
+    let correction = |rotations: f64| {
+        dim as f64 * (y.original_max_position_embeddings as f64 / (rotations * 2.0 * std::f64::consts::PI)).ln()
+            / (2.0 * base.ln())
+    };
+    let (mut low, mut high) = (correction(y.beta_fast), correction(y.beta_slow));
+    if y.truncate {
+        (low, high) = (low.floor(), high.ceil());
+    }
+    let (low, mut high) = (low.max(0.0), high.min(dim as f64 - 1.0));
+    if low == high {
+        high += 0.001;
+    }
+    let (min, span) = (low as f32, (high - low) as f32);
+    let factor = y.factor as f32;
+    (0..dim / 2)
+        .map(|i| {
+            let pos_freq = theta.powf((2 * i) as f32 / dim as f32);
+            let (extrapolated, interpolated) = (1.0 / pos_freq, 1.0 / (factor * pos_freq));
+            let ramp = ((i as f32 - min) / span).clamp(0.0, 1.0);
+            let keep = 1.0 - ramp;
+            interpolated * (1.0 - keep) + extrapolated * keep
+        })
+        .collect()
 }
 
 /// The residual update `x += y * scale`, elementwise.

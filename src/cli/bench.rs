@@ -80,7 +80,7 @@ pub fn preset_info(name: &str, ctx: usize, json_out: bool) -> Result<()> {
         m.num_experts,
         m.expert_intermediate_size,
         m.top_k,
-        m.renormalize,
+        m.routing.renormalize,
         m.shared_expert_intermediate_size.unwrap_or(0),
         m.shared_expert_gate
     );

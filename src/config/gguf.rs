@@ -1,21 +1,21 @@
 //! `ModelConfig` from GGUF metadata (llama.cpp's `{arch}.*` keys).
 
-use super::{Family, FfnKind, ModelConfig, MoeConfig, RopePairing};
+use super::{deepseek, Family, FfnKind, ModelConfig, MoeConfig, RopePairing, Routing};
 use crate::format::gguf::{GgufFile, MetaValue};
 use crate::{Error, Result};
 
-fn gguf_err(msg: impl Into<String>) -> Error {
+pub(super) fn gguf_err(msg: impl Into<String>) -> Error {
     Error::Gguf(msg.into())
 }
 
 /// Typed access to `{arch}.*` metadata with errors that name the key.
-struct Meta<'a> {
-    file: &'a GgufFile,
-    arch: &'a str,
+pub(super) struct Meta<'a> {
+    pub(super) file: &'a GgufFile,
+    pub(super) arch: &'a str,
 }
 
 impl Meta<'_> {
-    fn key(&self, suffix: &str) -> String {
+    pub(super) fn key(&self, suffix: &str) -> String {
         format!("{}.{suffix}", self.arch)
     }
 
@@ -24,7 +24,7 @@ impl Meta<'_> {
     }
 
     /// A non-negative integer; a per-layer array is accepted when all its entries agree.
-    fn usize_opt(&self, suffix: &str) -> Result<Option<usize>> {
+    pub(super) fn usize_opt(&self, suffix: &str) -> Result<Option<usize>> {
         let key = self.key(suffix);
         let Some(v) = self.file.get(&key) else { return Ok(None) };
         let one = |v: &MetaValue| {
@@ -47,11 +47,11 @@ impl Meta<'_> {
         }
     }
 
-    fn usize(&self, suffix: &str) -> Result<usize> {
+    pub(super) fn usize(&self, suffix: &str) -> Result<usize> {
         self.usize_opt(suffix)?.ok_or_else(|| gguf_err(format!("missing metadata key `{}`", self.key(suffix))))
     }
 
-    fn f32_opt(&self, suffix: &str) -> Result<Option<f32>> {
+    pub(super) fn f32_opt(&self, suffix: &str) -> Result<Option<f32>> {
         let key = self.key(suffix);
         match self.file.get(&key) {
             None => Ok(None),
@@ -59,11 +59,11 @@ impl Meta<'_> {
         }
     }
 
-    fn f32(&self, suffix: &str) -> Result<f32> {
+    pub(super) fn f32(&self, suffix: &str) -> Result<f32> {
         self.f32_opt(suffix)?.ok_or_else(|| gguf_err(format!("missing metadata key `{}`", self.key(suffix))))
     }
 
-    fn bool_opt(&self, suffix: &str) -> Result<Option<bool>> {
+    pub(super) fn bool_opt(&self, suffix: &str) -> Result<Option<bool>> {
         let key = self.key(suffix);
         match self.file.get(&key) {
             None => Ok(None),
@@ -107,6 +107,7 @@ pub fn config_from_gguf(file: &GgufFile) -> Result<ModelConfig> {
         "qwen3moe" => Family::Qwen3Moe,
         "olmoe" => Family::Olmoe,
         "granitemoe" => Family::GraniteMoe,
+        "deepseek2" => Family::DeepseekV2,
         other => return Err(Error::UnknownArchitecture(other.into())),
     };
 
@@ -128,7 +129,13 @@ pub fn config_from_gguf(file: &GgufFile) -> Result<ModelConfig> {
     if context_length == 0 {
         return Err(gguf_err(format!("metadata key `{arch}.context_length` must be positive")));
     }
+    let has = |name: &str| file.tensor_info(name).is_some();
+    let deepseek = match family.is_deepseek() {
+        true => Some(deepseek::from_gguf(&m, num_layers, &has)?),
+        false => None,
+    };
     let head_dim = match m.usize_opt("attention.key_length")? {
+        _ if deepseek.is_some() => deepseek.as_ref().map_or(0, |d| d.head_dim),
         Some(d) => d,
         None if hidden_size.is_multiple_of(num_heads) => hidden_size / num_heads,
         None => {
@@ -137,21 +144,21 @@ pub fn config_from_gguf(file: &GgufFile) -> Result<ModelConfig> {
             )))
         }
     };
-    if let Some(v) = m.usize_opt("attention.value_length")? {
+    if let Some(v) = m.usize_opt("attention.value_length")?.filter(|_| deepseek.is_none()) {
         if v != head_dim {
             return Err(gguf_err(format!(
                 "`{arch}.attention.value_length` {v} differs from the key length {head_dim}; not supported"
             )));
         }
     }
-    if let Some(rot) = m.usize_opt("rope.dimension_count")? {
+    if let Some(rot) = m.usize_opt("rope.dimension_count")?.filter(|_| deepseek.is_none()) {
         if rot != head_dim {
             return Err(gguf_err(format!(
                 "`{arch}.rope.dimension_count` {rot} is not the head size {head_dim}: partial RoPE is not supported"
             )));
         }
     }
-    if let Some(kind) = file.get_str(&m.key("rope.scaling.type")) {
+    if let Some(kind) = file.get_str(&m.key("rope.scaling.type")).filter(|_| deepseek.is_none()) {
         if kind != "none" {
             return Err(gguf_err(format!("`{arch}.rope.scaling.type` `{kind}`: RoPE scaling is not supported yet")));
         }
@@ -163,7 +170,6 @@ pub fn config_from_gguf(file: &GgufFile) -> Result<ModelConfig> {
     }
 
     // Tensor-level facts.
-    let has = |name: &str| file.tensor_info(name).is_some();
     if has("rope_freqs.weight") {
         return Err(gguf_err("RoPE frequency factors (`rope_freqs.weight`, Llama 3.1 style) are not supported yet"));
     }
@@ -184,7 +190,9 @@ pub fn config_from_gguf(file: &GgufFile) -> Result<ModelConfig> {
     let shared_tensor = first_moe.map(|l| format!("blk.{l}.ffn_gate_shexp.weight")).filter(|n| has(n));
     let shared_len = m.usize_opt("expert_shared_feed_forward_length")?.filter(|&n| n > 0);
 
-    let moe = if expert_count == 0 {
+    let moe = if let Some(d) = &deepseek {
+        Some(d.moe.clone())
+    } else if expert_count == 0 {
         if family != Family::Llama {
             return Err(gguf_err(format!(
                 "missing metadata key `{arch}.expert_count`: a {} model needs an expert count",
@@ -238,7 +246,7 @@ pub fn config_from_gguf(file: &GgufFile) -> Result<ModelConfig> {
             num_experts: expert_count,
             top_k,
             expert_intermediate_size,
-            renormalize,
+            routing: Routing::softmax(renormalize),
             shared_expert_intermediate_size: shared,
             shared_expert_gate: gate,
         })
@@ -275,7 +283,8 @@ pub fn config_from_gguf(file: &GgufFile) -> Result<ModelConfig> {
         hidden_size,
         num_layers,
         num_heads,
-        num_kv_heads,
+        // MLA's heads all read one latent: as GQA, a key head per query head.
+        num_kv_heads: if deepseek.is_some() { num_heads } else { num_kv_heads },
         head_dim,
         rms_norm_eps: m.f32("attention.layer_norm_rms_epsilon")?,
         rope_theta: m.f32_opt("rope.freq_base")?.unwrap_or(10000.0),
@@ -285,11 +294,15 @@ pub fn config_from_gguf(file: &GgufFile) -> Result<ModelConfig> {
         rope_pairing: match family {
             Family::Llama | Family::Mixtral | Family::GraniteMoe => RopePairing::Interleaved,
             Family::Qwen2Moe | Family::Qwen3Moe | Family::Olmoe => RopePairing::Halves,
+            // llama.cpp's NORM RoPE: adjacent pairs, the layout DeepSeek's weights have.
+            Family::DeepseekV2 | Family::DeepseekV3 => RopePairing::Interleaved,
         },
+        rope_scaling: deepseek.as_ref().and_then(|d| d.rope_scaling.clone()),
         max_position_embeddings: context_length,
         qkv_bias: has("blk.0.attn_q.bias"),
         qk_norm: family.qk_norm(),
-        attention_scale,
+        attention_scale: deepseek.as_ref().map_or(attention_scale, |d| d.attention_scale),
+        mla: deepseek.map(|d| d.mla),
         embedding_multiplier: granite_scale("embedding_scale")?,
         residual_multiplier: granite_scale("residual_scale")?,
         logits_multiplier: 1.0 / logit_scale,

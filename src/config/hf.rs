@@ -3,7 +3,7 @@
 //! Accepts both spellings transformers has used: `rope_theta` or `rope_parameters.rope_theta`,
 //! `num_experts` or `num_local_experts`. A key given twice with different values is an error.
 
-use super::{Family, FfnKind, ModelConfig, MoeConfig, RopePairing};
+use super::{deepseek, Family, FfnKind, ModelConfig, MoeConfig, RopePairing, Routing};
 use crate::{Error, Result};
 use serde_json::{Map, Value};
 
@@ -15,13 +15,13 @@ pub fn parse(text: &str) -> Result<ModelConfig> {
 }
 
 /// Reads fields with a clear error naming the field when it is missing or has the wrong type.
-struct Fields<'a>(&'a Map<String, Value>);
+pub(super) struct Fields<'a>(pub(super) &'a Map<String, Value>);
 
 impl Fields<'_> {
-    fn get(&self, key: &str) -> Option<&Value> {
+    pub(super) fn get(&self, key: &str) -> Option<&Value> {
         self.0.get(key).filter(|v| !v.is_null())
     }
-    fn usize_opt(&self, key: &str) -> Result<Option<usize>> {
+    pub(super) fn usize_opt(&self, key: &str) -> Result<Option<usize>> {
         match self.get(key) {
             None => Ok(None),
             Some(v) => v
@@ -30,10 +30,10 @@ impl Fields<'_> {
                 .ok_or_else(|| Error::field(key, format!("expected a non-negative integer, found {v}"))),
         }
     }
-    fn usize(&self, key: &str) -> Result<usize> {
+    pub(super) fn usize(&self, key: &str) -> Result<usize> {
         self.usize_opt(key)?.ok_or_else(|| Error::field(key, "missing"))
     }
-    fn f32_opt(&self, key: &str) -> Result<Option<f32>> {
+    pub(super) fn f32_opt(&self, key: &str) -> Result<Option<f32>> {
         match self.get(key) {
             None => Ok(None),
             Some(v) => v
@@ -42,20 +42,20 @@ impl Fields<'_> {
                 .ok_or_else(|| Error::field(key, format!("expected a number, found {v}"))),
         }
     }
-    fn bool_or(&self, key: &str, default: bool) -> Result<bool> {
+    pub(super) fn bool_or(&self, key: &str, default: bool) -> Result<bool> {
         match self.get(key) {
             None => Ok(default),
             Some(v) => v.as_bool().ok_or_else(|| Error::field(key, format!("expected true or false, found {v}"))),
         }
     }
-    fn str_opt(&self, key: &str) -> Result<Option<&str>> {
+    pub(super) fn str_opt(&self, key: &str) -> Result<Option<&str>> {
         match self.get(key) {
             None => Ok(None),
             Some(v) => v.as_str().map(Some).ok_or_else(|| Error::field(key, format!("expected a string, found {v}"))),
         }
     }
     /// One value under two accepted names; both present and different is a contradiction.
-    fn usize_either(&self, a: &str, b: &str) -> Result<Option<usize>> {
+    pub(super) fn usize_either(&self, a: &str, b: &str) -> Result<Option<usize>> {
         match (self.usize_opt(a)?, self.usize_opt(b)?) {
             (Some(x), Some(y)) if x != y => Err(Error::field(a, format!("{a}={x} contradicts {b}={y}"))),
             (x, y) => Ok(x.or(y)),
@@ -73,14 +73,15 @@ impl Fields<'_> {
     }
 }
 
-fn rope_theta(f: &Fields) -> Result<f32> {
+/// `rope_theta`; `scaled`: the family reads YaRN itself (DeepSeek), so any `rope_type` passes here.
+fn rope_theta(f: &Fields, scaled: bool) -> Result<f32> {
     let direct = f.f32_opt("rope_theta")?;
     let mut nested = None;
     if let Some(params) = f.get("rope_parameters") {
         let params = params.as_object().ok_or_else(|| Error::field("rope_parameters", "expected an object"))?;
         let p = Fields(params);
         if let Some(kind) = p.str_opt("rope_type")? {
-            if kind != "default" {
+            if kind != "default" && !scaled {
                 return Err(Error::field(
                     "rope_parameters.rope_type",
                     format!("`{kind}` RoPE scaling is not supported yet"),
@@ -89,7 +90,7 @@ fn rope_theta(f: &Fields) -> Result<f32> {
         }
         nested = p.f32_opt("rope_theta")?;
     }
-    if let Some(scaling) = f.get("rope_scaling") {
+    if let Some(scaling) = f.get("rope_scaling").filter(|_| !scaled) {
         let kind = scaling.get("rope_type").or_else(|| scaling.get("type")).and_then(Value::as_str);
         if kind != Some("default") {
             return Err(Error::field("rope_scaling", format!("RoPE scaling {scaling} is not supported yet")));
@@ -149,9 +150,14 @@ pub fn from_json(obj: &Map<String, Value>) -> Result<ModelConfig> {
         }
     };
 
+    let deepseek = match family.is_deepseek() {
+        true => Some(deepseek::from_hf(&f, family, num_layers)?),
+        false => None,
+    };
     let num_experts = f.usize_either("num_experts", "num_local_experts")?;
     let intermediate_size = f.usize_opt("intermediate_size")?.unwrap_or(0);
     let moe = match (family, num_experts) {
+        _ if deepseek.is_some() => deepseek.as_ref().map(|d| d.moe.clone()),
         (Family::Llama, _) | (_, None) | (_, Some(0)) => None,
         (_, Some(num_experts)) => {
             let top_k = f.usize("num_experts_per_tok")?;
@@ -160,6 +166,7 @@ pub fn from_json(obj: &Map<String, Value>) -> Result<ModelConfig> {
                 _ => f.usize("intermediate_size")?,
             };
             let renormalize = family.always_renormalizes() || f.bool_or("norm_topk_prob", false)?;
+            let routing = Routing::softmax(renormalize);
             let shared = match family.has_shared_expert() {
                 true => f.usize_opt("shared_expert_intermediate_size")?.filter(|&s| s > 0),
                 false => None,
@@ -169,7 +176,7 @@ pub fn from_json(obj: &Map<String, Value>) -> Result<ModelConfig> {
                 num_experts,
                 top_k,
                 expert_intermediate_size,
-                renormalize,
+                routing,
                 shared_expert_intermediate_size: shared,
                 shared_expert_gate: gate,
             })
@@ -193,7 +200,9 @@ pub fn from_json(obj: &Map<String, Value>) -> Result<ModelConfig> {
     if sparse_step == 0 && moe.is_some() {
         return Err(Error::field("decoder_sparse_step", "must be positive"));
     }
-    let layer_ffn = (0..num_layers)
+    let layer_ffn = match &deepseek {
+        Some(d) => d.layer_ffn.clone(),
+        None => (0..num_layers)
         .map(|l| match (&moe, family) {
             (None, _) => FfnKind::Dense,
             (Some(_), f) if f.mixes_dense_layers() && (mlp_only.contains(&l) || (l + 1) % sparse_step != 0) => {
@@ -201,7 +210,8 @@ pub fn from_json(obj: &Map<String, Value>) -> Result<ModelConfig> {
             }
             (Some(_), _) => FfnKind::Moe,
         })
-        .collect();
+        .collect(),
+    };
 
     let granite = family.has_multipliers();
     let multiplier = |key: &str| -> Result<f32> { Ok(if granite { f.f32_opt(key)?.unwrap_or(1.0) } else { 1.0 }) };
@@ -209,10 +219,12 @@ pub fn from_json(obj: &Map<String, Value>) -> Result<ModelConfig> {
     if logits_scaling == 0.0 {
         return Err(Error::field("logits_scaling", "must not be zero"));
     }
+    let head_dim = deepseek.as_ref().map_or(head_dim, |d| d.head_dim);
     let attention_scale = match granite {
         true => f.f32_opt("attention_multiplier")?.unwrap_or(1.0 / (head_dim as f32).sqrt()),
         false => 1.0 / (head_dim as f32).sqrt(),
     };
+    let attention_scale = deepseek.as_ref().map_or(attention_scale, |d| d.attention_scale);
 
     let config = ModelConfig {
         family,
@@ -220,17 +232,23 @@ pub fn from_json(obj: &Map<String, Value>) -> Result<ModelConfig> {
         hidden_size,
         num_layers,
         num_heads,
-        num_kv_heads,
+        // MLA's heads all read one latent: as GQA, a key head per query head.
+        num_kv_heads: if deepseek.is_some() { num_heads } else { num_kv_heads },
         head_dim,
         rms_norm_eps: f.f32_opt("rms_norm_eps")?.unwrap_or(1e-6),
-        rope_theta: rope_theta(&f)?,
-        rope_pairing: RopePairing::Halves,
+        rope_theta: rope_theta(&f, deepseek.is_some())?,
+        rope_pairing: match &deepseek {
+            Some(d) if d.interleaved => RopePairing::Interleaved,
+            _ => RopePairing::Halves,
+        },
+        rope_scaling: deepseek.as_ref().and_then(|d| d.rope_scaling.clone()),
         max_position_embeddings: f.usize_opt("max_position_embeddings")?.unwrap_or(4096),
         qkv_bias: match family {
             Family::Qwen2Moe => f.bool_or("qkv_bias", true)?,
             _ => f.bool_or("attention_bias", false)?,
         },
         qk_norm: family.qk_norm(),
+        mla: deepseek.map(|d| d.mla),
         attention_scale,
         embedding_multiplier: multiplier("embedding_multiplier")?,
         residual_multiplier: multiplier("residual_multiplier")?,

@@ -4,6 +4,7 @@
 //! forward pass (`crate::reference`) reads them. Builders: [`hf`] (Hugging Face `config.json`)
 //! and [`gguf`] (GGUF metadata); [`presets`] for generated weights.
 
+mod deepseek;
 pub mod gguf;
 pub mod hf;
 pub mod presets;
@@ -22,6 +23,10 @@ pub enum Family {
     Qwen3Moe,
     Olmoe,
     GraniteMoe,
+    /// DeepSeek-V2 and -V3 (and the models of their shape: Moonlight, Kimi-VL's language model):
+    /// multi-head latent attention and DeepSeek routing; GGUF's `deepseek2`.
+    DeepseekV2,
+    DeepseekV3,
 }
 
 impl Family {
@@ -33,6 +38,8 @@ impl Family {
             "qwen3_moe" => Family::Qwen3Moe,
             "olmoe" => Family::Olmoe,
             "granitemoe" => Family::GraniteMoe,
+            "deepseek_v2" => Family::DeepseekV2,
+            "deepseek_v3" => Family::DeepseekV3,
             _ => return None,
         })
     }
@@ -45,6 +52,8 @@ impl Family {
             Family::Qwen3Moe => "qwen3_moe",
             Family::Olmoe => "olmoe",
             Family::GraniteMoe => "granitemoe",
+            Family::DeepseekV2 => "deepseek_v2",
+            Family::DeepseekV3 => "deepseek_v3",
         }
     }
 
@@ -78,7 +87,12 @@ impl Family {
     /// Whether some layers may be dense among sparse ones (Qwen's `mlp_only_layers`,
     /// `decoder_sparse_step`; llama.cpp's per-layer tensors).
     pub fn mixes_dense_layers(self) -> bool {
-        matches!(self, Family::Qwen2Moe | Family::Qwen3Moe)
+        matches!(self, Family::Qwen2Moe | Family::Qwen3Moe | Family::DeepseekV2 | Family::DeepseekV3)
+    }
+
+    /// Whether attention is DeepSeek's multi-head latent attention.
+    pub fn is_deepseek(self) -> bool {
+        matches!(self, Family::DeepseekV2 | Family::DeepseekV3)
     }
 }
 
@@ -104,18 +118,95 @@ pub enum QkNorm {
     Whole,
 }
 
+/// How a router's logits become scores.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Scoring {
+    /// Softmax over all experts.
+    Softmax,
+    /// Each expert's sigmoid (DeepSeek-V3).
+    Sigmoid,
+}
+
+/// How a group of experts is scored for group-limited selection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GroupScore {
+    /// The group's best expert (DeepSeek-V2 `group_limited_greedy`).
+    Max,
+    /// The sum of its two best (DeepSeek-V3 `noaux_tc`).
+    TopTwoSum,
+}
+
+/// Group-limited selection: experts are cut into `count` equal groups, the `used` best groups are
+/// kept, and the top-k is taken among their experts only.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct ExpertGroups {
+    pub count: usize,
+    pub used: usize,
+    pub score: GroupScore,
+}
+
+/// How the router chooses and weighs experts (the CPU twin is `ops::route`).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Routing {
+    pub scoring: Scoring,
+    /// A per-expert bias (the `router_bias` weight) is added to the scores to choose experts, but
+    /// the weights are the unbiased scores (DeepSeek-V3 `e_score_correction_bias`).
+    pub selection_bias: bool,
+    pub groups: Option<ExpertGroups>,
+    /// After top-k, divide the weights by their sum.
+    pub renormalize: bool,
+    /// The weights' final factor (DeepSeek `routed_scaling_factor`).
+    pub scale: f32,
+}
+
+impl Routing {
+    /// Softmax over all experts, top-k, renormalised or not: every family but DeepSeek.
+    pub fn softmax(renormalize: bool) -> Routing {
+        Routing { scoring: Scoring::Softmax, selection_bias: false, groups: None, renormalize, scale: 1.0 }
+    }
+}
+
 /// The sparse FFN's rules. A dense layer has no `MoeConfig` in play.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct MoeConfig {
     pub num_experts: usize,
     pub top_k: usize,
     pub expert_intermediate_size: usize,
-    /// Router scores are softmax over all experts; after top-k, divide by their sum.
-    pub renormalize: bool,
+    pub routing: Routing,
     /// Width of the always-on shared expert, if the family has one.
     pub shared_expert_intermediate_size: Option<usize>,
     /// The shared expert's output is scaled by sigmoid(gate · x) (Qwen2-MoE).
     pub shared_expert_gate: bool,
+}
+
+/// Multi-head latent attention's widths (DeepSeek-V2/V3). q and k heads are `qk_nope_head_dim +
+/// qk_rope_head_dim` wide (`ModelConfig::head_dim`), values `v_head_dim`; a token's cache row is
+/// its normed latent (`kv_lora_rank`) and its rotated key (`qk_rope_head_dim`), shared by all heads.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct MlaConfig {
+    /// q's low-rank width (`None`: q is one projection of x).
+    pub q_lora_rank: Option<usize>,
+    pub kv_lora_rank: usize,
+    pub qk_nope_head_dim: usize,
+    pub qk_rope_head_dim: usize,
+    pub v_head_dim: usize,
+    /// The eps of the latent's (and q's low-rank) RMSNorm.
+    pub norm_eps: f32,
+}
+
+/// YaRN RoPE scaling (transformers' `_compute_yarn_parameters`).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Yarn {
+    pub factor: f64,
+    pub original_max_position_embeddings: usize,
+    pub beta_fast: f64,
+    pub beta_slow: f64,
+    /// Round the correction range to whole dimensions.
+    pub truncate: bool,
+    /// Multiplies cos and sin.
+    pub attention_factor: f32,
 }
 
 /// What the FFN of one layer is.
@@ -139,10 +230,13 @@ pub struct ModelConfig {
     pub rms_norm_eps: f32,
     pub rope_theta: f32,
     pub rope_pairing: RopePairing,
+    pub rope_scaling: Option<Yarn>,
     pub max_position_embeddings: usize,
     /// q, k and v projections carry a bias.
     pub qkv_bias: bool,
     pub qk_norm: QkNorm,
+    /// Multi-head latent attention (DeepSeek); `None`: grouped-query attention.
+    pub mla: Option<MlaConfig>,
     /// Multiplies q·k (1/sqrt(head_dim) unless the family says otherwise).
     pub attention_scale: f32,
     /// Multiplies the token embeddings.
@@ -169,6 +263,24 @@ impl ModelConfig {
         self.num_kv_heads * self.head_dim
     }
 
+    /// The rotated dims of a q/k head: all of it, or MLA's rotary part.
+    pub fn rope_dim(&self) -> usize {
+        self.mla.as_ref().map_or(self.head_dim, |m| m.qk_rope_head_dim)
+    }
+
+    /// Floats per cached position and layer: keys and values (or MLA's latent and rotary key).
+    pub fn kv_row_floats(&self) -> (usize, usize) {
+        match &self.mla {
+            None => (self.kv_dim(), self.kv_dim()),
+            Some(m) => (m.kv_lora_rank + m.qk_rope_head_dim, 0),
+        }
+    }
+
+    /// Width of the attention output `o` reads: heads × value head dims.
+    pub fn attn_out_dim(&self) -> usize {
+        self.mla.as_ref().map_or(self.q_dim(), |m| self.num_heads * m.v_head_dim)
+    }
+
     /// Lengths of the q and k norm weights: one head's width per head, or the whole
     /// projection's; `None` without q/k norms.
     pub fn qk_norm_dims(&self) -> Option<(usize, usize)> {
@@ -186,9 +298,17 @@ impl ModelConfig {
         let h = n(self.hidden_size);
         let (q, kv) = (n(self.num_heads) * n(self.head_dim), n(self.num_kv_heads) * n(self.head_dim));
         let mlp = |i: usize| n(3) * h * n(i);
-        let attn = h * (q + n(2) * kv)
-            + q * h
-            + if self.qkv_bias { q + n(2) * kv } else { n(0) }
+        let attn = match &self.mla {
+            Some(m) => {
+                let heads = n(self.num_heads);
+                let (r, rope, nope, v) =
+                    (n(m.kv_lora_rank), n(m.qk_rope_head_dim), n(m.qk_nope_head_dim), n(m.v_head_dim));
+                let q_in = m.q_lora_rank.map_or(h, n);
+                let q_a = m.q_lora_rank.map_or(n(0), |ql| n(ql) * h + n(ql));
+                q_a + q * q_in + (r + rope) * h + r + heads * (nope + v) * r + heads * v * h
+            }
+            None => h * (q + n(2) * kv) + q * h + if self.qkv_bias { q + n(2) * kv } else { n(0) },
+        }
             + match self.qk_norm {
                 QkNorm::None => n(0),
                 QkNorm::PerHead => n(2) * n(self.head_dim),
@@ -205,7 +325,8 @@ impl ModelConfig {
                 (FfnKind::Moe, Some(m)) => {
                     let shared = m.shared_expert_intermediate_size.map_or(n(0), mlp)
                         + if m.shared_expert_gate { h } else { n(0) };
-                    let router = n(m.num_experts) * h;
+                    let router = n(m.num_experts) * h
+                        + if m.routing.selection_bias { n(m.num_experts) } else { n(0) };
                     total += router + shared + n(m.num_experts) * mlp(m.expert_intermediate_size);
                     active += router + shared + n(m.top_k) * mlp(m.expert_intermediate_size);
                 }
@@ -232,7 +353,7 @@ impl ModelConfig {
         ];
         for (field, v) in positive {
             if v == 0 {
-                return Err(Error::field(field, "must be positive"));
+                return Err(Error::field(field.to_string(), "must be positive"));
             }
         }
         // The projections are heads × head_dim wide (the key and value ones no wider).
@@ -275,11 +396,61 @@ impl ModelConfig {
                         format!("{} is not in 1..={} (the number of experts)", m.top_k, m.num_experts),
                     ));
                 }
+                if let Some(g) = m.routing.groups {
+                    let size = m.num_experts / g.count.max(1);
+                    if g.count == 0 || !m.num_experts.is_multiple_of(g.count) {
+                        return Err(Error::field(
+                            "n_group",
+                            format!("{} does not divide the {} experts into equal groups", g.count, m.num_experts),
+                        ));
+                    }
+                    if g.used == 0 || g.used > g.count || m.top_k > g.used * size {
+                        return Err(Error::field(
+                            "topk_group",
+                            format!(
+                                "{} groups of {size} cannot supply {} experts (n_group {})",
+                                g.used, m.top_k, g.count
+                            ),
+                        ));
+                    }
+                    if g.score == GroupScore::TopTwoSum && size < 2 {
+                        return Err(Error::field("n_group", "groups scored by their two best need two experts"));
+                    }
+                }
+                if !(m.routing.scale.is_finite() && m.routing.scale != 0.0) {
+                    return Err(Error::field("routed_scaling_factor", "must be a non-zero number"));
+                }
             }
             None if self.layer_ffn.contains(&FfnKind::Moe) => {
                 return Err(Error::field("num_experts", "MoE layers without an expert count"));
             }
             None => {}
+        }
+        if let Some(m) = &self.mla {
+            let widths = [
+                ("kv_lora_rank", m.kv_lora_rank),
+                ("qk_rope_head_dim", m.qk_rope_head_dim),
+                ("qk_nope_head_dim", m.qk_nope_head_dim),
+                ("v_head_dim", m.v_head_dim),
+                ("q_lora_rank", m.q_lora_rank.unwrap_or(1)),
+            ];
+            if let Some((field, _)) = widths.iter().find(|(_, v)| *v == 0) {
+                return Err(Error::field(field.to_string(), "must be positive"));
+            }
+            if self.head_dim != m.qk_nope_head_dim + m.qk_rope_head_dim || !m.qk_rope_head_dim.is_multiple_of(2) {
+                return Err(Error::field(
+                    "qk_rope_head_dim",
+                    format!("{} must be even, and with qk_nope_head_dim {} make the head's {}", m.qk_rope_head_dim,
+                        m.qk_nope_head_dim, self.head_dim),
+                ));
+            }
+        }
+        if let Some(y) = &self.rope_scaling {
+            if !(y.factor > 0.0 && y.factor.is_finite() && y.attention_factor.is_finite())
+                || y.original_max_position_embeddings == 0
+            {
+                return Err(Error::field("rope_parameters", "YaRN needs a positive factor and original context"));
+            }
         }
         Ok(())
     }

@@ -33,7 +33,7 @@
 //! Norm weights are 1, biases 0; every matrix (embeddings, output, routers and shared-expert
 //! gates included) is generated INT4 with groups of [`PRESET_GROUP`].
 
-use super::{Family, FfnKind, ModelConfig, MoeConfig, QkNorm, RopePairing};
+use super::{Family, FfnKind, ModelConfig, MoeConfig, QkNorm, RopePairing, Routing};
 use crate::{Error, Result};
 
 /// INT4 group of every generated matrix.
@@ -76,9 +76,11 @@ fn qwen2_moe(s: Shape) -> ModelConfig {
         rms_norm_eps: 1e-6,
         rope_theta: 1_000_000.0,
         rope_pairing: RopePairing::Halves,
+        rope_scaling: None,
         max_position_embeddings: s.max_positions,
         qkv_bias: true,
         qk_norm: QkNorm::None,
+        mla: None,
         attention_scale: 1.0 / (s.head_dim as f32).sqrt(),
         embedding_multiplier: 1.0,
         residual_multiplier: 1.0,
@@ -91,7 +93,7 @@ fn qwen2_moe(s: Shape) -> ModelConfig {
             top_k: s.top_k,
             expert_intermediate_size: s.expert_width,
             // Qwen1.5-MoE's norm_topk_prob = false.
-            renormalize: false,
+            routing: Routing::softmax(false),
             shared_expert_intermediate_size: Some(s.shared_width),
             shared_expert_gate: true,
         }),

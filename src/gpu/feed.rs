@@ -25,8 +25,8 @@ use std::borrow::Cow;
 /// `f32` storage buffers; stacked experts are uploaded in whole experts.
 pub type GpuLinear = Linear<GpuMatrix, wgpu::Buffer>;
 pub type GpuMlp = Mlp<GpuMatrix>;
-pub type GpuMoe = Moe<GpuMatrix>;
-pub type GpuFfn = Ffn<GpuMatrix>;
+pub type GpuMoe = Moe<GpuMatrix, wgpu::Buffer>;
+pub type GpuFfn = Ffn<GpuMatrix, wgpu::Buffer>;
 pub type GpuLayerWeights = Layer<GpuMatrix, wgpu::Buffer>;
 
 /// The end of the model: the final norm's weight (on the host: the model folds the logits

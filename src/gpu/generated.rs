@@ -6,7 +6,8 @@ use super::feed::{GpuFfn, GpuHead, GpuLayerWeights, GpuLinear, GpuMlp, GpuMoe, W
 use super::kernels::generate_int4;
 use super::matrix::{GpuMatrix, MatrixLayout};
 use super::Gpu;
-use crate::config::{FfnKind, ModelConfig};
+use crate::config::{FfnKind, MlaConfig, ModelConfig};
+use crate::weights::tree::{Attention, Gqa, Mla};
 use crate::quant::generated::int4_matrix;
 use crate::quant::packed::Format;
 use crate::weights::model::{FfnWeights, LayerWeights, LinearWeights, MlpWeights, ModelWeights, MoeWeights};
@@ -27,6 +28,42 @@ const SHARED_GATE: u32 = 8;
 const SHARED_UP: u32 = 9;
 const SHARED_DOWN: u32 = 10;
 const SHARED_EXPERT_GATE: u32 = 11;
+// MLA (q_nope is Q, kv_a K, v_b V).
+const Q_ROPE: u32 = 12;
+const Q_A: u32 = 13;
+const K_B: u32 = 14;
+
+/// An MLA layer's matrices: (role, rows, cols, units kept whole) of q_a (if any), q_nope, q_rope,
+/// kv_a, k_b, v_b.
+pub(crate) fn mla_matrices(c: &ModelConfig, m: &MlaConfig) -> (Option<[usize; 4]>, [[usize; 4]; 5]) {
+    let (h, n, r) = (c.hidden_size, c.num_heads, m.kv_lora_rank);
+    let q_in = m.q_lora_rank.unwrap_or(h);
+    let q_a = m.q_lora_rank.map(|ql| [Q_A as usize, ql, h, 1]);
+    let rest = [
+        [Q as usize, n * m.qk_nope_head_dim, q_in, 1],
+        [Q_ROPE as usize, n * m.qk_rope_head_dim, q_in, 1],
+        [K as usize, r + m.qk_rope_head_dim, h, 1],
+        [K_B as usize, n * r, m.qk_nope_head_dim, n],
+        [V as usize, n * m.v_head_dim, r, n],
+    ];
+    (q_a, rest)
+}
+
+/// An MLA tree from its matrices in [`mla_matrices`]' order and vectors of ones.
+fn mla_tree<M, V>(c: &ModelConfig, m: &MlaConfig, q_a: Option<M>, mut rest: Vec<M>, ones: impl Fn(usize) -> V) -> Mla<M, V> {
+    let mut take = || rest.remove(0);
+    let (q_nope, q_rope, kv_a, k_b, v_b) = (take(), take(), take(), take(), take());
+    Mla {
+        heads: c.num_heads,
+        q_a: q_a.map(|w| (w, ones(m.q_lora_rank.unwrap_or(0)))),
+        q_nope,
+        q_rope,
+        kv_a,
+        kv_norm: ones(m.kv_lora_rank),
+        k_b,
+        v_b,
+    }
+}
 
 /// The id of matrix `role` of layer `l`: what the CPU twin (`quant::generated::int4_matrix`)
 /// takes to give the same matrix.
@@ -101,6 +138,7 @@ impl WeightFeed for GeneratedFeed<'_> {
                 let shared = m.shared_expert_intermediate_size;
                 GpuFfn::Moe(Box::new(GpuMoe {
                     router: self.matrix(gpu, m.num_experts, h, 1, id(ROUTER))?,
+                    router_bias: m.routing.selection_bias.then(|| gpu.storage_zeroed("router bias", 4 * m.num_experts as u64)),
                     experts: self.mlp(gpu, m.num_experts, m.expert_intermediate_size, [id(GATE), id(UP), id(DOWN)])?,
                     shared: shared
                         .map(|s| self.mlp(gpu, 1, s, [id(SHARED_GATE), id(SHARED_UP), id(SHARED_DOWN)]))
@@ -113,14 +151,26 @@ impl WeightFeed for GeneratedFeed<'_> {
             }
             _ => GpuFfn::Dense(self.mlp(gpu, 1, c.intermediate_size, [id(GATE), id(UP), id(DOWN)])?),
         };
+        let attn = match &c.mla {
+            Some(m) => {
+                let (q_a, rest) = mla_matrices(c, m);
+                let mut gen = |[role, rows, cols, unit]: [usize; 4]| self.matrix(gpu, rows, cols, rows / unit, id(role as u32));
+                let q_a = q_a.map(&mut gen).transpose()?;
+                let rest = rest.into_iter().map(gen).collect::<Result<Vec<_>>>()?;
+                Attention::Mla(Box::new(mla_tree(c, m, q_a, rest, |n| ones(gpu, n))))
+            }
+            None => Attention::Gqa(Gqa {
+                q: self.linear(gpu, q, h, id(Q), bias)?,
+                k: self.linear(gpu, kv, h, id(K), bias)?,
+                v: self.linear(gpu, kv, h, id(V), bias)?,
+                q_norm: c.qk_norm_dims().map(|(qn, _)| ones(gpu, qn)),
+                k_norm: c.qk_norm_dims().map(|(_, kn)| ones(gpu, kn)),
+            }),
+        };
         Ok(GpuLayerWeights {
             attn_norm: ones(gpu, h),
-            q: self.linear(gpu, q, h, id(Q), bias)?,
-            k: self.linear(gpu, kv, h, id(K), bias)?,
-            v: self.linear(gpu, kv, h, id(V), bias)?,
-            o: self.linear(gpu, h, q, id(O), false)?,
-            q_norm: c.qk_norm_dims().map(|(qn, _)| ones(gpu, qn)),
-            k_norm: c.qk_norm_dims().map(|(_, kn)| ones(gpu, kn)),
+            attn,
+            o: self.linear(gpu, h, c.attn_out_dim(), id(O), false)?,
             ffn_norm: ones(gpu, h),
             ffn,
         })
@@ -159,6 +209,7 @@ pub fn host_weights(c: &ModelConfig, group: usize, seed: u32) -> Result<ModelWei
                 let shared = moe.shared_expert_intermediate_size;
                 FfnWeights::Moe(Box::new(MoeWeights {
                     router: m(moe.num_experts, h, id(ROUTER))?,
+                    router_bias: moe.routing.selection_bias.then(|| vec![0.0; moe.num_experts]),
                     experts: mlp(moe.num_experts, moe.expert_intermediate_size, [id(GATE), id(UP), id(DOWN)])?,
                     shared: shared.map(|s| mlp(1, s, [id(SHARED_GATE), id(SHARED_UP), id(SHARED_DOWN)])).transpose()?,
                     shared_gate: match shared.is_some() && moe.shared_expert_gate {
@@ -169,18 +220,32 @@ pub fn host_weights(c: &ModelConfig, group: usize, seed: u32) -> Result<ModelWei
             }
             _ => FfnWeights::Dense(mlp(1, c.intermediate_size, [id(GATE), id(UP), id(DOWN)])?),
         };
-        let (q_norm, k_norm) = match c.qk_norm_dims() {
-            None => (None, None),
-            Some((qn, kn)) => (Some(vec![1.0; qn]), Some(vec![1.0; kn])),
+        let attn = match &c.mla {
+            Some(mla) => {
+                let (q_a, rest) = mla_matrices(c, mla);
+                let gen = |[role, rows, cols, _]: [usize; 4]| m(rows, cols, id(role as u32));
+                let q_a = q_a.map(gen).transpose()?;
+                let rest = rest.into_iter().map(gen).collect::<Result<Vec<_>>>()?;
+                Attention::Mla(Box::new(mla_tree(c, mla, q_a, rest, |n| vec![1.0; n])))
+            }
+            None => {
+                let (q_norm, k_norm) = match c.qk_norm_dims() {
+                    None => (None, None),
+                    Some((qn, kn)) => (Some(vec![1.0; qn]), Some(vec![1.0; kn])),
+                };
+                Attention::Gqa(Gqa {
+                    q: linear(c.q_dim(), h, id(Q), c.qkv_bias)?,
+                    k: linear(c.kv_dim(), h, id(K), c.qkv_bias)?,
+                    v: linear(c.kv_dim(), h, id(V), c.qkv_bias)?,
+                    q_norm,
+                    k_norm,
+                })
+            }
         };
         layers.push(LayerWeights {
             attn_norm: vec![1.0; h],
-            q: linear(c.q_dim(), h, id(Q), c.qkv_bias)?,
-            k: linear(c.kv_dim(), h, id(K), c.qkv_bias)?,
-            v: linear(c.kv_dim(), h, id(V), c.qkv_bias)?,
-            o: linear(h, c.q_dim(), id(O), false)?,
-            q_norm,
-            k_norm,
+            attn,
+            o: linear(h, c.attn_out_dim(), id(O), false)?,
             ffn_norm: vec![1.0; h],
             ffn,
         });

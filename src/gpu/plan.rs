@@ -40,6 +40,21 @@ pub struct Scratch {
     pub grouping: u64,
     /// Decode attention's partial outputs, for the most splits a GPU gets at this context.
     pub attention_partials: u64,
+    /// MLA: the latent projection's rows `[T, q_lora + kv_lora + rope]` and q's normed low-rank
+    /// part `[T, q_lora]` (4 bytes each without MLA).
+    pub latent: u64,
+    pub q_latent: u64,
+    /// MLA: per head a latent-space query and attention output, `[T, heads, kv_lora + rope]` each.
+    pub heads_latent: u64,
+}
+
+/// Attention as the kernel runs it: (query heads, key heads, head dim). MLA's heads all attend
+/// over one latent "key head" of `kv_lora + rope` dims, whose first `kv_lora` are the values.
+pub fn attention_dims(c: &ModelConfig) -> (u32, u32, u32) {
+    match &c.mla {
+        Some(m) => (c.num_heads as u32, 1, (m.kv_lora_rank + m.qk_rope_head_dim) as u32),
+        None => (c.num_heads as u32, c.num_kv_heads as u32, c.head_dim as u32),
+    }
 }
 
 /// A buffer's bytes as [`Gpu`](super::Gpu) allocates them: at least 4, a multiple of 4.
@@ -63,7 +78,7 @@ impl Scratch {
         .unwrap_or(0);
         Scratch {
             hidden: f32s(c.hidden_size),
-            q: f32s(c.q_dim()),
+            q: f32s(c.q_dim().max(c.attn_out_dim())),
             kv: f32s(c.kv_dim()),
             qkv: f32s(c.q_dim() + 2 * c.kv_dim()),
             ffn: f32s(ffn_width),
@@ -76,10 +91,13 @@ impl Scratch {
                 GroupBuffers::bytes(max_tokens, m.num_experts as u32, m.top_k as u32, tile)
             }),
             attention_partials: {
-                let (heads, kv_heads, hd) = (c.num_heads as u32, c.num_kv_heads as u32, c.head_dim as u32);
+                let (heads, kv_heads, hd) = attention_dims(c);
                 let splits = attention::max_splits(attention::workgroups_per_token(heads, kv_heads, hd), max_ctx);
                 buffer(attention::partials_bytes(1, splits, heads, hd))
             },
+            latent: f32s(c.mla.as_ref().map_or(0, |m| m.q_lora_rank.unwrap_or(0) + m.kv_lora_rank + m.qk_rope_head_dim)),
+            q_latent: f32s(c.mla.as_ref().map_or(0, |m| m.q_lora_rank.unwrap_or(0))),
+            heads_latent: f32s(c.mla.as_ref().map_or(0, |m| c.num_heads * (m.kv_lora_rank + m.qk_rope_head_dim))),
         }
     }
 
@@ -95,6 +113,9 @@ impl Scratch {
             + self.gate_logit
             + self.grouping
             + self.attention_partials
+            + self.latent
+            + self.q_latent
+            + 2 * self.heads_latent
     }
 }
 
@@ -139,7 +160,18 @@ impl MemoryPlan {
         let head = matrix(c.vocab_size, h, 1)? * if c.tie_word_embeddings { 1 } else { 2 };
         let mut weights = head;
         for kind in &c.layer_ffn {
-            weights += matrix(c.q_dim(), h, 1)? + 2 * matrix(c.kv_dim(), h, 1)? + matrix(h, c.q_dim(), 1)?;
+            weights += matrix(h, c.attn_out_dim(), 1)?;
+            weights += match &c.mla {
+                Some(m) => {
+                    let (q_a, rest) = super::generated::mla_matrices(c, m);
+                    let mut sum = 0;
+                    for [_, rows, cols, units] in q_a.into_iter().chain(rest) {
+                        sum += matrix(rows, cols, rows / units)?;
+                    }
+                    sum
+                }
+                None => matrix(c.q_dim(), h, 1)? + 2 * matrix(c.kv_dim(), h, 1)?,
+            };
             let mlp = |n: usize, width: usize| -> Result<u64> {
                 Ok(2 * matrix(n * width, h, width)? + matrix(n * h, width, h)?)
             };
@@ -163,8 +195,14 @@ impl MemoryPlan {
         let vector = |n: usize| buffer(4 * n as u64);
         let per_layer = 2 * vector(c.hidden_size)
             + if c.qkv_bias { vector(c.q_dim()) + 2 * vector(c.kv_dim()) } else { 0 }
-            + c.qk_norm_dims().map_or(0, |(qn, kn)| vector(qn) + vector(kn));
-        vector(c.hidden_size) + c.num_layers as u64 * per_layer
+            + c.qk_norm_dims().map_or(0, |(qn, kn)| vector(qn) + vector(kn))
+            + c.mla.as_ref().map_or(0, |m| vector(m.kv_lora_rank) + m.q_lora_rank.map_or(0, vector));
+        let router_bias = match &c.moe {
+            Some(m) if m.routing.selection_bias => vector(m.num_experts),
+            _ => 0,
+        };
+        let moe_layers = c.layer_ffn.iter().filter(|k| **k == FfnKind::Moe).count() as u64;
+        vector(c.hidden_size) + c.num_layers as u64 * per_layer + moe_layers * router_bias
     }
 
     /// The plan of `config` with `weights` bytes of matrices and `vectors` of norms and biases
@@ -177,7 +215,9 @@ impl MemoryPlan {
         max_ctx: u32,
         kv: KvFormat,
     ) -> Self {
-        let kv_per_token = 2 * c.num_layers as u64 * kv_buffer_bytes(c, 1, kv);
+        let (k1, v1) = kv_buffer_bytes(c, 1, kv);
+        let kv_per_token = c.num_layers as u64 * (k1 + v1);
+        let (keys, values) = kv_buffer_bytes(c, max_ctx, kv);
         let t = u64::from(max_tokens);
         // Token ids, the step uniform (16 B); the sampler: request uniform, state, ring and one
         // readback of 4 B per slot (3), argmax partials (8 B per block), exp2 tables (512 u32).
@@ -192,8 +232,8 @@ impl MemoryPlan {
             vectors,
             kv_format: kv,
             kv_per_token,
-            // One buffer per layer for keys and one for values.
-            kv_cache: 2 * c.num_layers as u64 * buffer(kv_buffer_bytes(c, max_ctx, kv)),
+            // One buffer per layer for keys and one for values (MLA: the latent rows, and 4 bytes).
+            kv_cache: c.num_layers as u64 * (buffer(keys) + buffer(values)),
             max_ctx,
             max_tokens,
             scratch: Scratch::new(c, max_tokens, max_ctx).total(),
@@ -207,8 +247,10 @@ impl MemoryPlan {
     }
 }
 
-/// Bytes of one layer's key (or value) cache of `positions` rows: the one formula the plan and
-/// the allocation share.
-pub fn kv_buffer_bytes(c: &ModelConfig, positions: u32, kv: KvFormat) -> u64 {
-    u64::from(positions) * c.kv_dim() as u64 * kv.bytes_per_value()
+/// Bytes of one layer's key and value caches of `positions` rows (MLA: latent rows, no values):
+/// the one formula the plan and the allocation share.
+pub fn kv_buffer_bytes(c: &ModelConfig, positions: u32, kv: KvFormat) -> (u64, u64) {
+    let (k, v) = c.kv_row_floats();
+    let bytes = |n: usize| u64::from(positions) * n as u64 * kv.bytes_per_value();
+    (bytes(k), bytes(v))
 }

@@ -13,6 +13,7 @@ const INCLUDES: &[(&str, &str)] = &[
     ("matmul_rows.wgsl", include_str!("../../shaders/matmul_rows.wgsl")),
     ("matmul_subgroup.wgsl", include_str!("../../shaders/matmul_subgroup.wgsl")),
     ("bits_format.wgsl", include_str!("../../shaders/bits_format.wgsl")),
+    ("sincos.wgsl", include_str!("../../shaders/sincos.wgsl")),
 ];
 
 /// `source` with its `#include` lines replaced by the files they name; a file already included

@@ -6,23 +6,29 @@
 
 pub mod weights;
 
+mod mla;
+
 use crate::config::{ModelConfig, QkNorm, RopePairing};
-use crate::ops::{add_scaled, attend, rms_norm, rope, rope_angles, sigmoid, silu, softmax, top_k};
-use crate::weights::tree::Ffn;
+use crate::ops::{add_scaled, attend, rms_norm, rope, rope_angles, route, sigmoid, silu};
+use crate::weights::tree::{Attention, Ffn, Gqa};
 use crate::{Error, Result};
 pub use weights::{RefLayer, RefMlp, RefMoe, Weights};
 
-/// Keys and values of every past position, per layer: `[position, kv_dim]` rows.
+/// Keys and values of every past position, per layer: `[position, kv_dim]` rows (MLA: the
+/// latent and rotary key, `[position, kv_lora_rank + rope]`, and no values).
 #[derive(Debug, Clone, Default)]
 pub struct KvCache {
     keys: Vec<Vec<f32>>,
     values: Vec<Vec<f32>>,
+    /// Floats per position of a key row and of a value row.
+    widths: (usize, usize),
     len: usize,
 }
 
 impl KvCache {
     pub fn new(config: &ModelConfig) -> Self {
-        KvCache { keys: vec![vec![]; config.num_layers], values: vec![vec![]; config.num_layers], len: 0 }
+        let layers = config.num_layers;
+        KvCache { keys: vec![vec![]; layers], values: vec![vec![]; layers], widths: config.kv_row_floats(), len: 0 }
     }
     /// Number of positions held.
     pub fn len(&self) -> usize {
@@ -32,9 +38,12 @@ impl KvCache {
         self.len == 0
     }
     /// Forgets positions from `len` on (to rewind after a discarded token).
-    pub fn truncate(&mut self, len: usize, kv_dim: usize) {
-        for layer in self.keys.iter_mut().chain(self.values.iter_mut()) {
-            layer.truncate(len * kv_dim);
+    pub fn truncate(&mut self, len: usize) {
+        for layer in &mut self.keys {
+            layer.truncate(len * self.widths.0);
+        }
+        for layer in &mut self.values {
+            layer.truncate(len * self.widths.1);
         }
         self.len = self.len.min(len);
     }
@@ -74,7 +83,13 @@ impl ReferenceModel {
         }
 
         for (l, layer) in self.weights.layers.iter().enumerate() {
-            let attn_out = self.attention(layer, l, &x, cache);
+            let mut normed = x.clone();
+            rms_norm(&mut normed, &layer.attn_norm, c.rms_norm_eps);
+            let heads = match &layer.attn {
+                Attention::Gqa(a) => self.gqa(a, l, &normed, cache),
+                Attention::Mla(a) => self.mla(a, l, &normed, cache),
+            };
+            let attn_out = layer.o.forward(&heads);
             add_scaled(&mut x, &attn_out, c.residual_multiplier);
             let mut normed = x.clone();
             rms_norm(&mut normed, &layer.ffn_norm, c.rms_norm_eps);
@@ -91,15 +106,14 @@ impl ReferenceModel {
         Ok(logits.chunks_exact(c.vocab_size).map(|row| row.iter().map(|v| v * c.logits_multiplier).collect()).collect())
     }
 
-    /// Self-attention of T new positions over the cache and themselves (causal, GQA).
-    fn attention(&self, layer: &RefLayer, l: usize, x: &[f32], cache: &mut KvCache) -> Vec<f32> {
+    /// Self-attention of T new positions (the attention-normed `normed`) over the cache and
+    /// themselves (causal, GQA): the heads' outputs, before `o`.
+    fn gqa(&self, layer: &Gqa<crate::ops::Matrix, Vec<f32>>, l: usize, normed: &[f32], cache: &mut KvCache) -> Vec<f32> {
         let c = &self.config;
         let (hd, q_dim, kv_dim) = (c.head_dim, c.q_dim(), c.kv_dim());
-        let mut normed = x.to_vec();
-        rms_norm(&mut normed, &layer.attn_norm, c.rms_norm_eps);
-        let mut q = layer.q.forward(&normed);
-        let mut k = layer.k.forward(&normed);
-        let v = layer.v.forward(&normed);
+        let mut q = layer.q.forward(normed);
+        let mut k = layer.k.forward(normed);
+        let v = layer.v.forward(normed);
 
         // q/k norms: per head (weight of head_dim) or over the whole projection.
         if let (Some(qn), Some(kn)) = (&layer.q_norm, &layer.k_norm) {
@@ -109,7 +123,7 @@ impl ReferenceModel {
         }
 
         let interleaved = c.rope_pairing == RopePairing::Interleaved;
-        let t_count = x.len() / c.hidden_size;
+        let t_count = normed.len() / c.hidden_size;
         for t in 0..t_count {
             let (cos, sin) = rope_angles(cache.len + t, hd, c.rope_theta);
             for head in q[t * q_dim..(t + 1) * q_dim].chunks_exact_mut(hd) {
@@ -140,20 +154,17 @@ impl ReferenceModel {
                 ));
             }
         }
-        layer.o.forward(&out)
+        out
     }
 
-    /// The sparse FFN for one token: softmax router, top-k, optional renormalisation,
+    /// The sparse FFN for one token: the router's choice (`ops::route`),
     /// weighted sum of the selected experts, plus the (optionally gated) shared expert.
     fn moe(&self, moe: &RefMoe, x: &[f32]) -> Vec<f32> {
         let m = self.config.moe.as_ref().expect("an MoE layer implies an MoE config");
-        let mut probs = moe.router.forward(x);
-        softmax(&mut probs);
-        let chosen = top_k(&probs, m.top_k);
-        let total: f32 = chosen.iter().map(|&e| probs[e]).sum();
+        let logits = moe.router.forward(x);
+        let (chosen, weights) = route(&logits, moe.router_bias.as_deref(), m.top_k, &m.routing);
         let mut out = vec![0.0; x.len()];
-        for &e in &chosen {
-            let weight = if m.renormalize { probs[e] / total } else { probs[e] };
+        for (&e, &weight) in chosen.iter().zip(&weights) {
             add_scaled(&mut out, &swiglu(&moe.experts, x, e, m.num_experts), weight);
         }
         if let Some(shared) = &moe.shared {

@@ -9,8 +9,8 @@ use crate::weights::tree::{Ffn, Layer, Linear, Mlp, Model, Moe};
 
 pub type RefLinear = Linear<Matrix, Vec<f32>>;
 pub type RefMlp = Mlp<Matrix>;
-pub type RefMoe = Moe<Matrix>;
-pub type RefFfn = Ffn<Matrix>;
+pub type RefMoe = Moe<Matrix, Vec<f32>>;
+pub type RefFfn = Ffn<Matrix, Vec<f32>>;
 pub type RefLayer = Layer<Matrix, Vec<f32>>;
 /// Every weight of the model in f32.
 pub type Weights = Model<Matrix, Vec<f32>>;

@@ -6,19 +6,20 @@
 //! stacked: `gate`/`up` of an MoE layer hold `E * I` rows (expert `e` owns rows
 //! `e*I..(e+1)*I`), `down` holds `E * H` rows, whatever layout the checkpoint used.
 
-use super::names::{ExpertLayout, Names};
-use super::tree::{Ffn, Layer, Linear, Mlp, Model, Moe};
+use super::names::{ExpertLayout, LayerNames, Names};
+use super::tree::{Attention, Ffn, Gqa, Layer, Linear, Mla, Mlp, Model, Moe};
 use super::TensorSource;
-use crate::config::{FfnKind, ModelConfig};
+use crate::config::{FfnKind, MlaConfig, ModelConfig};
 use crate::quant::packed::PackedMatrix;
 use crate::{Error, Result};
 
 /// The weight tree on the host (see [`super::tree`]).
 pub type LinearWeights = Linear<PackedMatrix, Vec<f32>>;
 pub type MlpWeights = Mlp<PackedMatrix>;
-pub type MoeWeights = Moe<PackedMatrix>;
-pub type FfnWeights = Ffn<PackedMatrix>;
+pub type MoeWeights = Moe<PackedMatrix, Vec<f32>>;
+pub type FfnWeights = Ffn<PackedMatrix, Vec<f32>>;
 pub type LayerWeights = Layer<PackedMatrix, Vec<f32>>;
+pub type MlaWeights = Mla<PackedMatrix, Vec<f32>>;
 pub type ModelWeights = Model<PackedMatrix, Vec<f32>>;
 
 impl ModelWeights {
@@ -63,9 +64,21 @@ impl LayerWeights {
         let h = config.hidden_size;
         let n = names.layer(l);
         let (q_dim, kv_dim) = (config.q_dim(), config.kv_dim());
-        let (q_norm, k_norm) = match config.qk_norm_dims() {
-            None => (None, None),
-            Some((qn, kn)) => (Some(ld.vector(&n.q_norm, qn)?), Some(ld.vector(&n.k_norm, kn)?)),
+        let attn = match &config.mla {
+            Some(m) => Attention::Mla(Box::new(ld.mla(config, m, &n)?)),
+            None => {
+                let (q_norm, k_norm) = match config.qk_norm_dims() {
+                    None => (None, None),
+                    Some((qn, kn)) => (Some(ld.vector(&n.q_norm, qn)?), Some(ld.vector(&n.k_norm, kn)?)),
+                };
+                Attention::Gqa(Gqa {
+                    q: ld.linear(&n.q, q_dim, h, config.qkv_bias)?,
+                    k: ld.linear(&n.k, kv_dim, h, config.qkv_bias)?,
+                    v: ld.linear(&n.v, kv_dim, h, config.qkv_bias)?,
+                    q_norm,
+                    k_norm,
+                })
+            }
         };
         let o_bias = src.contains(&format!("{}.bias", n.o));
         let ffn = match (kind, &config.moe) {
@@ -82,6 +95,10 @@ impl LayerWeights {
                 };
                 FfnWeights::Moe(Box::new(MoeWeights {
                     router: ld.matrix(&n.router, m.num_experts, h)?,
+                    router_bias: match m.routing.selection_bias {
+                        true => Some(ld.bias_vector(&n.router_bias, m.num_experts)?),
+                        false => None,
+                    },
                     experts: ld.experts(
                         &names.expert_layouts(l, m.num_experts),
                         m.num_experts,
@@ -96,12 +113,8 @@ impl LayerWeights {
         };
         Ok(LayerWeights {
             attn_norm: ld.vector(&n.attn_norm, h)?,
-            q: ld.linear(&n.q, q_dim, h, config.qkv_bias)?,
-            k: ld.linear(&n.k, kv_dim, h, config.qkv_bias)?,
-            v: ld.linear(&n.v, kv_dim, h, config.qkv_bias)?,
-            o: ld.linear(&n.o, h, q_dim, o_bias)?,
-            q_norm,
-            k_norm,
+            attn,
+            o: ld.linear(&n.o, h, config.attn_out_dim(), o_bias)?,
             ffn_norm: ld.vector(&n.ffn_norm, h)?,
             ffn,
         })
@@ -146,6 +159,64 @@ impl Loader<'_> {
         let name = self.found(base)?;
         self.check_shape(&name, &[len])?;
         Ok(self.src.load_f32(&name)?.data)
+    }
+
+    /// A vector stored as `base.bias`, `base.weight` or `base` (GGUF's `exp_probs_b.bias`).
+    fn bias_vector(&self, base: &str, len: usize) -> Result<Vec<f32>> {
+        let name = [format!("{base}.bias"), format!("{base}.weight"), base.to_string()]
+            .into_iter()
+            .find(|n| self.src.contains(n))
+            .ok_or_else(|| Error::MissingTensor(base.into()))?;
+        self.check_shape(&name, &[len])?;
+        Ok(self.src.load_f32(&name)?.data)
+    }
+
+    /// MLA's projections in the one layout of [`Mla`]: q split into its non-rotary and rotary
+    /// rows per head; the latent's up-projection as per-head `W_UK` transposed and `W_UV`, from
+    /// GGUF's split `attn_k_b`/`attn_v_b` or from a fused `kv_b` (Hugging Face, older GGUF
+    /// files). Row selections keep the packed format; transposing `W_UK` takes it to f32.
+    fn mla(&self, c: &ModelConfig, m: &MlaConfig, n: &LayerNames) -> Result<MlaWeights> {
+        let (h, heads, r) = (c.hidden_size, c.num_heads, m.kv_lora_rank);
+        let (nope, rope, v) = (m.qk_nope_head_dim, m.qk_rope_head_dim, m.v_head_dim);
+        let (q, q_a) = match m.q_lora_rank {
+            Some(ql) => {
+                let a = (self.matrix(&n.q_a, ql, h)?, self.vector(&n.q_a_norm, ql)?);
+                (self.matrix(&n.q_b, heads * (nope + rope), ql)?, Some(a))
+            }
+            None => (self.matrix(&n.q, heads * (nope + rope), h)?, None),
+        };
+        let per_head = |m: &PackedMatrix, stride: usize, start: usize, len: usize| {
+            let parts: Vec<_> =
+                (0..heads).map(|hd| row_range(m, hd * stride + start, hd * stride + start + len)).collect();
+            concat_rows(&parts)
+        };
+        let (k_b, v_b) = match self.find(&n.k_b).is_some() {
+            true => (self.packed(&n.k_b, &[heads, r, nope])?, self.packed(&n.v_b, &[heads, v, r])?),
+            false => {
+                let kv_b = self.matrix(&n.kv_b, heads * (nope + v), r)?;
+                let k = per_head(&kv_b, nope + v, 0, nope)?.dequantize();
+                // [heads, nope, r] -> [heads, r, nope].
+                let mut t = vec![0.0; k.len()];
+                for hd in 0..heads {
+                    for i in 0..nope {
+                        for j in 0..r {
+                            t[(hd * r + j) * nope + i] = k[(hd * nope + i) * r + j];
+                        }
+                    }
+                }
+                (PackedMatrix::from_f32(heads * r, nope, &t), per_head(&kv_b, nope + v, nope, v)?)
+            }
+        };
+        Ok(MlaWeights {
+            heads,
+            q_a,
+            q_nope: per_head(&q, nope + rope, 0, nope)?,
+            q_rope: per_head(&q, nope + rope, nope, rope)?,
+            kv_a: self.matrix(&n.kv_a, r + rope, h)?,
+            kv_norm: self.vector(&n.kv_a_norm, r)?,
+            k_b,
+            v_b,
+        })
     }
 
     /// A linear layer; its bias is loaded when the family has one, and must exist then.
@@ -288,9 +359,19 @@ impl ModelWeights {
     /// or gates.
     fn for_each_decoder_linear(&mut self, mut f: impl FnMut(&mut PackedMatrix) -> Result<()>) -> Result<()> {
         for layer in &mut self.layers {
-            for l in [&mut layer.q, &mut layer.k, &mut layer.v, &mut layer.o] {
-                f(&mut l.weight)?;
+            match &mut layer.attn {
+                Attention::Gqa(a) => {
+                    for l in [&mut a.q, &mut a.k, &mut a.v] {
+                        f(&mut l.weight)?;
+                    }
+                }
+                Attention::Mla(_) => {
+                    return Err(Error::Request(
+                        "quantizing multi-head latent attention (DeepSeek) is not supported yet".into(),
+                    ))
+                }
             }
+            f(&mut layer.o.weight)?;
             let mlps = match &mut layer.ffn {
                 FfnWeights::Dense(m) => vec![m],
                 FfnWeights::Moe(moe) => std::iter::once(&mut moe.experts).chain(moe.shared.as_mut()).collect(),

@@ -45,6 +45,18 @@ pub struct LayerNames {
     pub shared_up: String,
     pub shared_down: String,
     pub shared_expert_gate: String,
+    /// MLA (DeepSeek): q's low-rank pair and norm, the latent projection and norm, and the
+    /// latent's up-projection, fused (`kv_b`) or split per head (`k_b` transposed, `v_b`: GGUF).
+    pub q_a: String,
+    pub q_a_norm: String,
+    pub q_b: String,
+    pub kv_a: String,
+    pub kv_a_norm: String,
+    pub kv_b: String,
+    pub k_b: String,
+    pub v_b: String,
+    /// The router's selection bias (DeepSeek-V3 `e_score_correction_bias`).
+    pub router_bias: String,
 }
 
 pub struct Names {
@@ -101,6 +113,15 @@ impl Names {
                     shared_up: n("ffn_up_shexp"),
                     shared_down: n("ffn_down_shexp"),
                     shared_expert_gate: n("ffn_gate_inp_shexp"),
+                    q_a: n("attn_q_a"),
+                    q_a_norm: n("attn_q_a_norm"),
+                    q_b: n("attn_q_b"),
+                    kv_a: n("attn_kv_a_mqa"),
+                    kv_a_norm: n("attn_kv_a_norm"),
+                    kv_b: n("attn_kv_b"),
+                    k_b: n("attn_k_b"),
+                    v_b: n("attn_v_b"),
+                    router_bias: n("exp_probs_b"),
                 }
             }
             Scheme::HuggingFace => {
@@ -110,6 +131,8 @@ impl Names {
                     Family::GraniteMoe => n("block_sparse_moe.router.layer"),
                     _ => n("mlp.gate"),
                 };
+                // DeepSeek's shared experts are one MLP named in the plural.
+                let shared = if self.family.is_deepseek() { "shared_experts" } else { "shared_expert" };
                 LayerNames {
                     attn_norm: n("input_layernorm"),
                     ffn_norm: n("post_attention_layernorm"),
@@ -123,10 +146,19 @@ impl Names {
                     up: n("mlp.up_proj"),
                     down: n("mlp.down_proj"),
                     router,
-                    shared_gate: n("mlp.shared_expert.gate_proj"),
-                    shared_up: n("mlp.shared_expert.up_proj"),
-                    shared_down: n("mlp.shared_expert.down_proj"),
+                    shared_gate: n(&format!("mlp.{shared}.gate_proj")),
+                    shared_up: n(&format!("mlp.{shared}.up_proj")),
+                    shared_down: n(&format!("mlp.{shared}.down_proj")),
                     shared_expert_gate: n("mlp.shared_expert_gate"),
+                    q_a: n("self_attn.q_a_proj"),
+                    q_a_norm: n("self_attn.q_a_layernorm"),
+                    q_b: n("self_attn.q_b_proj"),
+                    kv_a: n("self_attn.kv_a_proj_with_mqa"),
+                    kv_a_norm: n("self_attn.kv_a_layernorm"),
+                    kv_b: n("self_attn.kv_b_proj"),
+                    k_b: n("self_attn.k_b_proj"),
+                    v_b: n("self_attn.v_b_proj"),
+                    router_bias: n("mlp.gate.e_score_correction_bias"),
                 }
             }
         }

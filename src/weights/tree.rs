@@ -26,9 +26,12 @@ pub struct Mlp<M> {
 }
 
 #[derive(Debug, Clone, PartialEq)]
-pub struct Moe<M> {
+pub struct Moe<M, V> {
     /// `[E, H]`: one router logit per expert.
     pub router: M,
+    /// `[E]`: added to the router's scores to choose experts, not to weigh them (DeepSeek-V3's
+    /// `e_score_correction_bias`).
+    pub router_bias: Option<V>,
     /// The E routed experts, stacked.
     pub experts: Mlp<M>,
     pub shared: Option<Mlp<M>>,
@@ -37,24 +40,59 @@ pub struct Moe<M> {
 }
 
 #[derive(Debug, Clone, PartialEq)]
-pub enum Ffn<M> {
+pub enum Ffn<M, V> {
     Dense(Mlp<M>),
-    Moe(Box<Moe<M>>),
+    Moe(Box<Moe<M, V>>),
+}
+
+/// Grouped-query attention's projections.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Gqa<M, V> {
+    pub q: Linear<M, V>,
+    pub k: Linear<M, V>,
+    pub v: Linear<M, V>,
+    /// The q and k norms' weights, where the family has them (`config.qk_norm`).
+    pub q_norm: Option<V>,
+    pub k_norm: Option<V>,
+}
+
+/// Multi-head latent attention's projections (DeepSeek-V2/V3), with `n` heads, latent width
+/// `r` (kv_lora_rank), and per head `nope` + `rope` query/key dims and `v` value dims. Every
+/// loader brings them to this one layout: q's rows split into its non-rotary and rotary parts,
+/// and `kv_b` into per-head `W_UK` (transposed) and `W_UV`, the form absorbed attention reads.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Mla<M, V> {
+    pub heads: usize,
+    /// q's low-rank path, `[q_lora, H]` and its RMSNorm; `None`: q reads the normed x.
+    pub q_a: Option<(M, V)>,
+    /// `[n * nope, q_in]`: each head's non-rotary query rows.
+    pub q_nope: M,
+    /// `[n * rope, q_in]`: each head's rotary query rows.
+    pub q_rope: M,
+    /// `[r + rope, H]`: the latent (normed by `kv_norm`), then the one rotary key all heads share.
+    pub kv_a: M,
+    pub kv_norm: V,
+    /// `[n * r, nope]`: head h's rows `h*r..(h+1)*r` are `W_UK_h` transposed (`k_nope = W_UK_h c`).
+    pub k_b: M,
+    /// `[n * v, r]`: head h's `W_UV_h` (`v = W_UV_h c`).
+    pub v_b: M,
+}
+
+/// The attention block's projections (its output projection is the layer's `o`).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Attention<M, V> {
+    Gqa(Gqa<M, V>),
+    Mla(Box<Mla<M, V>>),
 }
 
 /// One decoder layer.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Layer<M, V> {
     pub attn_norm: V,
-    pub q: Linear<M, V>,
-    pub k: Linear<M, V>,
-    pub v: Linear<M, V>,
+    pub attn: Attention<M, V>,
     pub o: Linear<M, V>,
-    /// The q and k norms' weights, where the family has them (`config.qk_norm`).
-    pub q_norm: Option<V>,
-    pub k_norm: Option<V>,
     pub ffn_norm: V,
-    pub ffn: Ffn<M>,
+    pub ffn: Ffn<M, V>,
 }
 
 /// A whole model.
@@ -93,7 +131,15 @@ impl<M, V> Linear<M, V> {
 impl<M, V> Layer<M, V> {
     /// Every weight matrix of the layer.
     pub fn matrices(&self) -> Vec<&M> {
-        let mut all = vec![&self.q.weight, &self.k.weight, &self.v.weight, &self.o.weight];
+        let mut all = match &self.attn {
+            Attention::Gqa(a) => vec![&a.q.weight, &a.k.weight, &a.v.weight],
+            Attention::Mla(a) => {
+                let mut m: Vec<&M> = a.q_a.iter().map(|(m, _)| m).collect();
+                m.extend([&a.q_nope, &a.q_rope, &a.kv_a, &a.k_b, &a.v_b]);
+                m
+            }
+        };
+        all.push(&self.o.weight);
         match &self.ffn {
             Ffn::Dense(m) => all.extend(m.matrices()),
             Ffn::Moe(m) => {
@@ -119,19 +165,39 @@ impl<M, V> Layer<M, V> {
             Ffn::Dense(d) => Ffn::Dense(d.try_map(1, &mut m)?),
             Ffn::Moe(e) => Ffn::Moe(Box::new(Moe {
                 router: m(&e.router, 1)?,
+                router_bias: e.router_bias.as_ref().map(&mut v).transpose()?,
                 experts: e.experts.try_map(experts, &mut m)?,
                 shared: e.shared.as_ref().map(|s| s.try_map(1, &mut m)).transpose()?,
                 shared_gate: e.shared_gate.as_ref().map(|g| m(g, 1)).transpose()?,
             })),
         };
+        let attn = match &self.attn {
+            Attention::Gqa(a) => Attention::Gqa(Gqa {
+                q: a.q.try_map(&mut m, &mut v)?,
+                k: a.k.try_map(&mut m, &mut v)?,
+                v: a.v.try_map(&mut m, &mut v)?,
+                q_norm: a.q_norm.as_ref().map(&mut v).transpose()?,
+                k_norm: a.k_norm.as_ref().map(&mut v).transpose()?,
+            }),
+            // k_b and v_b are read per head, like experts: a conversion keeps heads whole.
+            Attention::Mla(a) => Attention::Mla(Box::new(Mla {
+                heads: a.heads,
+                q_a: match &a.q_a {
+                    Some((w, n)) => Some((m(w, 1)?, v(n)?)),
+                    None => None,
+                },
+                q_nope: m(&a.q_nope, 1)?,
+                q_rope: m(&a.q_rope, 1)?,
+                kv_a: m(&a.kv_a, 1)?,
+                kv_norm: v(&a.kv_norm)?,
+                k_b: m(&a.k_b, a.heads)?,
+                v_b: m(&a.v_b, a.heads)?,
+            })),
+        };
         Ok(Layer {
             attn_norm: v(&self.attn_norm)?,
-            q: self.q.try_map(&mut m, &mut v)?,
-            k: self.k.try_map(&mut m, &mut v)?,
-            v: self.v.try_map(&mut m, &mut v)?,
+            attn,
             o: self.o.try_map(&mut m, &mut v)?,
-            q_norm: self.q_norm.as_ref().map(&mut v).transpose()?,
-            k_norm: self.k_norm.as_ref().map(&mut v).transpose()?,
             ffn_norm: v(&self.ffn_norm)?,
             ffn,
         })

@@ -125,7 +125,11 @@ macro_rules! test_every_fixture {
             olmoe_q4_0 => "olmoe-q4_0", granitemoe_q4_0 => "granitemoe-q4_0",
             llama_gptq => "llama-gptq", mixtral_gptq => "mixtral-gptq", qwen2_moe_gptq => "qwen2_moe-gptq",
             qwen2_moe_norm_gptq => "qwen2_moe_norm-gptq", qwen3_moe_gptq => "qwen3_moe-gptq",
-            olmoe_gptq => "olmoe-gptq", granitemoe_gptq => "granitemoe-gptq");
+            olmoe_gptq => "olmoe-gptq", granitemoe_gptq => "granitemoe-gptq",
+            deepseek_v2 => "deepseek_v2", deepseek_v3 => "deepseek_v3",
+            deepseek_v2_q4_0 => "deepseek_v2-q4_0", deepseek_v3_q4_0 => "deepseek_v3-q4_0",
+            deepseek_v2_q4_0_kvb => "deepseek_v2-q4_0-kvb",
+            deepseek_v2_gptq => "deepseek_v2-gptq", deepseek_v3_gptq => "deepseek_v3-gptq");
     };
     ($check:ident; $($test:ident => $name:literal),* $(,)?) => {$(
         #[test]

@@ -94,7 +94,8 @@ struct Params {
     pair_rows: u32,
     add: u32,
     add_scale: f32,
-    _pad: [u32; 3],
+    x_stride4: u32,
+    _pad: [u32; 2],
 }
 
 /// Where a matmul's result `y` goes.
@@ -188,6 +189,10 @@ pub struct Experts<'a> {
     /// Grouped: `ids` is `moe_group`'s tile list (cut with the shape's tile) and this its grouped
     /// rows; `None`: `ids` is `u32 [T, k]` (one matvec per slot).
     pub group_rows: Option<&'a wgpu::Buffer>,
+    /// Floats per row of `x` and of `out` where they are wider than the matrix reads and
+    /// writes (MLA's per-head matmuls over `[kv_lora | rope]` rows); `None`: `cols` and the
+    /// expert's rows.
+    pub strides: Option<(u32, u32)>,
 }
 
 /// Ops computing `y[t, r] = sum_c W[r, c] * x[t, c] (+ bias[r])` for `t < n_tokens` (read from
@@ -225,8 +230,35 @@ pub fn expert_ops(
     max_tokens: u32,
     x_per_slot: bool,
 ) -> Result<Vec<Op>> {
-    let experts = Experts { rows_per_expert, ids: expert_ids, k, x_per_slot, group_rows: None };
+    let experts = Experts { rows_per_expert, ids: expert_ids, k, x_per_slot, group_rows: None, strides: None };
     build(gpu, step, m, x, None, out, max_tokens, Some(experts), Shape::for_device(gpu, m.format, 1))
+}
+
+/// Per-head matmuls (MLA's `W_UK` and `W_UV`): `m` stacks `heads` matrices of `rows_per_head`
+/// rows, `head_ids` is `u32 [max_tokens * heads]` with slot `s` holding `s % heads`, and for each
+/// token `t` and head `h`, `out[(t*heads + h) * out_stride + r] = sum_c W_h[r, c] * x[(t*heads +
+/// h) * x_stride + c]`: each row of `x` and of `out` may be wider than the matrix reads or writes.
+#[allow(clippy::too_many_arguments)]
+pub fn head_ops(
+    gpu: &Gpu,
+    step: &wgpu::Buffer,
+    m: &GpuMatrix,
+    rows_per_head: u32,
+    head_ids: &wgpu::Buffer,
+    heads: u32,
+    x: (&wgpu::Buffer, u32),
+    out: (&wgpu::Buffer, u32),
+    max_tokens: u32,
+) -> Result<Vec<Op>> {
+    let experts = Experts {
+        rows_per_expert: rows_per_head,
+        ids: head_ids,
+        k: heads,
+        x_per_slot: true,
+        group_rows: None,
+        strides: Some((x.1, out.1)),
+    };
+    build(gpu, step, m, x.0, None, Out::Set(out.0), max_tokens, Some(experts), Shape::for_device(gpu, m.format, 1))
 }
 
 /// [`expert_ops`]' outputs for prefill, grouped by expert: `tiles` and `rows` are what
@@ -247,7 +279,7 @@ pub fn grouped_expert_ops(
     max_tokens: u32,
     x_per_slot: bool,
 ) -> Result<Vec<Op>> {
-    let experts = Experts { rows_per_expert, ids: tiles, k, x_per_slot, group_rows: Some(rows) };
+    let experts = Experts { rows_per_expert, ids: tiles, k, x_per_slot, group_rows: Some(rows), strides: None };
     build(gpu, step, m, x, None, out, max_tokens, Some(experts), Shape::for_device(gpu, m.format, max_tokens))
 }
 
@@ -381,9 +413,14 @@ pub fn build(
                 true => moe_group::max_tiles(max_tokens * e.k, (m.rows / r) as u32, tile),
                 false => max_tokens * e.k,
             };
-            (items, Some(r), (r - pair_rows) as u32)
+            let out_stride = e.strides.map_or((r - pair_rows) as u32, |(_, o)| o);
+            (items, Some(r), out_stride)
         }
     };
+    let x_stride = experts.and_then(|e| e.strides).map_or(m.cols as u32, |(x, _)| x);
+    if !x_stride.is_multiple_of(4) || (x_stride as usize) < m.cols || (out_stride as usize) < unit_rows - pair_rows {
+        return Err(bad(format!("rows of x ({x_stride} floats) or of out ({out_stride}) narrower than the matrix, or x's not of whole vec4s")));
+    }
     let max_dim = gpu.limits.max_compute_workgroups_per_dimension;
     if items > max_dim {
         return Err(bad(format!("{items} token tiles or slots exceed {max_dim} workgroups")));
@@ -418,7 +455,8 @@ pub fn build(
             pair_rows: pair_rows as u32,
             add: matches!(out, Out::Add(..)) as u32,
             add_scale: if let Out::Add(_, scale) = out { scale } else { 0.0 },
-            _pad: [0; 3],
+            x_stride4: x_stride as u32 / 4,
+            _pad: [0; 2],
         };
         let params = gpu.uniform(label, &params);
         let ids = experts.map(|e| e.ids).unwrap_or(&unused);
@@ -867,7 +905,7 @@ mod tests {
                 let mut ops = vec![];
                 let groups = GroupBuffers::new(gpu, mt, n_experts as u32, kk, shape.tile);
                 let e = match grouped {
-                    false => Experts { rows_per_expert: rows, ids: &idb, k: kk, x_per_slot: false, group_rows: None },
+                    false => Experts { rows_per_expert: rows, ids: &idb, k: kk, x_per_slot: false, group_rows: None, strides: None },
                     true => {
                         ops.push(
                             moe_group::op(gpu, &step.buffer, &idb, &groups, n_experts as u32, kk, shape.tile).unwrap(),
@@ -878,6 +916,7 @@ mod tests {
                             k: kk,
                             x_per_slot: false,
                             group_rows: Some(&groups.rows),
+                            strides: None,
                         }
                     }
                 };
@@ -990,6 +1029,7 @@ mod tests {
                                 k: k as u32,
                                 x_per_slot,
                                 group_rows: None,
+                                strides: None,
                             };
                             build(gpu, step, gm, &xb, None, Out::Set(&out), mt, Some(e), shape)
                         }
@@ -1015,6 +1055,51 @@ mod tests {
                         let what = format!("{format:?} slot {slot} expert {e} x_per_slot {x_per_slot} {shape}");
                         check(&what, &got[slot * r..(slot + 1) * r], &want, &mags, r);
                     }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn per_head_matmuls_read_and_write_wider_rows() {
+        // MLA's W_UK / W_UV: head h of each token reads its row of x (stride wider than cols)
+        // and writes its row of out (stride wider than the head's rows); the columns past
+        // cols of x are never read (set to NaN), those past the head's rows never written.
+        let gpu = gpu();
+        let (heads, r) = (5usize, 12usize);
+        for format in [Format::F32, Format::Int4 { group: 32, wide_scales: false }, bits(DType::Q5_0)] {
+            let cols = 64;
+            let (x_stride, out_stride) = (cols + 12, r + 4);
+            let m = random_matrix(format, heads * r, cols, 7);
+            let w = term_sizes(&m);
+            let gm = GpuMatrix::upload_experts(gpu, &m, r).unwrap();
+            for (tokens, max_tokens) in [(1usize, 1usize), (3, 4)] {
+                let mut x = random(max_tokens * heads * x_stride, 3);
+                for row in x.chunks_exact_mut(x_stride) {
+                    row[cols..].fill(f32::NAN);
+                }
+                let ids: Vec<u32> = (0..max_tokens * heads).map(|s| (s % heads) as u32).collect();
+                let step = Step::new(gpu);
+                step.set(gpu, tokens as u32, 0);
+                let (xb, idb) = (gpu.storage("x", &x), gpu.storage("ids", &ids));
+                let out = gpu.storage("out", &vec![-3.0f32; max_tokens * heads * out_stride]);
+                let (hs, mt) = (heads as u32, max_tokens as u32);
+                let x_arg = (&xb, x_stride as u32);
+                let ops = head_ops(gpu, &step.buffer, &gm, r as u32, &idb, hs, x_arg, (&out, out_stride as u32), mt);
+                crate::gpu::submit(gpu, &ops.unwrap().iter().collect::<Vec<_>>());
+                let got: Vec<f32> = gpu.read(&out).unwrap();
+                for slot in 0..max_tokens * heads {
+                    let row = &got[slot * out_stride..(slot + 1) * out_stride];
+                    if slot >= tokens * heads {
+                        assert!(row.iter().all(|&v| v == -3.0), "{format:?}: slot {slot} past the tokens written");
+                        continue;
+                    }
+                    assert!(row[r..].iter().all(|&v| v == -3.0), "{format:?}: columns past the head's rows written");
+                    let h = slot % heads;
+                    let xin = &x[slot * x_stride..slot * x_stride + cols];
+                    let want = expert(&m, h, r).matvec(xin);
+                    let mags = magnitudes(&w[h * r * cols..(h + 1) * r * cols], xin, r, cols);
+                    check(&format!("{format:?} slot {slot}"), &row[..r], &want, &mags, r);
                 }
             }
         }
@@ -1095,6 +1180,7 @@ mod tests {
                                 k: kk,
                                 x_per_slot,
                                 group_rows: Some(&groups.rows),
+                                strides: None,
                             };
                             let mut ops = vec![group.unwrap()];
                             ops.extend(

@@ -5,6 +5,7 @@ pub mod attention;
 pub mod embed;
 pub mod generate_int4;
 pub mod matmul;
+pub mod mla_rope;
 pub mod moe_combine;
 pub mod moe_group;
 pub mod moe_route;

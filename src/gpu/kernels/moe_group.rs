@@ -244,12 +244,13 @@ mod tests {
             gpu,
             &step.buffer,
             crate::gpu::kernels::Columns { buffer: &lb, offset: 0, stride: e },
+            None,
             &ids,
             &weights,
             t,
             e,
             kk,
-            true,
+            &crate::config::Routing::softmax(true),
         )
         .unwrap();
         let grouping = op(gpu, &step.buffer, &ids, &b, e, kk, 8).unwrap();

@@ -5,7 +5,9 @@ use super::layer::GpuLayer;
 use super::record::{Recorder, Resident};
 use super::{GpuModel, Logits};
 use crate::config::{FfnKind, ModelConfig};
-use crate::gpu::feed::{GpuFfn, GpuHead, GpuLayerWeights, GpuMlp};
+use crate::gpu::feed::{GpuFfn, GpuHead, GpuLayerWeights, GpuLinear, GpuMlp};
+use crate::gpu::generated::mla_matrices;
+use crate::weights::tree::Attention;
 use crate::gpu::kernels::KvFormat;
 use crate::gpu::matrix::GpuMatrix;
 use crate::gpu::plan::kv_buffer_bytes;
@@ -63,10 +65,10 @@ impl GpuModelBuilder {
         }
         check_layer(&self.config, l, &w)?;
         self.weight_bytes += w.matrices().iter().map(|m| m.bytes()).sum::<u64>();
-        let cache_bytes = kv_buffer_bytes(&self.config, self.max_ctx, self.kv);
+        let (k_bytes, v_bytes) = kv_buffer_bytes(&self.config, self.max_ctx, self.kv);
         let g = &self.gpu;
-        let k_cache = g.storage_zeroed(&format!("k cache {l}"), cache_bytes);
-        let v_cache = g.storage_zeroed(&format!("v cache {l}"), cache_bytes);
+        let k_cache = g.storage_zeroed(&format!("k cache {l}"), k_bytes);
+        let v_cache = g.storage_zeroed(&format!("v cache {l}"), v_bytes);
         self.layers.push(GpuLayer::new(g, w, k_cache, v_cache)?);
         Ok(())
     }
@@ -97,7 +99,8 @@ impl GpuModelBuilder {
             }
         }
         weight_bytes += head.lm_head.as_ref().map_or(0, |m| m.bytes());
-        let kv_bytes = 2 * c.num_layers as u64 * kv_buffer_bytes(c, max_ctx, kv);
+        let (k_bytes, v_bytes) = kv_buffer_bytes(c, max_ctx, kv);
+        let kv_bytes = c.num_layers as u64 * (k_bytes + v_bytes);
         let g = &*gpu;
         let resident = Resident::new(g, c, embed, layers, head, max_tokens, max_ctx);
         let step = Step::new(g);
@@ -151,19 +154,45 @@ fn check_layer(c: &ModelConfig, l: usize, w: &GpuLayerWeights) -> Result<()> {
     let at = |what: &str| format!("layer {l} {what}");
     check_vector(&at("attention norm"), &w.attn_norm, h)?;
     check_vector(&at("FFN norm"), &w.ffn_norm, h)?;
-    for (name, lin, rows, cols) in [("q", &w.q, q, h), ("k", &w.k, kv, h), ("v", &w.v, kv, h), ("o", &w.o, h, q)] {
+    let linear = |name: &str, lin: &GpuLinear, rows: usize, cols: usize| -> Result<()> {
         check_matrix(&at(name), &lin.weight, rows, cols)?;
-        if let Some(b) = &lin.bias {
-            check_vector(&at(&format!("{name} bias")), b, rows)?;
+        match &lin.bias {
+            Some(b) => check_vector(&at(&format!("{name} bias")), b, rows),
+            None => Ok(()),
         }
-    }
-    match (&w.q_norm, &w.k_norm, c.qk_norm_dims()) {
-        (Some(qn), Some(kn), Some((qw, kw))) => {
-            check_vector(&at("q norm"), qn, qw)?;
-            check_vector(&at("k norm"), kn, kw)?;
+    };
+    linear("o", &w.o, h, c.attn_out_dim())?;
+    match (&w.attn, &c.mla) {
+        (Attention::Gqa(a), None) => {
+            for (name, lin, rows) in [("q", &a.q, q), ("k", &a.k, kv), ("v", &a.v, kv)] {
+                linear(name, lin, rows, h)?;
+            }
+            match (&a.q_norm, &a.k_norm, c.qk_norm_dims()) {
+                (Some(qn), Some(kn), Some((qw, kw))) => {
+                    check_vector(&at("q norm"), qn, qw)?;
+                    check_vector(&at("k norm"), kn, kw)?;
+                }
+                (None, None, None) => {}
+                _ => return Err(Error::Gpu(at("q/k norms: in only one of the config and the weights"))),
+            }
         }
-        (None, None, None) => {}
-        _ => return Err(Error::Gpu(at("q/k norms: in only one of the config and the weights"))),
+        (Attention::Mla(a), Some(m)) => {
+            let (q_a, rest) = mla_matrices(c, m);
+            match (&a.q_a, q_a) {
+                (Some((w, norm)), Some([_, rows, cols, _])) => {
+                    check_matrix(&at("q_a"), w, rows, cols)?;
+                    check_vector(&at("q_a norm"), norm, rows)?;
+                }
+                (None, None) => {}
+                _ => return Err(Error::Gpu(at("q's low-rank path: in only one of the config and the weights"))),
+            }
+            let names = ["q nope", "q rope", "kv_a", "k_b", "v_b"];
+            for ((name, m), [_, rows, cols, _]) in names.iter().zip([&a.q_nope, &a.q_rope, &a.kv_a, &a.k_b, &a.v_b]).zip(rest) {
+                check_matrix(&at(name), m, rows, cols)?;
+            }
+            check_vector(&at("kv_a norm"), &a.kv_norm, m.kv_lora_rank)?;
+        }
+        _ => return Err(Error::Gpu(at("attention kind differs from the config's"))),
     }
     // `n` SwiGLU FFNs of width `width` stacked by rows.
     let mlp = |what: &str, m: &GpuMlp, n: usize, width: usize| -> Result<()> {
@@ -175,6 +204,11 @@ fn check_layer(c: &ModelConfig, l: usize, w: &GpuLayerWeights) -> Result<()> {
         (GpuFfn::Dense(m), FfnKind::Dense, _) => mlp("FFN", m, 1, c.intermediate_size),
         (GpuFfn::Moe(m), FfnKind::Moe, Some(mc)) => {
             check_matrix(&at("router"), &m.router, mc.num_experts, h)?;
+            match (&m.router_bias, mc.routing.selection_bias) {
+                (Some(b), true) => check_vector(&at("router bias"), b, mc.num_experts)?,
+                (None, false) => {}
+                _ => return Err(Error::Gpu(at("router selection bias: in only one of the config and the weights"))),
+            }
             mlp("experts", &m.experts, mc.num_experts, mc.expert_intermediate_size)?;
             match (&m.shared, mc.shared_expert_intermediate_size) {
                 (Some(s), Some(width)) => mlp("shared expert", s, 1, width)?,

@@ -6,19 +6,26 @@
 use crate::gpu::feed::{GpuFfn, GpuLayerWeights, GpuLinear, GpuMlp, GpuMoe};
 use crate::gpu::matrix::GpuMatrix;
 use crate::gpu::Gpu;
+use crate::weights::tree::Attention;
 use crate::Result;
 
 pub(super) struct GpuLayer {
     pub attn_norm: wgpu::Buffer,
-    pub qkv: Qkv,
+    pub attn: Attn,
     pub o: GpuLinear,
-    pub q_norm: Option<wgpu::Buffer>,
-    pub k_norm: Option<wgpu::Buffer>,
     pub ffn_norm: wgpu::Buffer,
     pub ffn: Ffn,
     pub k_cache: wgpu::Buffer,
     pub v_cache: wgpu::Buffer,
 }
+
+pub(super) enum Attn {
+    Gqa { qkv: Qkv, q_norm: Option<wgpu::Buffer>, k_norm: Option<wgpu::Buffer> },
+    /// Multi-head latent attention: the checkpoint's tree as the kernels read it (`weights::tree::Mla`).
+    Mla(Box<GpuMla>),
+}
+
+pub(super) type GpuMla = crate::weights::tree::Mla<GpuMatrix, wgpu::Buffer>;
 
 pub(super) enum Qkv {
     /// One `[q_dim + 2 kv_dim, H]` projection (and bias), each token's output row `q | k | v`.
@@ -35,6 +42,8 @@ pub(super) enum Ffn {
 pub(super) struct Moe {
     /// `[E, H]`, or `[E + 1, H]` with the shared expert's gate as its last row.
     pub router: GpuMatrix,
+    /// `[E]`: the selection bias (DeepSeek-V3).
+    pub router_bias: Option<wgpu::Buffer>,
     /// The routed experts, stacked (gate/up paired per expert).
     pub experts: SwiGlu,
     pub shared: Option<SwiGlu>,
@@ -69,7 +78,7 @@ impl GpuLayer {
         let ffn = match w.ffn {
             GpuFfn::Dense(m) => Ffn::Dense(Box::new(SwiGlu::new(gpu, m, 1)?)),
             GpuFfn::Moe(m) => {
-                let GpuMoe { router, experts, shared, shared_gate } = *m;
+                let GpuMoe { router, router_bias, experts, shared, shared_gate } = *m;
                 let units = router.rows;
                 let (router, shared_gate) = match shared_gate {
                     None => (router, SharedGate::None),
@@ -84,18 +93,21 @@ impl GpuLayer {
                 };
                 Ffn::Moe(Box::new(Moe {
                     router,
+                    router_bias,
                     experts: SwiGlu::new(gpu, experts, units)?,
                     shared: shared.map(|s| SwiGlu::new(gpu, s, 1)).transpose()?,
                     shared_gate,
                 }))
             }
         };
+        let attn = match w.attn {
+            Attention::Gqa(a) => Attn::Gqa { qkv: Qkv::new(gpu, a.q, a.k, a.v)?, q_norm: a.q_norm, k_norm: a.k_norm },
+            Attention::Mla(a) => Attn::Mla(a),
+        };
         Ok(GpuLayer {
             attn_norm: w.attn_norm,
-            qkv: Qkv::new(gpu, w.q, w.k, w.v)?,
+            attn,
             o: w.o,
-            q_norm: w.q_norm,
-            k_norm: w.k_norm,
             ffn_norm: w.ffn_norm,
             ffn,
             k_cache,

@@ -1,7 +1,9 @@
 //! The resident buffers (weights, caches, scratch activations) and the recording of a chunk's
 //! forward as [`Op`]s: the body (embeddings and layers) and the head (final norm and logits).
 
-use super::layer::{Ffn, Gates, GpuLayer, Moe, Qkv, SharedGate, SwiGlu};
+mod mla;
+
+use super::layer::{Attn, Ffn, Gates, GpuLayer, Moe, Qkv, SharedGate, SwiGlu};
 use super::Logits;
 use crate::config::{ModelConfig, QkNorm};
 use crate::gpu::feed::{GpuHead, GpuLinear};
@@ -49,6 +51,15 @@ pub(super) struct Resident {
     group: Option<GroupBuffers>,
     /// Decode attention's partial outputs (flash-decoding on GPUs).
     attention_partials: wgpu::Buffer,
+    /// MLA: the latent projection's rows, q's normed low-rank part, and per head the latent
+    /// query and attention output (4-byte placeholders without MLA).
+    latent: wgpu::Buffer,
+    q_latent: wgpu::Buffer,
+    heads_query: wgpu::Buffer,
+    heads_out: wgpu::Buffer,
+    /// MLA: `u32 [max_tokens * heads]`, slot s holding head s % heads: the ids the per-head
+    /// matmuls read.
+    head_ids: wgpu::Buffer,
 }
 
 impl Resident {
@@ -94,6 +105,14 @@ impl Resident {
                 GroupBuffers::new(g, max_tokens, m.num_experts as u32, m.top_k as u32, tile)
             }),
             attention_partials: g.storage_zeroed("attention partials", s.attention_partials),
+            latent: g.storage_zeroed("latent", s.latent),
+            q_latent: g.storage_zeroed("q latent", s.q_latent),
+            heads_query: g.storage_zeroed("heads' latent query", s.heads_latent),
+            heads_out: g.storage_zeroed("heads' latent output", s.heads_latent),
+            head_ids: {
+                let heads = if c.mla.is_some() { c.num_heads as u32 } else { 1 };
+                g.storage("head ids", &(0..max_tokens * heads).map(|s| s % heads).collect::<Vec<u32>>())
+            },
         }
     }
 }
@@ -147,15 +166,35 @@ impl Recorder<'_> {
         Ok(ops)
     }
 
-    /// Attention block: norm, q|k|v, [q/k norms], RoPE + KV append, attention, o + residual.
+    /// Attention block: norm, the heads' outputs into `r.attn` (GQA or MLA), o + residual.
     fn attention(&self, ops: &mut Vec<Op>, r: &Resident, layer: &GpuLayer) -> Result<()> {
         let (g, c, t, step) = (self.gpu, self.config, self.max_tokens, &self.step.buffer);
         let h = c.hidden_size as u32;
         ops.push(rms_norm::op(g, step, &r.x, &layer.attn_norm, &r.normed, t, 1, h, c.rms_norm_eps)?);
+        match &layer.attn {
+            Attn::Gqa { qkv, q_norm, k_norm } => self.gqa(ops, r, layer, qkv, q_norm.as_ref().zip(k_norm.as_ref()))?,
+            Attn::Mla(a) => self.mla(ops, r, layer, a)?,
+        }
+        // The residual add is o's epilogue.
+        self.linear(ops, &layer.o, &r.attn, Out::Add(&r.x, c.residual_multiplier))?;
+        Ok(())
+    }
+
+    /// Grouped-query attention of `r.normed` into `r.attn`: q|k|v, [q/k norms], RoPE + KV
+    /// append, attention.
+    fn gqa(
+        &self,
+        ops: &mut Vec<Op>,
+        r: &Resident,
+        layer: &GpuLayer,
+        qkv: &Qkv,
+        qk_norms: Option<(&wgpu::Buffer, &wgpu::Buffer)>,
+    ) -> Result<()> {
+        let (g, c, t, step) = (self.gpu, self.config, self.max_tokens, &self.step.buffer);
         let (qd, kvd) = (c.q_dim() as u32, c.kv_dim() as u32);
         let own = |buffer, stride| Columns { buffer, offset: 0, stride };
         // Where q, k and v are: columns of the fused projection's rows, or their own buffers.
-        let (mut q, mut k, v) = match &layer.qkv {
+        let (mut q, mut k, v) = match qkv {
             Qkv::Fused(w) => {
                 self.linear(ops, w, &r.normed, Out::Set(&r.qkv))?;
                 let fused = |offset| Columns { buffer: &r.qkv, offset, stride: qd + 2 * kvd };
@@ -168,7 +207,7 @@ impl Recorder<'_> {
                 (own(&r.q, qd), own(&r.k, kvd), own(&r.v, kvd))
             }
         };
-        if let (Some(qn), Some(kn), mode) = (&layer.q_norm, &layer.k_norm, c.qk_norm) {
+        if let (Some((qn, kn)), mode) = (qk_norms, c.qk_norm) {
             if mode != QkNorm::None {
                 // Per head: one weight of head_dim for every head; whole: one over the projection.
                 let (q_rows, k_rows, q_width, k_width) = match mode {
@@ -197,8 +236,6 @@ impl Recorder<'_> {
         let attend =
             attention::ops(g, step, &r.q_rot, kc, vc, &r.attn, t, heads, kv_heads, hd, scale, kv, splits, partials);
         ops.extend(attend?);
-        // The residual add is o's epilogue.
-        self.linear(ops, &layer.o, &r.attn, Out::Add(&r.x, c.residual_multiplier))?;
         Ok(())
     }
 
@@ -211,14 +248,15 @@ impl Recorder<'_> {
     /// The MoE FFN of `normed`, combined into `x`.
     fn moe(&self, ops: &mut Vec<Op>, r: &Resident, moe: &Moe) -> Result<()> {
         let (g, c, t, step) = (self.gpu, self.config, self.max_tokens, &self.step.buffer);
-        let Moe { router, experts, shared, shared_gate } = moe;
+        let Moe { router, experts, shared, shared_gate, .. } = moe;
         let m = c.moe.as_ref().ok_or_else(|| Error::Gpu("an MoE layer in a dense config".into()))?;
         let (e, k, h) = (m.num_experts as u32, m.top_k as u32, c.hidden_size as u32);
         // The router's rows: E logits, and the shared expert's gate logit where it is row E.
         let rows = router.rows as u32;
         let logits = |offset| Columns { buffer: &r.router_logits, offset, stride: rows };
         ops.extend(matmul::ops(g, step, router, &r.normed, None, Out::Set(&r.router_logits), t)?);
-        ops.push(moe_route::op(g, step, logits(0), &r.expert_ids, &r.expert_weights, t, e, k, m.renormalize)?);
+        let (ids, weights, bias) = (&r.expert_ids, &r.expert_weights, moe.router_bias.as_ref());
+        ops.push(moe_route::op(g, step, logits(0), bias, ids, weights, t, e, k, &m.routing)?);
         // Per (token, slot) for one token; grouped by expert for a chunk.
         let group = match (t, &r.group) {
             (1, _) | (_, None) => None,
