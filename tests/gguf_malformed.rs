@@ -945,8 +945,13 @@ fn fixture_ggufs_match_their_config_json() {
         let mut hf = flint::config::hf::parse(&json).unwrap();
         hf.rope_pairing = match hf.family {
             Family::Llama | Family::Mixtral | Family::GraniteMoe => RopePairing::Interleaved,
+            Family::DeepseekV2 | Family::DeepseekV3 => RopePairing::Interleaved,
             _ => RopePairing::Halves,
         };
+        // GGUF has one DeepSeek architecture (deepseek2), for V2 and V3 alike.
+        if hf.family == Family::DeepseekV3 {
+            hf.family = Family::DeepseekV2;
+        }
         // config.json may list several EOS ids; the GGUF holds one.
         assert!(config.eos_token_ids.iter().all(|e| hf.eos_token_ids.contains(e)), "{name}");
         hf.eos_token_ids = config.eos_token_ids.clone();
@@ -958,5 +963,8 @@ fn fixture_ggufs_match_their_config_json() {
         seen.push(base.to_string());
     }
     seen.sort();
-    assert_eq!(seen, ["granitemoe", "llama", "mixtral", "olmoe", "qwen2_moe", "qwen2_moe_norm", "qwen3_moe"]);
+    assert_eq!(
+        seen,
+        ["deepseek_v2", "deepseek_v3", "granitemoe", "llama", "mixtral", "olmoe", "qwen2_moe", "qwen2_moe_norm", "qwen3_moe"]
+    );
 }

@@ -145,7 +145,7 @@ fn load(gpu: &Arc<Gpu>, args: &BenchArgs) -> Result<Loaded> {
             let (_, active) = config.parameter_counts();
             let h = config.hidden_size as u64;
             // A decoded token looks up one row of the embeddings, and norms and biases are vectors.
-            let vectors = h + config.num_layers as u64 * (2 * h + (config.q_dim() + 2 * config.kv_dim()) as u64);
+            let vectors = crate::gpu::plan::MemoryPlan::vectors(&config) / 4;
             let matrix_params = active - config.vocab_size as u64 * h - vectors;
             let per_param = 0.5 + 4.0 / group as f64;
             Loaded {

@@ -34,10 +34,23 @@ pub fn info(files: &ModelFiles, json: bool) -> Result<()> {
     println!("model       {}", files.path.display());
     println!("family      {}", c.family.name());
     println!("format      {}", files.format);
-    println!(
-        "layers      {} (hidden {}, heads {}/{} kv, head_dim {})",
-        c.num_layers, c.hidden_size, c.num_heads, c.num_kv_heads, c.head_dim
-    );
+    match &c.mla {
+        None => println!(
+            "layers      {} (hidden {}, heads {}/{} kv, head_dim {})",
+            c.num_layers, c.hidden_size, c.num_heads, c.num_kv_heads, c.head_dim
+        ),
+        Some(m) => println!(
+            "layers      {} (hidden {}, {} heads of latent attention: kv_lora {}, q/k {} + rope {}, v {}{})",
+            c.num_layers,
+            c.hidden_size,
+            c.num_heads,
+            m.kv_lora_rank,
+            m.qk_nope_head_dim,
+            m.qk_rope_head_dim,
+            m.v_head_dim,
+            m.q_lora_rank.map_or(String::new(), |q| format!(", q_lora {q}"))
+        ),
+    }
     match &c.moe {
         Some(m) => {
             let dense = c.layer_ffn.iter().filter(|k| **k == crate::config::FfnKind::Dense).count();

@@ -31,7 +31,7 @@ pub(super) fn yarn_mscale(scale: f64, mscale: f64) -> f64 {
 
 /// The softmax scale of a q/k head of `head_dim`: `head_dim^-0.5`, times `mscale(factor,
 /// mscale_all_dim)^2` under YaRN with `mscale_all_dim` (transformers' `yarn_apply_mscale`).
-pub(super) fn attention_scale(head_dim: usize, yarn: Option<(f64, f64)>) -> f32 {
+pub(crate) fn attention_scale(head_dim: usize, yarn: Option<(f64, f64)>) -> f32 {
     let base = (head_dim as f64).powf(-0.5);
     match yarn {
         Some((factor, all_dim)) if all_dim != 0.0 => {

@@ -30,10 +30,17 @@
 //! (0.48 GB, 0.065B active: the routers grow). It exists because on lavapipe the router kernel is slow with
 //! 16 experts (see `gpu::kernels::moe_route`), which hides the 0.6b/1.8b comparison there.
 //!
+//! `deepseek-v2-lite` has DeepSeek-V2-Lite's shape exactly (deepseek_v2 family, 15.7B total,
+//! 2.4B active): 27 layers of hidden 2048, the first dense (FFN 10944), then 64 routed experts
+//! of 1408 top-6 (softmax, greedy) plus 2 shared; multi-head latent attention with 16 heads, no
+//! q low-rank, kv_lora_rank 512, nope/rope/v head dims 128/64/128; YaRN (factor 40 over 4096
+//! positions, mscale 0.707); vocabulary 102,400, untied.
+//!
 //! Norm weights are 1, biases 0; every matrix (embeddings, output, routers and shared-expert
 //! gates included) is generated INT4 with groups of [`PRESET_GROUP`].
 
-use super::{Family, FfnKind, ModelConfig, MoeConfig, QkNorm, RopePairing, Routing};
+use super::deepseek::attention_scale;
+use super::{Family, FfnKind, MlaConfig, ModelConfig, MoeConfig, QkNorm, RopePairing, Routing, Yarn};
 use crate::{Error, Result};
 
 /// INT4 group of every generated matrix.
@@ -103,6 +110,62 @@ fn qwen2_moe(s: Shape) -> ModelConfig {
     }
 }
 
+/// DeepSeek-V2-Lite's config (its Hugging Face config.json, as transformers reads it).
+fn deepseek_v2_lite() -> ModelConfig {
+    let (factor, mscale) = (40.0, 0.707);
+    let mla = MlaConfig {
+        q_lora_rank: None,
+        kv_lora_rank: 512,
+        qk_nope_head_dim: 128,
+        qk_rope_head_dim: 64,
+        v_head_dim: 128,
+        norm_eps: 1e-6,
+    };
+    let mut layer_ffn = vec![FfnKind::Moe; 27];
+    layer_ffn[0] = FfnKind::Dense;
+    ModelConfig {
+        family: Family::DeepseekV2,
+        vocab_size: 102_400,
+        hidden_size: 2048,
+        num_layers: 27,
+        num_heads: 16,
+        num_kv_heads: 16,
+        head_dim: 192,
+        rms_norm_eps: 1e-6,
+        rope_theta: 10000.0,
+        rope_pairing: RopePairing::Interleaved,
+        rope_scaling: Some(Yarn {
+            factor,
+            original_max_position_embeddings: 4096,
+            beta_fast: 32.0,
+            beta_slow: 1.0,
+            truncate: true,
+            attention_factor: 1.0,
+        }),
+        max_position_embeddings: 163_840,
+        qkv_bias: false,
+        qk_norm: QkNorm::None,
+        mla: Some(mla),
+        attention_scale: attention_scale(192, Some((factor, mscale))),
+        embedding_multiplier: 1.0,
+        residual_multiplier: 1.0,
+        logits_multiplier: 1.0,
+        tie_word_embeddings: false,
+        intermediate_size: 10_944,
+        moe: Some(MoeConfig {
+            num_experts: 64,
+            top_k: 6,
+            expert_intermediate_size: 1408,
+            routing: Routing::softmax(false),
+            shared_expert_intermediate_size: Some(2 * 1408),
+            shared_expert_gate: false,
+        }),
+        layer_ffn,
+        bos_token_id: None,
+        eos_token_ids: vec![],
+    }
+}
+
 fn sibling(experts: usize) -> Shape {
     Shape {
         vocab: 32_768,
@@ -144,6 +207,12 @@ pub fn all() -> Vec<Preset> {
                 max_positions: 8192,
             },
         ),
+        Preset {
+            name: "deepseek-v2-lite",
+            description: "DeepSeek-V2-Lite's shape: 27 layers, MLA (kv_lora 512), 64 experts of 1408 top-6 + 2 shared",
+            config: deepseek_v2_lite(),
+            group: PRESET_GROUP,
+        },
         preset(
             "muse-spark-2.8b",
             "sibling of ~1.5 GB: hidden 1280, 64 experts of 640 top-4 + shared",

@@ -103,10 +103,11 @@ const tests = {
   async fixtures() {
     const page = await newPage();
     const names = readdirSync(fixtures).sort();
-    assert.equal(names.length, 21, "7 families x (f32, Q4_0 GGUF, GPTQ)");
+    assert.equal(names.length, 28, "9 families x (f32, Q4_0 GGUF, GPTQ), and DeepSeek-V2's fused-kv_b GGUF");
     for (const name of names) {
       const ref = JSON.parse(readFileSync(join(fixtures, name, "reference.json"), "utf8"));
-      const source = name.endsWith("-q4_0") ? `/models/fixtures/${name}/model.gguf` : `/models/fixtures/${name}/`;
+      const gguf = existsSync(join(fixtures, name, "model.gguf"));
+      const source = gguf ? `/models/fixtures/${name}/model.gguf` : `/models/fixtures/${name}/`;
       const error = async (kvCache) => {
         const logits = await page.evaluate(async ({ source, tokens, kvCache }) => {
           const { Flint } = await import("/flint.js");
@@ -125,7 +126,7 @@ const tests = {
       console.log(`  ${name.padEnd(22)} max |error| / max |logit| = ${rel.toExponential(2)}`);
       assert.ok(rel < 1e-3, `${name}: relative error ${rel}`);
       // The default f16 cache on two families: the bound tests/gpu_parity.rs derives.
-      if (name === "llama" || name === "qwen2_moe") {
+      if (name === "llama" || name === "qwen2_moe" || name === "deepseek_v3") {
         const half = await error("f16");
         console.log(`  ${name.padEnd(22)} with an f16 KV cache: ${half.toExponential(2)}`);
         assert.ok(half < 1e-2, `${name}: f16-cache relative error ${half}`);
