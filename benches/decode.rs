@@ -5,7 +5,7 @@
 //! `cargo bench --bench decode` — SmolLM2 (if fetched) and a synthetic MoE of a few hundred MB
 //! of INT4 weights generated directly in the packed format.
 
-use flint::config::{Family, FfnKind, ModelConfig, MoeConfig, QkNorm, RopePairing};
+use flint::config::{Family, FfnKind, ModelConfig, MoeConfig, QkNorm, RopePairing, Routing};
 use flint::engine::Generator;
 use flint::gpu::generator::GpuGenerator;
 use flint::gpu::kernels::KvFormat;
@@ -14,6 +14,7 @@ use flint::gpu::{Backend, Gpu};
 use flint::quant::packed::{pack_f16_pair, Format, PackedMatrix};
 use flint::sampler::SamplingParams;
 use flint::weights::model::{FfnWeights, LayerWeights, LinearWeights, MlpWeights, ModelWeights, MoeWeights};
+use flint::weights::tree::{Attention, Gqa};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -65,9 +66,11 @@ fn synthetic_moe() -> (ModelConfig, ModelWeights) {
         rms_norm_eps: 1e-6,
         rope_theta: 1e6,
         rope_pairing: RopePairing::Halves,
+        rope_scaling: None,
         max_position_embeddings: 4096,
         qkv_bias: false,
         qk_norm: QkNorm::None,
+        mla: None,
         attention_scale: 0.125,
         embedding_multiplier: 1.0,
         residual_multiplier: 1.0,
@@ -78,7 +81,7 @@ fn synthetic_moe() -> (ModelConfig, ModelWeights) {
             num_experts: e,
             top_k: k,
             expert_intermediate_size: ie,
-            renormalize: true,
+            routing: Routing::softmax(true),
             shared_expert_intermediate_size: None,
             shared_expert_gate: false,
         }),
@@ -92,15 +95,18 @@ fn synthetic_moe() -> (ModelConfig, ModelWeights) {
         layers: (0..layers as u64)
             .map(|l| LayerWeights {
                 attn_norm: vec![1.0; h],
-                q: lin(1024, h, 10 * l + 2),
-                k: lin(256, h, 10 * l + 3),
-                v: lin(256, h, 10 * l + 4),
+                attn: Attention::Gqa(Gqa {
+                    q: lin(1024, h, 10 * l + 2),
+                    k: lin(256, h, 10 * l + 3),
+                    v: lin(256, h, 10 * l + 4),
+                    q_norm: None,
+                    k_norm: None,
+                }),
                 o: lin(h, 1024, 10 * l + 5),
-                q_norm: None,
-                k_norm: None,
                 ffn_norm: vec![1.0; h],
                 ffn: FfnWeights::Moe(Box::new(MoeWeights {
                     router: PackedMatrix::from_f32(e, h, &vec![0.01; e * h]),
+                    router_bias: None,
                     experts: MlpWeights {
                         gate: random_int4(e * ie, h, 10 * l + 6),
                         up: random_int4(e * ie, h, 10 * l + 7),
@@ -122,7 +128,8 @@ fn synthetic_moe() -> (ModelConfig, ModelWeights) {
 fn bytes_per_token(w: &ModelWeights, c: &ModelConfig) -> f64 {
     let mut bytes = w.output().size_in_bytes() as f64;
     for l in &w.layers {
-        bytes += [&l.q, &l.k, &l.v, &l.o].iter().map(|x| x.weight.size_in_bytes() as f64).sum::<f64>();
+        let Attention::Gqa(a) = &l.attn else { unreachable!("the synthetic model has GQA") };
+        bytes += [&a.q, &a.k, &a.v, &l.o].iter().map(|x| x.weight.size_in_bytes() as f64).sum::<f64>();
         bytes += match &l.ffn {
             FfnWeights::Dense(m) => (m.gate.size_in_bytes() + m.up.size_in_bytes() + m.down.size_in_bytes()) as f64,
             FfnWeights::Moe(m) => {

@@ -189,12 +189,13 @@ fn main() {
             &gpu,
             &step.buffer,
             Columns { buffer: &logits, offset: 0, stride: e },
+            None,
             &ids,
             &weights,
             1,
             e,
             k,
-            moe.renormalize,
+            &moe.routing,
         )
         .unwrap(),
     );

@@ -648,7 +648,7 @@ fn config_mixtral_from_llama_with_experts() {
     let m = c.moe.unwrap();
     // No expert_feed_forward_length: the width comes from the stacked expert tensor.
     assert_eq!((m.num_experts, m.top_k, m.expert_intermediate_size), (4, 2, 32));
-    assert!(m.renormalize);
+    assert!(m.routing.renormalize);
     assert_eq!(c.layer_ffn, vec![FfnKind::Moe; 2]);
 }
 
@@ -689,7 +689,7 @@ fn config_qwen2moe() {
     assert_eq!(c.intermediate_size, 48);
     let m = c.moe.unwrap();
     assert_eq!((m.num_experts, m.top_k, m.expert_intermediate_size), (4, 2, 16));
-    assert!(!m.renormalize);
+    assert!(!m.routing.renormalize);
     // Width from the tensor when the key is absent.
     assert_eq!(m.shared_expert_intermediate_size, Some(24));
     assert!(m.shared_expert_gate);
@@ -704,7 +704,7 @@ fn config_qwen2moe() {
         .unwrap(),
     )
     .unwrap();
-    assert!(c.moe.as_ref().unwrap().renormalize);
+    assert!(c.moe.as_ref().unwrap().routing.renormalize);
     assert_eq!(c.moe.unwrap().shared_expert_intermediate_size, Some(24));
 }
 
@@ -729,14 +729,14 @@ fn config_qwen3moe_olmoe_granitemoe() {
     assert_eq!(c.qk_norm, QkNorm::PerHead);
     assert_eq!(c.head_dim, 8);
     assert_eq!(c.rope_pairing, RopePairing::Halves);
-    assert!(c.moe.as_ref().unwrap().renormalize);
+    assert!(c.moe.as_ref().unwrap().routing.renormalize);
     assert_eq!(c.moe.as_ref().unwrap().shared_expert_intermediate_size, None);
 
     let c = config_from_gguf(&parse(swap_arch(tiny_qwen2moe(), "olmoe").build()).unwrap()).unwrap();
     assert_eq!(c.family, Family::Olmoe);
     assert_eq!(c.qk_norm, QkNorm::Whole);
     assert_eq!(c.rope_pairing, RopePairing::Halves);
-    assert!(!c.moe.as_ref().unwrap().renormalize);
+    assert!(!c.moe.as_ref().unwrap().routing.renormalize);
 
     let w = swap_arch(tiny_qwen2moe(), "granitemoe")
         .kv("granitemoe.embedding_scale", v_f32(12.0))
@@ -748,7 +748,7 @@ fn config_qwen3moe_olmoe_granitemoe() {
     assert_eq!(c.rope_pairing, RopePairing::Interleaved);
     assert_eq!((c.embedding_multiplier, c.residual_multiplier), (12.0, 0.22));
     assert_eq!((c.attention_scale, c.logits_multiplier), (0.015625, 0.125));
-    assert!(c.moe.as_ref().unwrap().renormalize);
+    assert!(c.moe.as_ref().unwrap().routing.renormalize);
 
     // A granitemoe file with a shared expert is refused, not misread.
     let w = swap_arch(tiny_qwen2moe(), "granitemoe").kv("granitemoe.expert_shared_feed_forward_length", v_u32(24));

@@ -10,6 +10,7 @@ use flint::quant::packed::PackedMatrix;
 use flint::reference::{KvCache, ReferenceModel, Weights};
 use flint::weights::model::{FfnWeights, LayerWeights, LinearWeights, MlpWeights, ModelWeights};
 use std::sync::Arc;
+use flint::weights::tree::{Attention, Gqa};
 
 fn random(rows: usize, cols: usize, seed: u64, scale: f32) -> PackedMatrix {
     let data: Vec<f32> =
@@ -31,9 +32,11 @@ fn a_model_with_tensors_over_one_binding_runs_on_the_gpu() {
         rms_norm_eps: 1e-5,
         rope_theta: 10000.0,
         rope_pairing: RopePairing::Halves,
+        rope_scaling: None,
         max_position_embeddings: 64,
         qkv_bias: false,
         qk_norm: QkNorm::None,
+        mla: None,
         attention_scale: 1.0 / 32f32.sqrt(),
         embedding_multiplier: 1.0,
         residual_multiplier: 1.0,
@@ -51,12 +54,8 @@ fn a_model_with_tensors_over_one_binding_runs_on_the_gpu() {
         embed: random(vocab, h, 1, 1.0),
         layers: vec![LayerWeights {
             attn_norm: vec![1.0; h],
-            q: linear(128, h, 2),
-            k: linear(64, h, 3),
-            v: linear(64, h, 4),
+            attn: Attention::Gqa(Gqa { q: linear(128, h, 2), k: linear(64, h, 3), v: linear(64, h, 4), q_norm: None, k_norm: None }),
             o: linear(h, 128, 5),
-            q_norm: None,
-            k_norm: None,
             ffn_norm: vec![1.0; h],
             ffn: FfnWeights::Dense(MlpWeights {
                 gate: random(inter, h, 6, 0.15),

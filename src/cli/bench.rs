@@ -71,18 +71,29 @@ pub fn preset_info(name: &str, ctx: usize, json_out: bool) -> Result<()> {
     let m = c.moe.as_ref().expect("presets are MoE");
     println!("preset      {} ({})", p.name, p.description);
     println!("family      {}", c.family.name());
+    let attention = match &c.mla {
+        None => format!("heads {}/{} kv, head_dim {}", c.num_heads, c.num_kv_heads, c.head_dim),
+        Some(a) => format!(
+            "{} heads of latent attention, kv_lora {}, q/k {} + rope {}, v {}",
+            c.num_heads, a.kv_lora_rank, a.qk_nope_head_dim, a.qk_rope_head_dim, a.v_head_dim
+        ),
+    };
     println!(
-        "layers      {} (hidden {}, heads {}/{} kv, head_dim {}, vocabulary {}, context {})",
-        c.num_layers, c.hidden_size, c.num_heads, c.num_kv_heads, c.head_dim, c.vocab_size, c.max_position_embeddings
+        "layers      {} (hidden {}, {attention}, vocabulary {}, context {})",
+        c.num_layers, c.hidden_size, c.vocab_size, c.max_position_embeddings
     );
     println!(
-        "experts     {} of width {}, top-{}, renormalize {}; shared expert {} (sigmoid gate {})",
+        "experts     {} of width {}, top-{}, renormalize {}; shared expert {} (sigmoid gate {}){}",
         m.num_experts,
         m.expert_intermediate_size,
         m.top_k,
         m.routing.renormalize,
         m.shared_expert_intermediate_size.unwrap_or(0),
-        m.shared_expert_gate
+        m.shared_expert_gate,
+        match c.layer_ffn.iter().filter(|k| **k == crate::config::FfnKind::Dense).count() {
+            0 => String::new(),
+            d => format!("; {d} dense layers of {}", c.intermediate_size),
+        }
     );
     println!(
         "attention   q/k/v bias {}, rope theta {}, rms eps {}, untied embeddings {}",
@@ -96,8 +107,10 @@ pub fn preset_info(name: &str, ctx: usize, json_out: bool) -> Result<()> {
     println!("weights     INT4, groups of {} with an f16 (scale, offset) pair: {}", p.group, gb(plan.weights));
     println!("vectors     norms and biases (f32): {}", gb(plan.vectors));
     println!(
-        "KV cache    {} bytes per token (f32 keys and values, all layers); {} positions: {}",
+        "KV cache    {} bytes per token ({} {}, all layers); {} positions: {}",
         plan.kv_per_token,
+        serde_json::to_value(plan.kv_format).map_or(String::new(), |v| v.as_str().unwrap_or("").to_string()),
+        if c.mla.is_some() { "latent and rotary key" } else { "keys and values" },
         ctx,
         gb(plan.kv_cache)
     );

@@ -6,6 +6,7 @@ use super::feed::{GpuFfn, GpuHead, GpuLayerWeights, GpuLinear, GpuMlp, GpuMoe, W
 use super::kernels::generate_int4;
 use super::matrix::{GpuMatrix, MatrixLayout};
 use super::Gpu;
+use crate::config::presets::group_for;
 use crate::config::{FfnKind, MlaConfig, ModelConfig};
 use crate::weights::tree::{Attention, Gqa, Mla};
 use crate::quant::generated::int4_matrix;
@@ -94,7 +95,7 @@ impl<'a> GeneratedFeed<'a> {
 
     /// A `[rows, cols]` matrix split only at multiples of `unit` rows, generated as matrix `id`.
     fn matrix(&self, gpu: &Gpu, rows: usize, cols: usize, unit: usize, id: u32) -> Result<GpuMatrix> {
-        let format = Format::Int4 { group: self.group, wide_scales: false };
+        let format = Format::Int4 { group: group_for(cols, self.group), wide_scales: false };
         let layout = MatrixLayout::new(rows, cols, format, unit, gpu.max_binding_bytes())?;
         let m = GpuMatrix::zeroed(gpu, &layout);
         super::submit(gpu, &generate_int4::ops(gpu, &m, self.seed, id)?.iter().collect::<Vec<_>>());
@@ -193,7 +194,7 @@ impl WeightFeed for GeneratedFeed<'_> {
 /// The CPU twin of [`GeneratedFeed`]: the same model's weights on the host (for tests and the
 /// CPU reference; a few MB models only: every matrix is built in memory).
 pub fn host_weights(c: &ModelConfig, group: usize, seed: u32) -> Result<ModelWeights> {
-    let m = |rows, cols, id| int4_matrix(rows, cols, group, seed, id);
+    let m = |rows, cols, id| int4_matrix(rows, cols, group_for(cols, group), seed, id);
     let h = c.hidden_size;
     let linear = |rows, cols, id, bias: bool| -> Result<LinearWeights> {
         Ok(LinearWeights { weight: m(rows, cols, id)?, bias: bias.then(|| vec![0.0; rows]) })

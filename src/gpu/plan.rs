@@ -152,8 +152,8 @@ impl MemoryPlan {
         kv: KvFormat,
         max_binding: u64,
     ) -> Result<Self> {
-        let format = Format::Int4 { group, wide_scales: false };
         let matrix = |rows: usize, cols: usize, unit: usize| -> Result<u64> {
+            let format = Format::Int4 { group: crate::config::presets::group_for(cols, group), wide_scales: false };
             Ok(MatrixLayout::new(rows, cols, format, unit, max_binding)?.allocated_bytes())
         };
         let h = c.hidden_size;

@@ -330,7 +330,7 @@ impl ModelWeights {
     /// the embeddings, the output projection, routers and gates stay as they are. A matrix
     /// whose rows are not a whole number of groups stays f32.
     pub fn quantize_int4(&mut self, group: usize) -> Result<()> {
-        self.for_each_decoder_linear(|m| {
+        self.for_each_decoder_linear(true, |m| {
             if m.format == crate::quant::packed::Format::F32 && m.cols.is_multiple_of(group) && m.cols.is_multiple_of(8)
             {
                 *m = PackedMatrix::quantize_int4(m.rows, m.cols, &m.dequantize(), group)?;
@@ -345,7 +345,7 @@ impl ModelWeights {
     /// stay as they are. Every such matrix must be f32 with rows of whole groups.
     pub fn quantize_gptq(&mut self, group: usize) -> Result<()> {
         use crate::quant::gptq_grid::GptqMatrix;
-        self.for_each_decoder_linear(|m| {
+        self.for_each_decoder_linear(true, |m| {
             if m.format != crate::quant::packed::Format::F32 {
                 return Err(Error::tensor(format!("{:?} matrix", m.format), "is already quantized"));
             }
@@ -357,7 +357,8 @@ impl ModelWeights {
     /// Calls `f` on the weight of every decoder linear a quantizer rewrites: attention q/k/v/o,
     /// dense FFNs, routed experts (stacked) and shared experts; not embeddings, output, routers
     /// or gates.
-    fn for_each_decoder_linear(&mut self, mut f: impl FnMut(&mut PackedMatrix) -> Result<()>) -> Result<()> {
+    /// MLA layers' projections are visited where `mla` allows, and are an error otherwise.
+    fn for_each_decoder_linear(&mut self, mla: bool, mut f: impl FnMut(&mut PackedMatrix) -> Result<()>) -> Result<()> {
         for layer in &mut self.layers {
             match &mut layer.attn {
                 Attention::Gqa(a) => {
@@ -365,9 +366,16 @@ impl ModelWeights {
                         f(&mut l.weight)?;
                     }
                 }
+                Attention::Mla(a) if mla => {
+                    let Mla { q_a, q_nope, q_rope, kv_a, k_b, v_b, .. } = &mut **a;
+                    for m in q_a.iter_mut().map(|(m, _)| m).chain([q_nope, q_rope, kv_a, k_b, v_b]) {
+                        f(m)?;
+                    }
+                }
                 Attention::Mla(_) => {
                     return Err(Error::Request(
-                        "quantizing multi-head latent attention (DeepSeek) is not supported yet".into(),
+                        "writing a quantized checkpoint of multi-head latent attention (DeepSeek) is not supported yet"
+                            .into(),
                     ))
                 }
             }
