@@ -52,7 +52,10 @@ pub(super) fn from_hf(f: &Fields, family: Family, num_layers: usize) -> Result<D
         // transformers builds q_a_layernorm and kv_a_layernorm with RMSNorm's default eps.
         norm_eps: 1e-6,
     };
-    let head_dim = mla.qk_nope_head_dim + mla.qk_rope_head_dim;
+    let head_dim = mla
+        .qk_nope_head_dim
+        .checked_add(mla.qk_rope_head_dim)
+        .ok_or_else(|| Error::field("qk_nope_head_dim", "with qk_rope_head_dim overflows a size"))?;
     let num_experts = f
         .usize_either("n_routed_experts", "num_local_experts")?
         .ok_or_else(|| Error::field("n_routed_experts", "missing"))?;
@@ -93,12 +96,14 @@ pub(super) fn from_hf(f: &Fields, family: Family, num_layers: usize) -> Result<D
     };
     let routing = Routing { scale: f.f32_opt("routed_scaling_factor")?.unwrap_or(1.0), ..routing };
     let shared = f.usize_opt("n_shared_experts")?.unwrap_or(0);
+    let shared_width =
+        shared.checked_mul(expert_width).ok_or_else(|| Error::field("n_shared_experts", "overflows a size"))?;
     let moe = MoeConfig {
         num_experts,
         top_k: f.usize("num_experts_per_tok")?,
         expert_intermediate_size: expert_width,
         routing,
-        shared_expert_intermediate_size: (shared > 0).then_some(shared * expert_width),
+        shared_expert_intermediate_size: (shared > 0).then_some(shared_width),
         shared_expert_gate: false,
     };
     // The first `first_k_dense_replace` layers are dense; DeepSeek's own code also reads
@@ -229,12 +234,15 @@ pub(super) fn from_gguf(m: &Meta, num_layers: usize, has: &dyn Fn(&str) -> bool)
         scale,
     };
     let shared = m.usize_opt("expert_shared_count")?.unwrap_or(0);
+    let shared_width = shared
+        .checked_mul(expert_width)
+        .ok_or_else(|| gguf_err(format!("`{}` {shared} overflows a size", m.key("expert_shared_count"))))?;
     let moe = MoeConfig {
         num_experts: m.usize("expert_count")?,
         top_k: m.usize("expert_used_count")?,
         expert_intermediate_size: expert_width,
         routing,
-        shared_expert_intermediate_size: (shared > 0).then_some(shared * expert_width),
+        shared_expert_intermediate_size: (shared > 0).then_some(shared_width),
         shared_expert_gate: false,
     };
     let first_dense = m.usize_opt("leading_dense_block_count")?.unwrap_or(0);
@@ -272,4 +280,67 @@ pub(super) fn from_gguf(m: &Meta, num_layers: usize, has: &dyn Fn(&str) -> bool)
         rope_scaling,
         interleaved: true,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{hf, ModelConfig, RopePairing};
+    use serde_json::{json, Value};
+
+    const V2: &str = include_str!("../../tests/fixtures/models/deepseek_v2/config.json");
+    const V3: &str = include_str!("../../tests/fixtures/models/deepseek_v3/config.json");
+
+    fn with(text: &str, edit: impl FnOnce(&mut serde_json::Map<String, Value>)) -> crate::Result<ModelConfig> {
+        let mut v: Value = serde_json::from_str(text).unwrap();
+        edit(v.as_object_mut().unwrap());
+        hf::parse(&v.to_string())
+    }
+
+    #[test]
+    fn reads_the_fixtures_as_transformers_does() {
+        let v2 = hf::parse(V2).unwrap();
+        let m = v2.mla.as_ref().unwrap();
+        assert_eq!((m.q_lora_rank, m.kv_lora_rank, m.qk_nope_head_dim, m.qk_rope_head_dim, m.v_head_dim), (None, 32, 32, 16, 24));
+        // config.json's head_dim (the rope dims) is not the head: nope + rope is.
+        assert_eq!((v2.head_dim, v2.num_kv_heads, v2.rope_pairing), (48, 4, RopePairing::Interleaved));
+        assert_eq!(v2.layer_ffn, [FfnKind::Dense, FfnKind::Moe, FfnKind::Moe]);
+        let r = &v2.moe.as_ref().unwrap().routing;
+        assert_eq!((r.scoring, r.selection_bias, r.renormalize, r.scale), (Scoring::Softmax, false, false, 1.5));
+        assert_eq!(r.groups, Some(ExpertGroups { count: 4, used: 2, score: GroupScore::Max }));
+        assert_eq!(v2.moe.as_ref().unwrap().shared_expert_intermediate_size, Some(64));
+        // 48^-0.5 * (0.1 * 0.707 * ln 4 + 1)^2, as the fixture generator reports it.
+        assert_eq!(v2.attention_scale, 0.174_017_44);
+        let y = v2.rope_scaling.as_ref().unwrap();
+        assert_eq!((y.factor, y.original_max_position_embeddings, y.attention_factor), (4.0, 32, 1.0));
+
+        let v3 = hf::parse(V3).unwrap();
+        let r = &v3.moe.as_ref().unwrap().routing;
+        assert_eq!((r.scoring, r.selection_bias, r.renormalize, r.scale), (Scoring::Sigmoid, true, true, 2.5));
+        assert_eq!(r.groups.unwrap().score, GroupScore::TopTwoSum);
+        assert_eq!(v3.mla.as_ref().unwrap().q_lora_rank, Some(96));
+        assert!(v3.rope_scaling.is_none());
+    }
+
+    #[test]
+    fn refuses_what_it_does_not_run_by_name() {
+        let cases: [(&str, Box<dyn FnOnce(&mut serde_json::Map<String, Value>)>, &str); 6] = [
+            (V2, Box::new(|o| drop(o.insert("moe_layer_freq".into(), json!(2)))), "`moe_layer_freq`: 2 is not supported"),
+            (V3, Box::new(|o| drop(o.insert("scoring_func".into(), json!("softmax")))), "`scoring_func`"),
+            (V2, Box::new(|o| drop(o.insert("topk_method".into(), json!("noaux")))), "`topk_method`: `noaux`"),
+            (V2, Box::new(|o| drop(o.insert("n_group".into(), json!(3)))), "`n_group`: 3 does not divide the 8 experts"),
+            (V2, Box::new(|o| drop(o.insert("topk_group".into(), json!(1)))), "`topk_group`: 1 groups of 2 cannot supply 3"),
+            (
+                V2,
+                Box::new(|o| drop(o["rope_parameters"].as_object_mut().unwrap().insert("rope_type".into(), json!("longrope")))),
+                "`longrope` RoPE scaling is not supported",
+            ),
+        ];
+        for (text, edit, want) in cases {
+            let err = with(text, edit).unwrap_err().to_string();
+            assert!(err.contains(want), "{err}");
+        }
+        let err = with(V2, |o| drop(o.insert("kv_lora_rank".into(), json!(0)))).unwrap_err().to_string();
+        assert!(err.contains("`kv_lora_rank`: must be positive"), "{err}");
+    }
 }

@@ -437,6 +437,14 @@ impl ModelConfig {
             if let Some((field, _)) = widths.iter().find(|(_, v)| *v == 0) {
                 return Err(Error::field(field.to_string(), "must be positive"));
             }
+            // Every per-head width times the heads (and the latent row) must be a size.
+            let widths = [m.kv_lora_rank, m.v_head_dim, m.qk_nope_head_dim, m.q_lora_rank.unwrap_or(0)];
+            let too_wide = widths.iter().any(|&w| w.checked_mul(self.num_heads).and_then(|x| x.checked_mul(4)).is_none())
+                || m.kv_lora_rank.checked_add(m.qk_rope_head_dim).is_none()
+                || m.qk_nope_head_dim.checked_add(m.v_head_dim).and_then(|x| x.checked_mul(self.num_heads)).is_none();
+            if too_wide {
+                return Err(Error::field("kv_lora_rank", "the latent attention's widths overflow a size"));
+            }
             if self.head_dim != m.qk_nope_head_dim + m.qk_rope_head_dim || !m.qk_rope_head_dim.is_multiple_of(2) {
                 return Err(Error::field(
                     "qk_rope_head_dim",
