@@ -14,7 +14,7 @@
 // writes); it is bound as vec2<u32> words, so 4 values are one word (f16) or two (f32), read
 // by key4/value4.
 //
-// Bindings (group 0); head_dim is a multiple of 4 and HEADS * head_dim at most 4 * MAX_Q4:
+// Bindings (group 0); head_dim is a multiple of 4, at most 1024, and Q4 = HEADS * head_dim / 4:
 //   0 params   uniform  { n_heads: u32, n_kv_heads: u32, head_dim: u32, scale: f32 }
 //   1 step     uniform  { n_tokens: u32, position: u32, ... } (see gpu::step)
 //   2 q        storage read  f32 [n_tokens, n_heads * head_dim] (after RoPE), as vec4
@@ -39,10 +39,11 @@
 
 override WG: u32 = 32u;
 // Query heads per workgroup: a divisor of the GQA group (n_heads / n_kv_heads), at most
-// MAX_HEADS, with HEADS * head_dim / 4 <= MAX_Q4.
+// MAX_HEADS, whose workgroup memory (q_tile, weights, reduce) fits WebGPU's guaranteed 16 KiB.
 override HEADS: u32 = 1u;
 const MAX_HEADS: u32 = 8u;
-const MAX_Q4: u32 = 256u;
+// The workgroup's query rows in vec4s, HEADS * head_dim / 4 (set by the host, as TILE is).
+override Q4: u32 = 256u;
 // Keys per thread in a tile of TILE keys.
 override KPT: u32 = 4u;
 override TILE: u32 = 128u; // = WG * KPT, set by the host (not derived here: see attention.rs)
@@ -66,7 +67,7 @@ struct Step { n_tokens: u32, position: u32, _pad0: u32, _pad1: u32 }
 @group(0) @binding(6) var<storage, read_write> partials: array<vec4<f32>>;
 
 // The workgroup's HEADS query rows, head after head.
-var<workgroup> q_tile: array<vec4<f32>, MAX_Q4>;
+var<workgroup> q_tile: array<vec4<f32>, Q4>;
 // Per head h, entries h * TILE ..: the tile's scores, then weights.
 var<workgroup> weights: array<f32, TILE * HEADS>;
 // Per head h, entries h * WG ..: each thread's maximum score, then its share of the sum.

@@ -10,12 +10,14 @@ use bytemuck::{Pod, Zeroable};
 
 const SOURCE: &str = include_str!("../../../shaders/attention.wgsl");
 const COMBINE_SOURCE: &str = include_str!("../../../shaders/attention_combine.wgsl");
-/// The kernel's `MAX_HEADS` and `MAX_Q4`.
+/// The kernel's `MAX_HEADS`.
 const MAX_HEADS: u32 = 8;
-const MAX_Q4: u32 = 256;
-/// The largest head_dim the kernel takes (`MAX_Q4` vec4s); head_dim must also be a multiple
-/// of 4 (rows are read as vec4).
-pub const MAX_HEAD_DIM: u32 = 4 * MAX_Q4;
+/// The largest head_dim the kernel takes (one thread per vec4 column, 256 threads at most);
+/// head_dim must also be a multiple of 4 (rows are read as vec4).
+pub const MAX_HEAD_DIM: u32 = 1024;
+/// Workgroup memory a workgroup may take: WebGPU's guaranteed minimum, so that every device
+/// (and the memory plan, which sizes the partials by it) makes the same choice.
+const WORKGROUP_BYTES: u32 = 16 * 1024;
 
 #[repr(C)]
 #[derive(Clone, Copy, Pod, Zeroable)]
@@ -26,11 +28,29 @@ struct Params {
     scale: f32,
 }
 
-/// Query heads one workgroup serves: the largest divisor of the GQA `group` whose query rows
-/// fit the kernel's tile (`MAX_HEADS` heads, `MAX_Q4` vec4s), so that each key and value row is
-/// read once for all of them.
+/// Threads per workgroup (one per vec4 column) and keys per thread in a tile (tiles of at least
+/// 128 keys).
+fn tile(head_dim: u32) -> (u32, u32) {
+    let wg = head_dim / 4;
+    (wg, 128u32.div_ceil(wg))
+}
+
+/// Workgroup memory of `heads` heads of `head_dim`: their query rows, the tile's scores and the
+/// reduction slots.
+fn workgroup_bytes(heads: u32, head_dim: u32) -> u32 {
+    let (wg, kpt) = tile(head_dim);
+    heads * (4 * head_dim + 4 * wg * kpt + 4 * wg)
+}
+
+/// Query heads one workgroup serves: the largest divisor of the GQA `group` (at most
+/// `MAX_HEADS`) whose workgroup memory fits [`WORKGROUP_BYTES`], so that each key and value row
+/// is read once for all of them. (MLA's heads are one group over a 576-wide latent: 4 per
+/// workgroup.)
 fn heads_per_workgroup(group: u32, head_dim: u32) -> u32 {
-    (1..=group.min(MAX_HEADS)).rev().find(|&h| group.is_multiple_of(h) && h * head_dim <= 4 * MAX_Q4).unwrap_or(1)
+    (1..=group.min(MAX_HEADS))
+        .rev()
+        .find(|&h| group.is_multiple_of(h) && workgroup_bytes(h, head_dim) <= WORKGROUP_BYTES)
+        .unwrap_or(1)
 }
 
 /// How many workgroups share one token's keys in decode (flash-decoding) on `gpu`, for
@@ -98,9 +118,7 @@ pub fn ops(
         )));
     }
     let heads = heads_per_workgroup(n_heads / n_kv_heads, head_dim);
-    // One thread per vec4 column; tiles of at least 128 keys.
-    let wg = head_dim / 4;
-    let kpt = 128u32.div_ceil(wg);
+    let (wg, kpt) = tile(head_dim);
     let splits = splits.max(1);
     if splits > 1 && partials.size() < partials_bytes(max_tokens, splits, n_heads, head_dim) {
         return Err(Error::Gpu(format!("attention: a partials buffer too small for {splits} splits")));
@@ -112,6 +130,7 @@ pub fn ops(
         ("HEADS", heads as f64),
         ("KPT", kpt as f64),
         ("TILE", (wg * kpt) as f64),
+        ("Q4", (heads * wg) as f64),
         ("SPLITS", splits as f64),
         kv.f16_override(),
     ];
@@ -240,6 +259,8 @@ mod tests {
             (3, 3, 8, 130),
             (16, 2, 64, 200),
             (16, 1, 32, 70),
+            // MLA's shape: 16 heads over one 576-wide latent row, 4 heads per workgroup.
+            (16, 1, 576, 150),
         ] {
             for gain in [1.0, 8.0] {
                 for format in [KvFormat::F32, KvFormat::F16] {
@@ -261,12 +282,21 @@ mod tests {
             (4, 2, 64, 1, 5, 7),
             (16, 2, 64, 1, 300, 2),
             (4, 2, 32, 5, 200, 3),
+            (16, 1, 576, 1, 300, 2),
         ] {
             for format in [KvFormat::F32, KvFormat::F16] {
                 worst = worst.max(check(h, kv, hd, t, pos, 8.0, format, splits));
             }
         }
         eprintln!("attention with split keys: max abs error {worst:e}");
+    }
+
+    #[test]
+    fn workgroups_serve_as_many_heads_as_16_kib_hold() {
+        // Unchanged for the usual heads (a whole group up to 8); MLA's 576-wide latent: 4.
+        assert_eq!([heads_per_workgroup(4, 64), heads_per_workgroup(8, 128), heads_per_workgroup(3, 80)], [4, 8, 3]);
+        assert_eq!(heads_per_workgroup(16, 576), 4);
+        assert!(workgroup_bytes(4, 576) <= WORKGROUP_BYTES && workgroup_bytes(8, 576) > WORKGROUP_BYTES);
     }
 
     #[test]
@@ -284,7 +314,9 @@ mod tests {
     fn matches_cpu_twin_in_prefill() {
         let mut worst = 0f32;
         // (heads, kv heads, head_dim, tokens, position): a first chunk, and chunks after a prefix.
-        for (h, kv, hd, t, pos) in [(9, 3, 80, 5, 0), (4, 2, 64, 33, 0), (4, 2, 32, 33, 300), (9, 3, 64, 5, 600)] {
+        for (h, kv, hd, t, pos) in
+            [(9, 3, 80, 5, 0), (4, 2, 64, 33, 0), (4, 2, 32, 33, 300), (9, 3, 64, 5, 600), (16, 1, 576, 7, 40)]
+        {
             for gain in [1.0, 8.0] {
                 for format in [KvFormat::F32, KvFormat::F16] {
                     worst = worst.max(check(h, kv, hd, t, pos, gain, format, 1));
