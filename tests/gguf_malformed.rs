@@ -965,6 +965,16 @@ fn fixture_ggufs_match_their_config_json() {
     seen.sort();
     assert_eq!(
         seen,
-        ["deepseek_v2", "deepseek_v3", "granitemoe", "llama", "mixtral", "olmoe", "qwen2_moe", "qwen2_moe_norm", "qwen3_moe"]
+        [
+            "deepseek_v2",
+            "deepseek_v3",
+            "granitemoe",
+            "llama",
+            "mixtral",
+            "olmoe",
+            "qwen2_moe",
+            "qwen2_moe_norm",
+            "qwen3_moe"
+        ]
     );
 }

@@ -9,8 +9,8 @@ use flint::gpu::{Backend, Gpu};
 use flint::quant::packed::PackedMatrix;
 use flint::reference::{KvCache, ReferenceModel, Weights};
 use flint::weights::model::{FfnWeights, LayerWeights, LinearWeights, MlpWeights, ModelWeights};
-use std::sync::Arc;
 use flint::weights::tree::{Attention, Gqa};
+use std::sync::Arc;
 
 fn random(rows: usize, cols: usize, seed: u64, scale: f32) -> PackedMatrix {
     let data: Vec<f32> =
@@ -54,7 +54,13 @@ fn a_model_with_tensors_over_one_binding_runs_on_the_gpu() {
         embed: random(vocab, h, 1, 1.0),
         layers: vec![LayerWeights {
             attn_norm: vec![1.0; h],
-            attn: Attention::Gqa(Gqa { q: linear(128, h, 2), k: linear(64, h, 3), v: linear(64, h, 4), q_norm: None, k_norm: None }),
+            attn: Attention::Gqa(Gqa {
+                q: linear(128, h, 2),
+                k: linear(64, h, 3),
+                v: linear(64, h, 4),
+                q_norm: None,
+                k_norm: None,
+            }),
             o: linear(h, 128, 5),
             ffn_norm: vec![1.0; h],
             ffn: FfnWeights::Dense(MlpWeights {

@@ -134,8 +134,7 @@ pub(super) fn from_hf(f: &Fields, family: Family, num_layers: usize) -> Result<D
 /// YaRN from `rope_parameters` (transformers 5) or `rope_scaling` (hub configs), with the
 /// factor and `mscale_all_dim` the softmax scale needs; `None` for plain RoPE.
 fn yarn_params(f: &Fields) -> Result<Option<(Yarn, f64, f64)>> {
-    let Some((key, params)) = ["rope_parameters", "rope_scaling"].iter().find_map(|k| f.get(k).map(|v| (*k, v)))
-    else {
+    let Some((key, params)) = ["rope_parameters", "rope_scaling"].iter().find_map(|k| f.get(k).map(|v| (*k, v))) else {
         return Ok(None);
     };
     let params = params.as_object().ok_or_else(|| Error::field(key, "expected an object"))?;
@@ -209,12 +208,16 @@ pub(super) fn from_gguf(m: &Meta, num_layers: usize, has: &dyn Fn(&str) -> bool)
     let scoring = match m.usize_opt("expert_gating_func")? {
         None | Some(1) => Scoring::Softmax,
         Some(2) => Scoring::Sigmoid,
-        Some(f) => return Err(gguf_err(format!("`{}` {f} is not supported (1 softmax, 2 sigmoid)", m.key("expert_gating_func")))),
+        Some(f) => {
+            return Err(gguf_err(format!(
+                "`{}` {f} is not supported (1 softmax, 2 sigmoid)",
+                m.key("expert_gating_func")
+            )))
+        }
     };
     let first_moe = (0..num_layers).find(|l| has(&format!("blk.{l}.ffn_gate_inp.weight")));
-    let selection_bias = first_moe.is_some_and(|l| {
-        has(&format!("blk.{l}.exp_probs_b.bias")) || has(&format!("blk.{l}.exp_probs_b"))
-    });
+    let selection_bias =
+        first_moe.is_some_and(|l| has(&format!("blk.{l}.exp_probs_b.bias")) || has(&format!("blk.{l}.exp_probs_b")));
     // Groups are scored as the model's own code scores them: DeepSeek-V2 (softmax) by a group's
     // best expert, V3 (sigmoid) by its two best. (llama.cpp scores every deepseek2 file's groups
     // by their two best, which differs from DeepSeek-V2's group_limited_greedy.)
@@ -291,6 +294,8 @@ mod tests {
     const V2: &str = include_str!("../../tests/fixtures/models/deepseek_v2/config.json");
     const V3: &str = include_str!("../../tests/fixtures/models/deepseek_v3/config.json");
 
+    type Edit = Box<dyn FnOnce(&mut serde_json::Map<String, Value>)>;
+
     fn with(text: &str, edit: impl FnOnce(&mut serde_json::Map<String, Value>)) -> crate::Result<ModelConfig> {
         let mut v: Value = serde_json::from_str(text).unwrap();
         edit(v.as_object_mut().unwrap());
@@ -301,7 +306,10 @@ mod tests {
     fn reads_the_fixtures_as_transformers_does() {
         let v2 = hf::parse(V2).unwrap();
         let m = v2.mla.as_ref().unwrap();
-        assert_eq!((m.q_lora_rank, m.kv_lora_rank, m.qk_nope_head_dim, m.qk_rope_head_dim, m.v_head_dim), (None, 32, 32, 16, 24));
+        assert_eq!(
+            (m.q_lora_rank, m.kv_lora_rank, m.qk_nope_head_dim, m.qk_rope_head_dim, m.v_head_dim),
+            (None, 32, 32, 16, 24)
+        );
         // config.json's head_dim (the rope dims) is not the head: nope + rope is.
         assert_eq!((v2.head_dim, v2.num_kv_heads, v2.rope_pairing), (48, 4, RopePairing::Interleaved));
         assert_eq!(v2.layer_ffn, [FfnKind::Dense, FfnKind::Moe, FfnKind::Moe]);
@@ -324,15 +332,29 @@ mod tests {
 
     #[test]
     fn refuses_what_it_does_not_run_by_name() {
-        let cases: [(&str, Box<dyn FnOnce(&mut serde_json::Map<String, Value>)>, &str); 6] = [
-            (V2, Box::new(|o| drop(o.insert("moe_layer_freq".into(), json!(2)))), "`moe_layer_freq`: 2 is not supported"),
-            (V3, Box::new(|o| drop(o.insert("scoring_func".into(), json!("softmax")))), "`scoring_func`"),
-            (V2, Box::new(|o| drop(o.insert("topk_method".into(), json!("noaux")))), "`topk_method`: `noaux`"),
-            (V2, Box::new(|o| drop(o.insert("n_group".into(), json!(3)))), "`n_group`: 3 does not divide the 8 experts"),
-            (V2, Box::new(|o| drop(o.insert("topk_group".into(), json!(1)))), "`topk_group`: 1 groups of 2 cannot supply 3"),
+        let cases: [(&str, Edit, &str); 6] = [
             (
                 V2,
-                Box::new(|o| drop(o["rope_parameters"].as_object_mut().unwrap().insert("rope_type".into(), json!("longrope")))),
+                Box::new(|o| drop(o.insert("moe_layer_freq".into(), json!(2)))),
+                "`moe_layer_freq`: 2 is not supported",
+            ),
+            (V3, Box::new(|o| drop(o.insert("scoring_func".into(), json!("softmax")))), "`scoring_func`"),
+            (V2, Box::new(|o| drop(o.insert("topk_method".into(), json!("noaux")))), "`topk_method`: `noaux`"),
+            (
+                V2,
+                Box::new(|o| drop(o.insert("n_group".into(), json!(3)))),
+                "`n_group`: 3 does not divide the 8 experts",
+            ),
+            (
+                V2,
+                Box::new(|o| drop(o.insert("topk_group".into(), json!(1)))),
+                "`topk_group`: 1 groups of 2 cannot supply 3",
+            ),
+            (
+                V2,
+                Box::new(|o| {
+                    drop(o["rope_parameters"].as_object_mut().unwrap().insert("rope_type".into(), json!("longrope")))
+                }),
                 "`longrope` RoPE scaling is not supported",
             ),
         ];

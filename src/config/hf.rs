@@ -203,14 +203,14 @@ pub fn from_json(obj: &Map<String, Value>) -> Result<ModelConfig> {
     let layer_ffn = match &deepseek {
         Some(d) => d.layer_ffn.clone(),
         None => (0..num_layers)
-        .map(|l| match (&moe, family) {
-            (None, _) => FfnKind::Dense,
-            (Some(_), f) if f.mixes_dense_layers() && (mlp_only.contains(&l) || (l + 1) % sparse_step != 0) => {
-                FfnKind::Dense
-            }
-            (Some(_), _) => FfnKind::Moe,
-        })
-        .collect(),
+            .map(|l| match (&moe, family) {
+                (None, _) => FfnKind::Dense,
+                (Some(_), f) if f.mixes_dense_layers() && (mlp_only.contains(&l) || (l + 1) % sparse_step != 0) => {
+                    FfnKind::Dense
+                }
+                (Some(_), _) => FfnKind::Moe,
+            })
+            .collect(),
     };
 
     let granite = family.has_multipliers();

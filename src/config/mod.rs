@@ -308,12 +308,11 @@ impl ModelConfig {
                 q_a + q * q_in + (r + rope) * h + r + heads * (nope + v) * r + heads * v * h
             }
             None => h * (q + n(2) * kv) + q * h + if self.qkv_bias { q + n(2) * kv } else { n(0) },
-        }
-            + match self.qk_norm {
-                QkNorm::None => n(0),
-                QkNorm::PerHead => n(2) * n(self.head_dim),
-                QkNorm::Whole => q + kv,
-            };
+        } + match self.qk_norm {
+            QkNorm::None => n(0),
+            QkNorm::PerHead => n(2) * n(self.head_dim),
+            QkNorm::Whole => q + kv,
+        };
         let embed = n(self.vocab_size) * h;
         let mut total = embed + h + if self.tie_word_embeddings { n(0) } else { embed };
         let mut active = total;
@@ -325,8 +324,7 @@ impl ModelConfig {
                 (FfnKind::Moe, Some(m)) => {
                     let shared = m.shared_expert_intermediate_size.map_or(n(0), mlp)
                         + if m.shared_expert_gate { h } else { n(0) };
-                    let router = n(m.num_experts) * h
-                        + if m.routing.selection_bias { n(m.num_experts) } else { n(0) };
+                    let router = n(m.num_experts) * h + if m.routing.selection_bias { n(m.num_experts) } else { n(0) };
                     total += router + shared + n(m.num_experts) * mlp(m.expert_intermediate_size);
                     active += router + shared + n(m.top_k) * mlp(m.expert_intermediate_size);
                 }
@@ -439,7 +437,9 @@ impl ModelConfig {
             }
             // Every per-head width times the heads (and the latent row) must be a size.
             let widths = [m.kv_lora_rank, m.v_head_dim, m.qk_nope_head_dim, m.q_lora_rank.unwrap_or(0)];
-            let too_wide = widths.iter().any(|&w| w.checked_mul(self.num_heads).and_then(|x| x.checked_mul(4)).is_none())
+            let too_wide = widths
+                .iter()
+                .any(|&w| w.checked_mul(self.num_heads).and_then(|x| x.checked_mul(4)).is_none())
                 || m.kv_lora_rank.checked_add(m.qk_rope_head_dim).is_none()
                 || m.qk_nope_head_dim.checked_add(m.v_head_dim).and_then(|x| x.checked_mul(self.num_heads)).is_none();
             if too_wide {
@@ -448,8 +448,10 @@ impl ModelConfig {
             if self.head_dim != m.qk_nope_head_dim + m.qk_rope_head_dim || !m.qk_rope_head_dim.is_multiple_of(2) {
                 return Err(Error::field(
                     "qk_rope_head_dim",
-                    format!("{} must be even, and with qk_nope_head_dim {} make the head's {}", m.qk_rope_head_dim,
-                        m.qk_nope_head_dim, self.head_dim),
+                    format!(
+                        "{} must be even, and with qk_nope_head_dim {} make the head's {}",
+                        m.qk_rope_head_dim, m.qk_nope_head_dim, self.head_dim
+                    ),
                 ));
             }
         }

@@ -8,10 +8,10 @@ use super::matrix::{GpuMatrix, MatrixLayout};
 use super::Gpu;
 use crate::config::presets::group_for;
 use crate::config::{FfnKind, MlaConfig, ModelConfig};
-use crate::weights::tree::{Attention, Gqa, Mla};
 use crate::quant::generated::int4_matrix;
 use crate::quant::packed::Format;
 use crate::weights::model::{FfnWeights, LayerWeights, LinearWeights, MlpWeights, ModelWeights, MoeWeights};
+use crate::weights::tree::{Attention, Gqa, Mla};
 use crate::{Error, Result};
 
 /// Matrix ids: the embeddings and the output projection, then 16 per layer by role.
@@ -51,7 +51,13 @@ pub(crate) fn mla_matrices(c: &ModelConfig, m: &MlaConfig) -> (Option<[usize; 4]
 }
 
 /// An MLA tree from its matrices in [`mla_matrices`]' order and vectors of ones.
-fn mla_tree<M, V>(c: &ModelConfig, m: &MlaConfig, q_a: Option<M>, mut rest: Vec<M>, ones: impl Fn(usize) -> V) -> Mla<M, V> {
+fn mla_tree<M, V>(
+    c: &ModelConfig,
+    m: &MlaConfig,
+    q_a: Option<M>,
+    mut rest: Vec<M>,
+    ones: impl Fn(usize) -> V,
+) -> Mla<M, V> {
     let mut take = || rest.remove(0);
     let (q_nope, q_rope, kv_a, k_b, v_b) = (take(), take(), take(), take(), take());
     Mla {
@@ -139,7 +145,10 @@ impl WeightFeed for GeneratedFeed<'_> {
                 let shared = m.shared_expert_intermediate_size;
                 GpuFfn::Moe(Box::new(GpuMoe {
                     router: self.matrix(gpu, m.num_experts, h, 1, id(ROUTER))?,
-                    router_bias: m.routing.selection_bias.then(|| gpu.storage_zeroed("router bias", 4 * m.num_experts as u64)),
+                    router_bias: m
+                        .routing
+                        .selection_bias
+                        .then(|| gpu.storage_zeroed("router bias", 4 * m.num_experts as u64)),
                     experts: self.mlp(gpu, m.num_experts, m.expert_intermediate_size, [id(GATE), id(UP), id(DOWN)])?,
                     shared: shared
                         .map(|s| self.mlp(gpu, 1, s, [id(SHARED_GATE), id(SHARED_UP), id(SHARED_DOWN)]))
@@ -155,7 +164,8 @@ impl WeightFeed for GeneratedFeed<'_> {
         let attn = match &c.mla {
             Some(m) => {
                 let (q_a, rest) = mla_matrices(c, m);
-                let mut gen = |[role, rows, cols, unit]: [usize; 4]| self.matrix(gpu, rows, cols, rows / unit, id(role as u32));
+                let mut gen =
+                    |[role, rows, cols, unit]: [usize; 4]| self.matrix(gpu, rows, cols, rows / unit, id(role as u32));
                 let q_a = q_a.map(&mut gen).transpose()?;
                 let rest = rest.into_iter().map(gen).collect::<Result<Vec<_>>>()?;
                 Attention::Mla(Box::new(mla_tree(c, m, q_a, rest, |n| ones(gpu, n))))

@@ -95,7 +95,9 @@ impl Scratch {
                 let splits = attention::max_splits(attention::workgroups_per_token(heads, kv_heads, hd), max_ctx);
                 buffer(attention::partials_bytes(1, splits, heads, hd))
             },
-            latent: f32s(c.mla.as_ref().map_or(0, |m| m.q_lora_rank.unwrap_or(0) + m.kv_lora_rank + m.qk_rope_head_dim)),
+            latent: f32s(
+                c.mla.as_ref().map_or(0, |m| m.q_lora_rank.unwrap_or(0) + m.kv_lora_rank + m.qk_rope_head_dim),
+            ),
             q_latent: f32s(c.mla.as_ref().map_or(0, |m| m.q_lora_rank.unwrap_or(0))),
             heads_latent: f32s(c.mla.as_ref().map_or(0, |m| c.num_heads * (m.kv_lora_rank + m.qk_rope_head_dim))),
         }

@@ -108,7 +108,13 @@ impl ReferenceModel {
 
     /// Self-attention of T new positions (the attention-normed `normed`) over the cache and
     /// themselves (causal, GQA): the heads' outputs, before `o`.
-    fn gqa(&self, layer: &Gqa<crate::ops::Matrix, Vec<f32>>, l: usize, normed: &[f32], cache: &mut KvCache) -> Vec<f32> {
+    fn gqa(
+        &self,
+        layer: &Gqa<crate::ops::Matrix, Vec<f32>>,
+        l: usize,
+        normed: &[f32],
+        cache: &mut KvCache,
+    ) -> Vec<f32> {
         let c = &self.config;
         let (hd, q_dim, kv_dim) = (c.head_dim, c.q_dim(), c.kv_dim());
         let mut q = layer.q.forward(normed);

@@ -455,7 +455,7 @@ pub fn build(
             pair_rows: pair_rows as u32,
             add: matches!(out, Out::Add(..)) as u32,
             add_scale: if let Out::Add(_, scale) = out { scale } else { 0.0 },
-            x_stride4: x_stride as u32 / 4,
+            x_stride4: x_stride / 4,
             _pad: [0; 2],
         };
         let params = gpu.uniform(label, &params);
@@ -905,7 +905,14 @@ mod tests {
                 let mut ops = vec![];
                 let groups = GroupBuffers::new(gpu, mt, n_experts as u32, kk, shape.tile);
                 let e = match grouped {
-                    false => Experts { rows_per_expert: rows, ids: &idb, k: kk, x_per_slot: false, group_rows: None, strides: None },
+                    false => Experts {
+                        rows_per_expert: rows,
+                        ids: &idb,
+                        k: kk,
+                        x_per_slot: false,
+                        group_rows: None,
+                        strides: None,
+                    },
                     true => {
                         ops.push(
                             moe_group::op(gpu, &step.buffer, &idb, &groups, n_experts as u32, kk, shape.tile).unwrap(),

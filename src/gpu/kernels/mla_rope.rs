@@ -59,7 +59,11 @@ pub fn op(
     kv: KvFormat,
 ) -> Result<Op> {
     let MlaShape { heads, kv_lora, rope_dim, pairing, inv_freq, factor, eps } = shape;
-    if heads == 0 || kv_lora == 0 || !kv_lora.is_multiple_of(2) || !rope_dim.is_multiple_of(2) || rope_dim == 0
+    if heads == 0
+        || kv_lora == 0
+        || !kv_lora.is_multiple_of(2)
+        || !rope_dim.is_multiple_of(2)
+        || rope_dim == 0
         || inv_freq.len() != rope_dim as usize / 2
     {
         return Err(Error::Gpu(format!(
@@ -123,8 +127,20 @@ mod tests {
             eps,
         };
         let bufs = (gpu.storage("q rope", &q_rope), gpu.storage("kv", &kv_in), gpu.storage("norm", &norm));
-        let op = op(gpu, &step.buffer, shape, &bufs.0, &bufs.1, &bufs.2, &q_out, &cache, max_tokens as u32,
-            max_ctx as u32, kv).unwrap();
+        let op = op(
+            gpu,
+            &step.buffer,
+            shape,
+            &bufs.0,
+            &bufs.1,
+            &bufs.2,
+            &q_out,
+            &cache,
+            max_tokens as u32,
+            max_ctx as u32,
+            kv,
+        )
+        .unwrap();
         crate::gpu::submit(gpu, &[&op]);
         let got_q: Vec<f32> = gpu.read(&q_out).unwrap();
         let got_cache: Vec<f32> = match kv {
@@ -165,7 +181,9 @@ mod tests {
         for pairing in [RopePairing::Interleaved, RopePairing::Halves] {
             for kv in [KvFormat::F32, KvFormat::F16] {
                 // (heads, kv_lora, rope, tokens, position)
-                for (h, r, d, t, pos) in [(4, 32, 16, 1, 0), (3, 90, 6, 5, 37), (16, 512, 64, 2, 1000), (1, 130, 2, 3, 7)] {
+                for (h, r, d, t, pos) in
+                    [(4, 32, 16, 1, 0), (3, 90, 6, 5, 37), (16, 512, 64, 2, 1000), (1, 130, 2, 3, 7)]
+                {
                     check(h, r, d, t, pos, pairing, kv);
                 }
             }

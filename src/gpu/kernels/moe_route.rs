@@ -57,7 +57,9 @@ pub fn op(
         Some(g) => (g.count as u32, g.used as u32, u32::from(g.score == GroupScore::TopTwoSum)),
     };
     if groups > 64 || groups == 0 || !num_experts.is_multiple_of(groups) {
-        return Err(Error::Gpu(format!("moe_route: {groups} groups of {num_experts} experts (at most 64 equal groups)")));
+        return Err(Error::Gpu(format!(
+            "moe_route: {groups} groups of {num_experts} experts (at most 64 equal groups)"
+        )));
     }
     // One thread per expert up to 256 (ranking costs each thread E comparisons per expert it
     // holds), at least MAX_TOP_K (threads s < k write slot s).
@@ -135,6 +137,7 @@ mod tests {
     }
 
     /// [`run`] with each token's logits at columns `offset ..` of rows of `stride`.
+    #[allow(clippy::too_many_arguments)]
     fn run_columns(
         logits: &[f32],
         offset: usize,
@@ -250,7 +253,9 @@ mod tests {
     fn deepseek_routing_matches_cpu_twin() {
         // Sigmoid with a selection bias and groups scored by their two best (V3), softmax with
         // groups scored by their best (V2), each scaled, renormalised or not.
-        for (experts, k, groups, used) in [(8usize, 3usize, 4usize, 2usize), (64, 6, 8, 3), (160, 8, 8, 4), (60, 4, 1, 1)] {
+        for (experts, k, groups, used) in
+            [(8usize, 3usize, 4usize, 2usize), (64, 6, 8, 3), (160, 8, 8, 4), (60, 4, 1, 1)]
+        {
             for (scoring, score, renormalize) in
                 [(Scoring::Sigmoid, GroupScore::TopTwoSum, true), (Scoring::Softmax, GroupScore::Max, false)]
             {

@@ -7,12 +7,12 @@ use super::{GpuModel, Logits};
 use crate::config::{FfnKind, ModelConfig};
 use crate::gpu::feed::{GpuFfn, GpuHead, GpuLayerWeights, GpuLinear, GpuMlp};
 use crate::gpu::generated::mla_matrices;
-use crate::weights::tree::Attention;
 use crate::gpu::kernels::KvFormat;
 use crate::gpu::matrix::GpuMatrix;
 use crate::gpu::plan::kv_buffer_bytes;
 use crate::gpu::step::Step;
 use crate::gpu::Gpu;
+use crate::weights::tree::Attention;
 use crate::{Error, Result};
 use std::sync::Arc;
 
@@ -187,7 +187,9 @@ fn check_layer(c: &ModelConfig, l: usize, w: &GpuLayerWeights) -> Result<()> {
                 _ => return Err(Error::Gpu(at("q's low-rank path: in only one of the config and the weights"))),
             }
             let names = ["q nope", "q rope", "kv_a", "k_b", "v_b"];
-            for ((name, m), [_, rows, cols, _]) in names.iter().zip([&a.q_nope, &a.q_rope, &a.kv_a, &a.k_b, &a.v_b]).zip(rest) {
+            for ((name, m), [_, rows, cols, _]) in
+                names.iter().zip([&a.q_nope, &a.q_rope, &a.kv_a, &a.k_b, &a.v_b]).zip(rest)
+            {
                 check_matrix(&at(name), m, rows, cols)?;
             }
             check_vector(&at("kv_a norm"), &a.kv_norm, m.kv_lora_rank)?;

@@ -20,7 +20,11 @@ pub(super) struct GpuLayer {
 }
 
 pub(super) enum Attn {
-    Gqa { qkv: Qkv, q_norm: Option<wgpu::Buffer>, k_norm: Option<wgpu::Buffer> },
+    Gqa {
+        qkv: Qkv,
+        q_norm: Option<wgpu::Buffer>,
+        k_norm: Option<wgpu::Buffer>,
+    },
     /// Multi-head latent attention: the checkpoint's tree as the kernels read it (`weights::tree::Mla`).
     Mla(Box<GpuMla>),
 }
@@ -104,15 +108,7 @@ impl GpuLayer {
             Attention::Gqa(a) => Attn::Gqa { qkv: Qkv::new(gpu, a.q, a.k, a.v)?, q_norm: a.q_norm, k_norm: a.k_norm },
             Attention::Mla(a) => Attn::Mla(a),
         };
-        Ok(GpuLayer {
-            attn_norm: w.attn_norm,
-            attn,
-            o: w.o,
-            ffn_norm: w.ffn_norm,
-            ffn,
-            k_cache,
-            v_cache,
-        })
+        Ok(GpuLayer { attn_norm: w.attn_norm, attn, o: w.o, ffn_norm: w.ffn_norm, ffn, k_cache, v_cache })
     }
 }
 
