@@ -948,10 +948,6 @@ fn fixture_ggufs_match_their_config_json() {
             Family::DeepseekV2 | Family::DeepseekV3 => RopePairing::Interleaved,
             _ => RopePairing::Halves,
         };
-        // GGUF has one DeepSeek architecture (deepseek2), for V2 and V3 alike.
-        if hf.family == Family::DeepseekV3 {
-            hf.family = Family::DeepseekV2;
-        }
         // config.json may list several EOS ids; the GGUF holds one.
         assert!(config.eos_token_ids.iter().all(|e| hf.eos_token_ids.contains(e)), "{name}");
         hf.eos_token_ids = config.eos_token_ids.clone();

@@ -1,6 +1,6 @@
 //! `ModelConfig` from GGUF metadata (llama.cpp's `{arch}.*` keys).
 
-use super::{deepseek, Family, FfnKind, ModelConfig, MoeConfig, RopePairing, Routing};
+use super::{deepseek, Family, FfnKind, ModelConfig, MoeConfig, RopePairing, Routing, Scoring};
 use crate::format::gguf::{GgufFile, MetaValue};
 use crate::{Error, Result};
 
@@ -133,6 +133,11 @@ pub fn config_from_gguf(file: &GgufFile) -> Result<ModelConfig> {
     let deepseek = match family.is_deepseek() {
         true => Some(deepseek::from_gguf(&m, num_layers, &has)?),
         false => None,
+    };
+    // One GGUF architecture holds both: V3's routing is the sigmoid one.
+    let family = match &deepseek {
+        Some(d) if d.moe.routing.scoring == Scoring::Sigmoid => Family::DeepseekV3,
+        _ => family,
     };
     let head_dim = match m.usize_opt("attention.key_length")? {
         _ if deepseek.is_some() => deepseek.as_ref().map_or(0, |d| d.head_dim),
