@@ -51,4 +51,20 @@ fn info_preset_prints_the_plan_and_names_bad_presets() {
     assert!(!ok && err.contains("muse-spark-15b"), "{err}");
     let (ok, _, err) = flint(&["bench", "--preset", "muse-spark-pair-64e", "--ctx", "16"]);
     assert!(!ok && err.contains("--ctx"), "{err}");
+    // DeepSeek-V2-Lite's shape fits the class's 9 GB too, its MLA cache included.
+    let (ok, out, err) = flint(&["info", "--preset", "deepseek-v2-lite", "--json"]);
+    assert!(ok, "{err}");
+    let j: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert!(j["memory_total_bytes"].as_u64().unwrap() <= 9_000_000_000, "{out}");
+}
+
+#[test]
+fn bench_without_ctx_fits_a_model_of_short_context() {
+    // The fixture holds 128 positions: --ctx defaults to that rather than 4096.
+    let gguf = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/models/deepseek_v3-q4_0/model.gguf");
+    let (ok, out, err) = flint(&["bench", "--model", gguf, "--prompt-tokens", "8", "--gen-tokens", "4", "--json"]);
+    assert!(ok, "{err}");
+    let j: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(j["ctx"], 128, "{out}");
+    assert!(j["decode_tok_s"].as_f64().unwrap() > 0.0);
 }

@@ -30,6 +30,17 @@ use std::time::Instant;
 /// Seed of a preset's generated weights.
 const SEED: u32 = 1;
 
+/// `--ctx` where not given: 4096 positions, or the model's context where shorter (a model that
+/// cannot be opened gets 4096, and its error when it is loaded).
+pub fn default_ctx(preset: Option<&str>, model: Option<&std::path::Path>) -> usize {
+    let context = match (preset, model) {
+        (Some(name), _) => crate::config::presets::find(name).ok().map(|p| p.config.max_position_embeddings),
+        (None, Some(path)) => crate::ModelFiles::open(path).ok().map(|f| f.config.max_position_embeddings),
+        (None, None) => None,
+    };
+    context.map_or(4096, |c| c.min(4096))
+}
+
 /// What `flint bench` runs.
 pub struct BenchArgs {
     pub model: Option<PathBuf>,

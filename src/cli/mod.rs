@@ -138,9 +138,9 @@ enum Command {
         prompt_tokens: usize,
         #[arg(long, default_value_t = 32)]
         gen_tokens: usize,
-        /// Positions the KV cache holds.
-        #[arg(long, default_value_t = 4096)]
-        ctx: usize,
+        /// Positions the KV cache holds [default: 4096, or the model's context where shorter].
+        #[arg(long)]
+        ctx: Option<usize>,
         /// What the KV cache stores.
         #[arg(long, value_enum, default_value = "f16")]
         kv_cache: KvFormat,
@@ -201,6 +201,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Info { device: true, backend, json, .. } => info::device_info(backend, json),
         Command::Info { preset: Some(name), ctx, json, .. } => bench::preset_info(&name, ctx, json),
         Command::Bench { model, preset, prompt_tokens, gen_tokens, ctx, kv_cache, backend, json } => {
+            let ctx = ctx.unwrap_or_else(|| bench::default_ctx(preset.as_deref(), model.as_deref()));
             bench::bench(&bench::BenchArgs { model, preset, prompt_tokens, gen_tokens, ctx, kv_cache, json, backend })
         }
         Command::Info { model, json, .. } => info::info(&ModelFiles::open(&model_path(model)?)?, json),
