@@ -49,3 +49,14 @@ fn int4_quantized_fixtures_stay_close_to_the_f32_reference() {
     }
     println!("{}", report.join("\n"));
 }
+
+#[test]
+fn deepseek_quantizes_in_memory_but_refuses_a_gptq_checkpoint() {
+    // INT4 in memory covers MLA's projections; a GPTQ checkpoint would need the file's fused
+    // layout, which the MLA tree does not keep: refused by name, nothing written.
+    let files = ModelFiles::open(&fixture("deepseek_v2")).unwrap();
+    let mut weights = files.load_weights().unwrap();
+    weights.clone().quantize_int4(32).unwrap();
+    let err = weights.quantize_gptq(32).unwrap_err().to_string();
+    assert!(err.contains("multi-head latent attention (DeepSeek) is not supported"), "{err}");
+}

@@ -163,9 +163,9 @@ impl Loader<'_> {
 
     /// A vector stored as `base.bias`, `base.weight` or `base` (GGUF's `exp_probs_b.bias`).
     fn bias_vector(&self, base: &str, len: usize) -> Result<Vec<f32>> {
-        let name = [format!("{base}.bias"), format!("{base}.weight"), base.to_string()]
-            .into_iter()
-            .find(|n| self.src.contains(n))
+        let name = self
+            .find(&format!("{base}.bias"))
+            .or_else(|| self.find(base))
             .ok_or_else(|| Error::MissingTensor(base.into()))?;
         self.check_shape(&name, &[len])?;
         Ok(self.src.load_f32(&name)?.data)
@@ -345,7 +345,8 @@ impl ModelWeights {
     /// stay as they are. Every such matrix must be f32 with rows of whole groups.
     pub fn quantize_gptq(&mut self, group: usize) -> Result<()> {
         use crate::quant::gptq_grid::GptqMatrix;
-        self.for_each_decoder_linear(true, |m| {
+        // A GPTQ checkpoint is written in the file's layout, which MLA's tree does not keep.
+        self.for_each_decoder_linear(false, |m| {
             if m.format != crate::quant::packed::Format::F32 {
                 return Err(Error::tensor(format!("{:?} matrix", m.format), "is already quantized"));
             }
