@@ -46,6 +46,8 @@ pub struct Scratch {
     pub q_latent: u64,
     /// MLA: per head a latent-space query and attention output, `[T, heads, kv_lora + rope]` each.
     pub heads_latent: u64,
+    /// MLA: the per-head matmuls' head ids, `u32 [T * heads]` (4 bytes without MLA).
+    pub head_ids: u64,
 }
 
 /// Attention as the kernel runs it: (query heads, key heads, head dim). MLA's heads all attend
@@ -100,6 +102,7 @@ impl Scratch {
             ),
             q_latent: f32s(c.mla.as_ref().map_or(0, |m| m.q_lora_rank.unwrap_or(0))),
             heads_latent: f32s(c.mla.as_ref().map_or(0, |m| c.num_heads * (m.kv_lora_rank + m.qk_rope_head_dim))),
+            head_ids: f32s(if c.mla.is_some() { c.num_heads } else { 0 }),
         }
     }
 
@@ -118,6 +121,7 @@ impl Scratch {
             + self.latent
             + self.q_latent
             + 2 * self.heads_latent
+            + self.head_ids
     }
 }
 

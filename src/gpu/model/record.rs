@@ -109,9 +109,12 @@ impl Resident {
             q_latent: g.storage_zeroed("q latent", s.q_latent),
             heads_query: g.storage_zeroed("heads' latent query", s.heads_latent),
             heads_out: g.storage_zeroed("heads' latent output", s.heads_latent),
-            head_ids: {
-                let heads = if c.mla.is_some() { c.num_heads as u32 } else { 1 };
-                g.storage("head ids", &(0..max_tokens * heads).map(|s| s % heads).collect::<Vec<u32>>())
+            head_ids: match c.mla {
+                Some(_) => {
+                    let heads = c.num_heads as u32;
+                    g.storage("head ids", &(0..max_tokens * heads).map(|s| s % heads).collect::<Vec<u32>>())
+                }
+                None => g.storage_zeroed("head ids", s.head_ids),
             },
         }
     }
